@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Kernel builds of both flavors (out of tree, incremental) and user programs."""
+
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import kconfig
+from .common import CACHE, HARNESS, HarnessError, LOGS, info, run, stage
+
+ARCH_INFO = {
+    "x86_64": {"karch": "x86", "image": "arch/x86/boot/bzImage", "target": "bzImage",
+               "cross": ""},
+}
+
+
+@dataclass
+class Build:
+    arch: str
+    flavor: str
+    outdir: Path
+    image: Path
+    release: str
+    version: str
+    log: Path
+
+    @property
+    def ident(self):
+        """What `uname -r` and `uname -v` print on this build."""
+        return f"{self.release} {self.version}"
+
+
+def jobs():
+    return str(os.cpu_count() or 2)
+
+
+def build_dir(arch, flavor):
+    return CACHE / "build" / arch / flavor
+
+
+def make_cmd(srctree, outdir, arch, tc=None, extra=()):
+    ai = ARCH_INFO[arch]
+    cmd = ["make", "-C", srctree, f"O={outdir}", f"ARCH={ai['karch']}", f"-j{jobs()}",
+           # An empty LOCALVERSION keeps setlocalversion from adding "+".
+           "LOCALVERSION="]
+    if ai["cross"]:
+        cmd.append(f"CROSS_COMPILE={ai['cross']}")
+    if tc:
+        cmd += tc.make_vars()
+    return cmd + list(extra)
+
+
+def configure(srctree, outdir, arch, flavor, tc, log):
+    """Merge the fragments if they changed; always verify the result."""
+    frags = kconfig.fragments(arch, flavor)
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in frags)).hexdigest()
+    stamp = outdir / ".lu-config-digest"
+    env = tc.env() if tc else None
+    if not (outdir / ".config").exists() or not stamp.exists() or stamp.read_text() != digest:
+        outdir.mkdir(parents=True, exist_ok=True)
+        run([srctree / "scripts" / "kconfig" / "merge_config.sh", "-m", "-O", outdir]
+            + frags, cwd=srctree, log=log)
+        run(make_cmd(srctree, outdir, arch, tc, ["olddefconfig"]), log=log, env=env)
+        stamp.write_text(digest)
+    bad = kconfig.verify(kconfig.requested(frags), kconfig.parse((outdir / ".config").read_text()))
+    if bad:
+        stamp.unlink(missing_ok=True)
+        raise HarnessError(f"{flavor}/{arch}: requested options not in .config:\n"
+                           + kconfig.describe(bad) + f"\n  log: {log}")
+
+
+def _uts(outdir):
+    rel = (outdir / "include" / "config" / "kernel.release").read_text().strip()
+    text = (outdir / "include" / "generated" / "utsversion.h").read_text()
+    m = re.search(r'#define UTS_VERSION "(.*)"', text)
+    if not m:
+        raise HarnessError(f"no UTS_VERSION in {outdir}/include/generated/utsversion.h")
+    return rel, m.group(1)
+
+
+def build_kernel(srctree, arch, flavor, tc):
+    """Configure and build one flavor; return its Build."""
+    outdir = build_dir(arch, flavor)
+    log = LOGS / f"build-{arch}-{flavor}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    stage(f"building {flavor} kernel ({arch}) in {outdir}")
+    rust = flavor == "rust"
+    env = tc.env() if rust else None
+    configure(srctree, outdir, arch, flavor, tc if rust else None, log)
+    extra = [ARCH_INFO[arch]["target"]]
+    if rust:
+        run(make_cmd(srctree, outdir, arch, tc, ["rustavailable"]), log=log, env=env)
+        # The rust flavor is always built through clippy-driver: the same code
+        # comes out, and its lints are checked from this log.
+        extra.append("CLIPPY=1")
+    run(make_cmd(srctree, outdir, arch, tc if rust else None, extra), log=log, env=env)
+    image = outdir / ARCH_INFO[arch]["image"]
+    rel, ver = _uts(outdir)
+    info(f"{flavor}: {image}")
+    info(f"{flavor}: uname -r {rel}; uname -v {ver}")
+    return Build(arch, flavor, outdir, image, rel, ver, log)
+
+
+def headers(srctree, arch):
+    """Pristine uapi headers (make headers_install) for the user programs."""
+    outdir = CACHE / "build" / arch / "headers"
+    dest = outdir / "usr"
+    if (dest / "include" / "linux" / "liveupdate.h").exists():
+        return dest / "include"
+    stage("installing uapi headers")
+    run(make_cmd(srctree, outdir, arch, None, ["headers_install",
+                                               f"INSTALL_HDR_PATH={dest}"]),
+        log=LOGS / f"headers-{arch}.log")
+    return dest / "include"
+
+
+# Upstream's liveupdate selftests: the kexec tests are built as upstream's
+# vmtest.sh builds them (static, nolibc); the kselftest-harness test needs libc.
+KEXEC_TESTS = ("luo_kexec_simple", "luo_multi_session", "luo_stress_files",
+               "luo_stress_sessions")
+
+
+def user_programs(srctree, arch):
+    """Build the static programs the VMs run; return {name: path}."""
+    hdr = headers(srctree, arch)
+    out = CACHE / "build" / arch / "progs"
+    out.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"progs-{arch}.log"
+    st = srctree / "tools" / "testing" / "selftests"
+    lu = st / "liveupdate"
+    cc = ARCH_INFO[arch]["cross"] + "gcc"
+    progs = {}
+
+    def cc_if_needed(name, srcs, flags):
+        dst = out / name
+        inputs = [Path(s) for s in srcs]
+        key = hashlib.sha256(("\0".join(map(str, flags)) + "\0".join(map(str, srcs))).encode()
+                             + b"".join(p.read_bytes() for p in inputs)).hexdigest()
+        stamp = out / f".{name}.key"
+        if not (dst.exists() and stamp.exists() and stamp.read_text() == key):
+            run([cc] + flags + ["-o", dst] + srcs, log=log)
+            stamp.write_text(key)
+        progs[name] = dst
+
+    glibc = ["-static", "-O2", "-Wall", "-I", hdr]
+    nolibc = ["-static", "-O2", "-nostdinc", "-nostdlib", "-I", hdr,
+              "-I", srctree / "tools" / "include" / "nolibc", "-I", lu / "lib" / "include"]
+    cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
+    cc_if_needed("lu-demo-agent", [HARNESS / "init" / "lu-demo-agent.c"], glibc)
+    for t in KEXEC_TESTS:
+        cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
+    cc_if_needed("liveupdate", [lu / "liveupdate.c", lu / "lib" / "lu_utils.c"],
+                 glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"])
+    return progs
+
+
+def gen_init_cpio(arch):
+    """The tree's usr/gen_init_cpio, from whichever build has it."""
+    for flavor in ("c", "rust"):
+        p = build_dir(arch, flavor) / "usr" / "gen_init_cpio"
+        if p.exists():
+            return p
+    # Build it from the pristine tree if no kernel build produced it yet.
+    raise HarnessError("usr/gen_init_cpio not built yet: build a kernel first")
+
+
+def clean(arch=None):
+    d = CACHE / "build" if arch is None else CACHE / "build" / arch
+    shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,240 @@
+# SPDX-License-Identifier: GPL-2.0
+"""`lu`: the front door of the Live Update harness."""
+
+import argparse
+import fnmatch
+import sys
+import time
+
+from . import build as kbuild
+from . import ktap, suites, toolchain, tree, vm
+from .common import ARCHES, CACHE, FLAVORS, LOGS, HarnessError, info, stage
+
+DEMO_SIZE_MIB = 1024
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="lu",
+        description="Build, boot and test Linux 7.3 with the Rust Live Update "
+                    "Orchestrator (flavor 'rust') beside upstream's C one (flavor 'c').")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def arch_opt(sp):
+        sp.add_argument("--arch", choices=ARCHES, default="x86_64",
+                        help="target architecture (default: %(default)s)")
+
+    d = sub.add_parser("demo", help="live-update a VM holding a 1 GiB memfd and verify it")
+    arch_opt(d)
+    d.add_argument("--flavor", choices=FLAVORS, default="rust",
+                   help="kernel to run (default: %(default)s)")
+    d.add_argument("--size", type=int, default=DEMO_SIZE_MIB, metavar="MIB",
+                   help="memfd size in MiB (default: %(default)s)")
+
+    t = sub.add_parser("test", help="everything CI runs; ends with 'N passed, N failed'")
+    arch_opt(t)
+    t.add_argument("--flavor", choices=FLAVORS + ("all",), default="all")
+    t.add_argument("-k", "--suite", action="append", default=[], metavar="GLOB",
+                   help="only suites whose name matches GLOB (e.g. 'kexec:*'); repeatable")
+    t.add_argument("--list", action="store_true", help="list the suites and exit")
+
+    b = sub.add_parser("build", help="build a flavor and print the path of its kernel image")
+    arch_opt(b)
+    b.add_argument("flavor", choices=FLAVORS + ("all",), nargs="?", default="all")
+
+    s = sub.add_parser("series", help="export our change as a patch series and checkpatch it")
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help=f"where to write the patches (default: {CACHE}/series)")
+
+    sub.add_parser("setup", help="install the toolchain and fetch the kernel source only")
+    c = sub.add_parser("clean", help="remove build directories (keeps downloads)")
+    arch_opt(c)
+    return p.parse_args(argv)
+
+
+def _flavors(arg):
+    return list(FLAVORS) if arg == "all" else [arg]
+
+
+def _prepare(arch, flavors):
+    tc = toolchain.ensure_all()
+    trees, base, tip = tree.prepare_trees()
+    builds = {}
+    for f in flavors:
+        builds[f] = kbuild.build_kernel(trees[f], arch, f, tc if f == "rust" else None)
+    progs = kbuild.user_programs(tree.PRISTINE, arch)
+    return tc, trees, builds, progs
+
+
+def cmd_build(args):
+    _, _, builds, _ = _prepare(args.arch, _flavors(args.flavor))
+    for f, b in builds.items():
+        print(f"{f}: {b.image}")
+    return 0
+
+
+SUITE_NAMES = (
+    ["harness-unit", "kselftest:liveupdate"]
+    + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS]
+    + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy"]
+    + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
+)
+
+
+def _wanted(name, globs):
+    return not globs or any(fnmatch.fnmatch(name, g) for g in globs)
+
+
+def cmd_test(args):
+    if args.list:
+        print("\n".join(SUITE_NAMES))
+        return 0
+    globs = args.suite
+    flavors = _flavors(args.flavor)
+    results = []
+
+    def add(s):
+        for x in s if isinstance(s, list) else [s]:
+            results.append(x)
+            suites.announce(x)
+
+    t0 = time.monotonic()
+    if _wanted("harness-unit", globs):
+        stage("harness unit tests")
+        add(suites.harness_unit())
+    cross = any(_wanted(f"cross:{t}", globs) for t in ("luo_kexec_simple", "luo_multi_session"))
+    if cross and args.flavor == "all":
+        build_flavors = list(FLAVORS)
+    else:
+        build_flavors = flavors
+    need_vm = any(_wanted(n, globs) for n in SUITE_NAMES if n != "harness-unit")
+    if need_vm:
+        tc, trees, builds, progs = _prepare(args.arch, build_flavors)
+        arch = args.arch
+        ours = [f for f in tree.kernel_files() if f.endswith(".rs")]
+        for f in flavors:
+            stage(f"suites on {arch}/{f}")
+            if _wanted("kselftest:liveupdate", globs):
+                add(suites.kselftest_liveupdate(arch, builds, progs, f))
+            for t in kbuild.KEXEC_TESTS:
+                inkernel = t == "luo_kexec_simple" and (
+                    _wanted("inkernel:test_kho", globs) or _wanted("inkernel:liveupdate_test", globs))
+                if _wanted(f"kexec:{t}", globs) or inkernel:
+                    add(suites.kexec_test(arch, builds, progs, t, (f, f), with_inkernel=inkernel))
+            if f == "rust":
+                if _wanted("kunit", globs):
+                    add(suites.kunit(arch, builds, progs, f, trees["rust"]))
+                if _wanted("rustfmtcheck", globs):
+                    add(suites.rustfmtcheck(arch, trees["rust"], ours))
+                if _wanted("clippy", globs):
+                    add(suites.clippy(arch, builds["rust"], ours))
+        if cross and args.flavor == "all":
+            stage(f"cross-flavor chains on {arch}")
+            for t in ("luo_kexec_simple", "luo_multi_session"):
+                if _wanted(f"cross:{t}", globs):
+                    for chain in (("c", "rust"), ("rust", "c")):
+                        for s in suites.kexec_test(arch, builds, progs, t, chain):
+                            s.name = f"cross:{t}"
+                            add(s)
+    if not results:
+        print(f"no suite matches {globs}; see lu test --list", file=sys.stderr)
+        return 2
+    ktap_path = LOGS / "test-results.ktap"
+    ktap_path.write_text(ktap.emit_ktap(results))
+    print()
+    print(ktap.summary_table(results))
+    print()
+    failed = [s for s in results if s.status == ktap.FAIL]
+    for s in failed:
+        print(f"FAILED: {s.ident} (log: {s.log})")
+    m, sec = divmod(int(time.monotonic() - t0), 60)
+    print(f"KTAP: {ktap_path}; took {m}m{sec:02d}s")
+    print(ktap.final_line(results))
+    return 1 if failed else 0
+
+
+def cmd_demo(args):
+    arch, f = args.arch, args.flavor
+    _, _, builds, progs = _prepare(arch, [f])
+    b = builds[f]
+    size = args.size
+    mem = max(2048, size * 2 + 1024)
+    stage(f"demo: booting {f} kernel ({b.release}) with {mem} MiB RAM; "
+          f"the agent fills a {size} MiB memfd, preserves it, and the kernel kexecs into itself")
+    res = vm.run_chain(f"{arch}-{f}-demo", [
+        vm.Stage(b, [("agent", ["/bin/lu-demo-agent", "preserve", str(size)])]),
+        vm.Stage(b, [("agent", ["/bin/lu-demo-agent", "retrieve", str(size)])]),
+    ], progs, arch, mem=mem, timeout=900)
+    return report_demo(res, size)
+
+
+def _kv(line):
+    return dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+
+
+def report_demo(res, size):
+    demo = [_kv(t[t.index("LU-DEMO"):]) for _, t in res.lines if "LU-DEMO" in t]
+    pre = next((d for d in demo if d.get("stage") == "preserve"), None)
+    ret = next((d for d in demo if d.get("stage") == "retrieve"), None)
+    verdict = next((d["verify"] for d in demo if "verify" in d), None)
+    errors = [d["error"] for d in demo if "error" in d]
+    problems = res.problems(2)
+    print()
+    print(f"  accelerator      : {res.accel}")
+    for s in res.stages:
+        print(f"  stage {s.number} kernel   : {s.ident}"
+              + ("" if s.right_kernel else f"   (EXPECTED {s.expected})"))
+    if pre:
+        print(f"  stage 1          : filled {int(pre['bytes']) >> 20} MiB memfd in "
+              f"{float(pre['fill_s']):.2f} s; session '{pre['session']}', token {pre['token']}")
+        print(f"  preserve         : {float(pre['preserve_s']) * 1000:.0f} ms (PRESERVE_FD)")
+    if len(res.stages) == 2 and res.stages[0].t_reboot is not None:
+        print(f"  reboot→new init  : {(res.stages[1].t_start - res.stages[0].t_reboot) * 1000:.0f}"
+              " ms (reboot(KEXEC) to the new kernel's init, host clock on the serial line)")
+    if ret:
+        print(f"  retrieve         : {float(ret['retrieve_s']) * 1000:.0f} ms "
+              "(open, RETRIEVE_SESSION, RETRIEVE_FD)")
+        print(f"  verify           : {float(ret['verify_s']) * 1000:.0f} ms for "
+              f"{int(ret['bytes']) >> 20} MiB; mismatching 8-byte words: {ret['bad_words']}")
+        print(f"  finish           : {float(ret['finish_s']) * 1000:.0f} ms")
+    for e in errors:
+        print(f"  agent error      : {e}")
+    for p in problems:
+        print(f"  problem          : {p}")
+    ok = (verdict == "OK" and not problems and not errors
+          and ret is not None and int(ret["bytes"]) == size << 20)
+    print()
+    print(f"  RESULT: {'PASS: every byte of the memfd survived the live update' if ok else 'FAIL'}")
+    print(f"  serial log: {res.log}")
+    return 0 if ok else 1
+
+
+def cmd_series(args):
+    _, errors = tree.series_command(args.output)
+    return 1 if errors else 0
+
+
+def cmd_setup(args):
+    toolchain.ensure_all()
+    tree.prepare_trees()
+    stage("setup complete")
+    return 0
+
+
+def cmd_clean(args):
+    kbuild.clean(args.arch)
+    info("removed build directories")
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    try:
+        return {"demo": cmd_demo, "test": cmd_test, "build": cmd_build,
+                "series": cmd_series, "setup": cmd_setup, "clean": cmd_clean}[args.cmd](args)
+    except HarnessError as e:
+        print(f"\nERROR: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

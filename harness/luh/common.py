@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Paths, progress output and command running shared by the harness."""
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HARNESS = REPO / "harness"
+CACHE = Path(os.environ.get("LU_CACHE", Path.home() / ".cache" / "lu"))
+# Where logs of failed steps are kept (inside the cache, outside the repo).
+LOGS = CACHE / "logs"
+
+ARCHES = ("x86_64",)
+FLAVORS = ("c", "rust")
+
+_T0 = time.monotonic()
+
+
+class HarnessError(Exception):
+    """A step failed; the message says what and where its log is."""
+
+
+def elapsed():
+    return time.monotonic() - _T0
+
+
+def stage(msg):
+    """Print a progress line with the elapsed time since the command started."""
+    m, s = divmod(int(elapsed()), 60)
+    print(f"[{m:3d}:{s:02d}] {msg}", flush=True)
+
+
+def info(msg):
+    print(f"         {msg}", flush=True)
+
+
+def warn(msg):
+    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, log=None, cwd=None, env=None, check=True, quiet=True, input=None):
+    """Run a command.
+
+    With a log path its output goes there (appended) and a failure raises a
+    HarnessError naming the log; without, output is captured and returned.
+    """
+    cmd = [str(c) for c in cmd]
+    full_env = dict(os.environ)
+    if env:
+        full_env.update({k: str(v) for k, v in env.items()})
+    if log is not None:
+        log = Path(log)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write(f"\n$ {shlex.join(cmd)}\n")
+            f.flush()
+            p = subprocess.run(cmd, cwd=cwd, env=full_env, stdout=f,
+                               stderr=subprocess.STDOUT, input=input)
+        if check and p.returncode != 0:
+            raise HarnessError(
+                f"command failed (exit {p.returncode}): {shlex.join(cmd)}\n"
+                f"  full log: {log}")
+        return p
+    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True,
+                       text=True, input=input)
+    if check and p.returncode != 0:
+        raise HarnessError(
+            f"command failed (exit {p.returncode}): {shlex.join(cmd)}\n"
+            f"{p.stdout[-2000:]}{p.stderr[-2000:]}")
+    return p
+
+
+def write_if_changed(path, data):
+    """Write bytes to path only if its content differs (keeps make's mtimes)."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return True

@@ -1,0 +1,241 @@
+# SPDX-License-Identifier: GPL-2.0
+"""The test suites of `lu test`, each turned into a ktap.Suite."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+from . import vm
+from .build import KEXEC_TESTS
+from .common import CACHE, HARNESS, LOGS, REPO, run, stage
+from .ktap import FAIL, PASS, SKIP, Case, Suite, tap_cases
+
+# lib/tests/liveupdate.c (CONFIG_LIVEUPDATE_TEST) reports only through the
+# kernel log.  These are the exact lines it must print, per stage, in a
+# luo_kexec_simple chain: stage 1 preserves two memfds (the test's and its
+# state file), stage 2 retrieves and finishes both.
+_FLBS = [f"liveupdate-test-flb-v{i}" for i in range(3)]
+LIVEUPDATE_TEST_EXPECTED = {
+    1: ["Registered 3 FLBs with file handler: [memfd-v2]"]
+       + [f"{f}: preserve was triggered" for f in _FLBS],
+    # The handler registers (late_initcall) after the FLBs' incoming data was
+    # read; finish runs in reverse registration order when the last file of
+    # the handler is finished.
+    2: [f"{f}: found flb data from the previous boot" for f in _FLBS]
+       + ["Registered 3 FLBs with file handler: [memfd-v2]"]
+       + [f"{f}: finish was triggered" for f in reversed(_FLBS)],
+}
+_LT_PREFIX = re.compile(r"liveupdate test: (.*)$")
+
+
+def _problem_cases(res, nstages):
+    return [Case("run", FAIL, p) for p in res.problems(nstages)]
+
+
+def _rc_case(res, stage_no, prog):
+    st = res.stages[stage_no - 1] if len(res.stages) >= stage_no else None
+    rc = None if st is None else st.results.get(prog)
+    if rc == 0:
+        return None
+    return Case(f"{prog} stage {stage_no}", FAIL,
+                f"exit status {rc}" if rc is not None else "did not run")
+
+
+def _finish(suite, res, t0):
+    suite.seconds = time.monotonic() - t0
+    suite.log = str(res.log)
+    if suite.status == PASS:
+        vm.cleanup_run(res)
+    return suite
+
+
+def kselftest_liveupdate(arch, builds, progs, flavor):
+    t0 = time.monotonic()
+    b = builds[flavor]
+    res = vm.run_chain(f"{arch}-{flavor}-kselftest-liveupdate",
+                       [vm.Stage(b, [("liveupdate", ["/bin/liveupdate"])])],
+                       progs, arch, timeout=300, extra_cmdline="loglevel=4")
+    s = Suite(arch, flavor, "kselftest:liveupdate")
+    s.cases = _problem_cases(res, 1)
+    if res.stages:
+        text = res.text(1)
+        s.cases += tap_cases(text)
+        rc = res.stages[0].results.get("liveupdate")
+        if rc != 0 and not any(c.status == FAIL for c in s.cases):
+            s.cases.append(Case("exit status", FAIL, f"liveupdate exited {rc}"))
+    return _finish(s, res, t0)
+
+
+def liveupdate_test_lines(text):
+    return [m.group(1).strip() for m in (_LT_PREFIX.search(line) for line in text.splitlines())
+            if m]
+
+
+def kexec_test(arch, builds, progs, test, chain, with_inkernel=False):
+    """Upstream's two-stage kexec test on chain (flavor of stage 1, of stage 2)."""
+    t0 = time.monotonic()
+    f1, f2 = chain
+    flavor = f1 if f1 == f2 else f"{f1}>{f2}"
+    res = vm.run_chain(f"{arch}-{f1}-{f2}-{test}", [
+        vm.Stage(builds[f1], [(test, [f"/bin/{test}", "-s", "1"])]),
+        vm.Stage(builds[f2], [(test, [f"/bin/{test}", "-s", "2"])]),
+    ], progs, arch, timeout=300)
+    problems = _problem_cases(res, 2)
+    s = Suite(arch, flavor, f"kexec:{test}")
+    detail = [c.detail for c in problems]
+    for k in (1, 2):
+        c = _rc_case(res, k, test)
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+    if len(res.stages) == 2 and "TEST PASSED" not in res.text(2):
+        detail.append("stage 2 did not print TEST PASSED")
+    s.cases = [Case(test, FAIL if detail else PASS, "\n".join(detail))]
+    suites = [_finish(s, res, t0)]
+    if with_inkernel:
+        suites += inkernel_checks(arch, flavor, res, problems)
+    return suites
+
+
+def inkernel_checks(arch, flavor, res, problems):
+    """TEST_KEXEC_HANDOVER and LIVEUPDATE_TEST, read from a kexec chain's log."""
+    kho = Suite(arch, flavor, "inkernel:test_kho", log=str(res.log))
+    if problems or len(res.stages) != 2:
+        kho.cases = [Case("kho_restore", FAIL, "the kexec chain did not complete")]
+    else:
+        t2 = res.text(2)
+        ok = "KHO restore succeeded" in t2 and "KHO restore failed" not in t2
+        kho.cases = [Case("kho_restore", PASS if ok else FAIL,
+                          "" if ok else "no 'KHO restore succeeded' after kexec")]
+    lt = Suite(arch, flavor, "inkernel:liveupdate_test", log=str(res.log))
+    for k in (1, 2):
+        if len(res.stages) < k:
+            lt.cases.append(Case(f"stage{k}_flb_lines", FAIL, "stage not reached"))
+            continue
+        got = liveupdate_test_lines(res.text(k))
+        want = LIVEUPDATE_TEST_EXPECTED[k]
+        ok = got == want
+        lt.cases.append(Case(f"stage{k}_flb_lines", PASS if ok else FAIL,
+                             "" if ok else f"expected {want}\ngot {got}"))
+    return [kho, lt]
+
+
+def _kunit_cases(obj, prefix=""):
+    cases = []
+    name = obj.get("name", "")
+    here = prefix if name == "KUnit Test Group" else (f"{prefix}.{name}" if prefix else name)
+    for tc in obj.get("test_cases", []):
+        st = {"PASS": PASS, "SKIP": SKIP}.get(tc.get("status"), FAIL)
+        cases.append(Case(f"{here}.{tc['name']}" if here else tc["name"], st))
+    for g in obj.get("sub_groups", []):
+        cases += _kunit_cases(g, here)
+    return cases
+
+
+def kunit(arch, builds, progs, flavor, srctree):
+    """Every built-in KUnit suite, parsed by the tree's kunit.py parse."""
+    t0 = time.monotonic()
+    res = vm.run_chain(f"{arch}-{flavor}-kunit", [vm.Stage(builds[flavor], [])],
+                       progs, arch, timeout=600, extra_cmdline="kunit.enable=1")
+    s = Suite(arch, flavor, "kunit")
+    s.cases = _problem_cases(res, 1)
+    raw = res.log.parent / "kunit.txt"
+    raw.write_text("\n".join(t for _, t in res.lines) + "\n")
+    out = res.log.parent / "kunit.json"
+    p = subprocess.run([sys.executable, srctree / "tools" / "testing" / "kunit" / "kunit.py",
+                        "parse", f"--json={out}", raw], capture_output=True, text=True)
+    (res.log.parent / "kunit-parse.txt").write_text(p.stdout + p.stderr)
+    if out.exists():
+        cases = _kunit_cases(json.loads(out.read_text()))
+    else:
+        cases = []
+    if not cases:
+        s.cases.append(Case("kunit.py parse", FAIL, f"no KUnit results (exit {p.returncode})"))
+    s.cases += cases
+    s.note = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    return _finish(s, res, t0)
+
+
+_WARN_AT = re.compile(r"^\s*--> (\S+?):(\d+):(\d+)")
+
+
+def clippy(arch, build, ours):
+    """Warnings of the CLIPPY=1 rust build: ours must be none."""
+    s = Suite(arch, "rust", "clippy", log=str(build.log))
+    text = open(build.log, errors="replace").read()
+    locs = [m.group(1) for m in (_WARN_AT.match(line) for line in text.splitlines()) if m]
+    warnings = text.count("\nwarning:") + text.count("\nerror:")
+    mine = sorted({loc for loc in locs
+                   if any(loc.endswith(f) or f in loc for f in ours)})
+    if mine:
+        s.cases = [Case("our code", FAIL, "warnings in: " + ", ".join(mine))]
+    else:
+        s.cases = [Case("our code", PASS)]
+    s.note = f"{len(ours)} Rust files of ours; {warnings} warning/error lines in the whole build"
+    return s
+
+
+def rustfmtcheck(arch, srctree, ours):
+    """make LLVM=1 rustfmtcheck over the rust tree; our files must be clean."""
+    t0 = time.monotonic()
+    log = LOGS / f"rustfmtcheck-{arch}.log"
+    log.write_text("")
+    p = run(["make", "-C", srctree, f"O={CACHE / 'build' / arch / 'rustfmt'}", "LLVM=1",
+             "rustfmtcheck"], log=log, check=False)
+    text = log.read_text()
+    diffs = re.findall(r"^Diff in (\S+?)(?::\d+)?(?: at line \d+)?:", text, re.M)
+    mine = sorted({d for d in diffs if any(d.endswith(f) for f in ours)})
+    s = Suite(arch, "rust", "rustfmtcheck", log=str(log))
+    if mine:
+        s.cases = [Case("our code", FAIL, "not rustfmt-clean: " + ", ".join(mine))]
+    elif p.returncode != 0 and not diffs:
+        s.cases = [Case("our code", FAIL, f"make rustfmtcheck failed (exit {p.returncode})")]
+    else:
+        s.cases = [Case("our code", PASS)]
+    upstream = sorted(set(diffs) - set(mine))
+    s.note = (f"{len(ours)} Rust files of ours; upstream files not clean under this "
+              f"rustfmt: {len(upstream)}")
+    s.seconds = time.monotonic() - t0
+    return s
+
+
+def harness_unit():
+    """The harness's own unit tests (python unittest)."""
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "unittest", "discover", "-v", "-s",
+                        HARNESS / "tests", "-t", REPO], capture_output=True, text=True,
+                       cwd=REPO)
+    log = LOGS / "harness-unit.log"
+    log.write_text(p.stdout + p.stderr)
+    s = Suite("host", "-", "harness-unit", log=str(log))
+    for line in (p.stdout + p.stderr).splitlines():
+        m = re.search(r"(\w+) \(([\w.]+)\)\s*(?:\S.*?)?\.\.\. (ok|FAIL|ERROR|skipped.*)$", line)
+        if m:
+            st = PASS if m.group(3) == "ok" else SKIP if m.group(3).startswith("skip") else FAIL
+            s.cases.append(Case(f"{m.group(2)}.{m.group(1)}", st))
+    ran = re.search(r"^Ran (\d+) tests?", p.stdout + p.stderr, re.M)
+    if ran is None or int(ran.group(1)) != len(s.cases):
+        s.cases.append(Case("unittest", FAIL, "could not read every result: "
+                            f"ran {ran.group(1) if ran else '?'}, parsed {len(s.cases)}"))
+    if p.returncode != 0 and not any(c.status == FAIL for c in s.cases):
+        s.cases.append(Case("unittest", FAIL, f"exit {p.returncode}"))
+    s.seconds = time.monotonic() - t0
+    return s
+
+
+def all_kexec_tests():
+    return list(KEXEC_TESTS)
+
+
+def announce(s):
+    mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}[s.status]
+    extra = f" ({s.note})" if s.note else ""
+    stage(f"{mark} {s.ident}: {s.count(PASS)} passed, {s.count(FAIL)} failed, "
+          f"{s.count(SKIP)} skipped{extra}")
+    if s.status == FAIL:
+        for c in s.cases:
+            if c.status == FAIL:
+                for d in (c.detail or "failed").splitlines()[:6]:
+                    print(f"           {c.name}: {d}")
+        print(f"           log: {s.log}")

@@ -1,0 +1,232 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Host packages, Debian's rust-src and bindgen: checked, installed, cached.
+
+Everything here is idempotent: a second call finds what the first installed
+and returns at once.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .common import CACHE, HarnessError, LOGS, info, run, stage
+
+# From the machine's default (bookworm) sources.
+APT_PACKAGES = [
+    "clang-19", "lld-19", "llvm-19", "libclang-19-dev", "qemu-system-x86",
+    "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "dwarves",
+    "make", "gcc", "libc6-dev", "xz-utils", "git", "rsync",
+]
+
+BINDGEN_VERSION = "0.72.1"
+LIBCLANG_PATH = "/usr/lib/llvm-19/lib"
+
+# The pinned kernel source (Debian trixie-backports).
+SOURCE_PKG = "linux-source-7.3"
+SOURCE_VERSION = "7.3.4-1~bpo13+1"
+SOURCE_SHA256 = "703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee3"
+# rust-src pins per rustc version we have checked; others are taken from the
+# index by upstream version and reported.
+RUST_SRC_PINS = {
+    "1.95.0": ("1.95.0+dfsg1-2~bpo13+1",
+               "7b76db5b880a77f9e52975d2baa6209d2f76d2c9c2789515c3088cb960e2c83b"),
+}
+
+APT_DIR = CACHE / "apt"
+DEBS = CACHE / "debs"
+SUITE = "trixie-backports"
+
+
+def missing_packages(packages=APT_PACKAGES):
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n"] + packages,
+        capture_output=True, text=True).stdout
+    ok = {line.split()[0] for line in out.splitlines()
+          if len(line.split()) > 1 and line.split()[1].startswith("ii")}
+    return [p for p in packages if p not in ok]
+
+
+def ensure_packages():
+    missing = missing_packages()
+    if not missing:
+        return
+    stage(f"installing host packages: {' '.join(missing)}")
+    if os.geteuid() != 0:
+        raise HarnessError(
+            "missing packages: " + " ".join(missing) +
+            "\n  install them with: sudo apt-get install " + " ".join(missing))
+    log = LOGS / "apt-install.log"
+    run(["apt-get", "update", "-q"], log=log)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + missing,
+        log=log, env={"DEBIAN_FRONTEND": "noninteractive"})
+    still = missing_packages()
+    if still:
+        raise HarnessError(f"still missing after apt-get install: {still} (log {log})")
+
+
+def _apt_opts():
+    return [
+        "-o", "Dir::Etc::sourcelist=/dev/null",
+        "-o", f"Dir::Etc::sourceparts={APT_DIR}/sources.list.d",
+        "-o", f"Dir::Etc::preferencesparts={APT_DIR}/preferences.d",
+        "-o", f"Dir::State::Lists={APT_DIR}/lists",
+        "-o", f"Dir::Cache={APT_DIR}/cache",
+        "-o", "APT::Architectures::=amd64",
+        "-o", "Acquire::Languages=none",
+        "-o", "APT::Sandbox::User=root",
+    ]
+
+
+def _private_apt_update():
+    """A private apt configuration for trixie-backports.
+
+    It has its own sources, lists and cache directories; the system's sources
+    are never touched and nothing from it is installed: we only
+    `apt-get download` arch-all packages and unpack them with `dpkg -x`.
+    The suite's binary-amd64 index lists its arch-all packages too
+    (No-Support-for-Architecture-all), so binary-all is not fetched.
+    """
+    for d in ("sources.list.d", "preferences.d", "lists/partial",
+              "cache/archives/partial"):
+        (APT_DIR / d).mkdir(parents=True, exist_ok=True)
+    (APT_DIR / "sources.list.d" / "lu.sources").write_text(
+        "Types: deb\nURIs: http://deb.debian.org/debian\n"
+        f"Suites: {SUITE}\nComponents: main\nArchitectures: amd64\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    stamp = APT_DIR / "updated"
+    if stamp.exists():
+        return
+    run(["apt-get"] + _apt_opts() + ["update", "-q"], log=LOGS / "apt-private.log")
+    stamp.touch()
+
+
+def _madison(pkg):
+    p = run(["apt-cache"] + _apt_opts() + ["madison", pkg], check=False)
+    return [line.split("|")[1].strip() for line in p.stdout.splitlines() if "|" in line]
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_deb(pkg, version, sha256=None):
+    """apt-get download pkg=version into the cache; check its sha256."""
+    DEBS.mkdir(parents=True, exist_ok=True)
+    name = f"{pkg}_{version.replace(':', '%3a')}_all.deb"
+    deb = DEBS / name
+    if not deb.exists():
+        _private_apt_update()
+        if version not in _madison(pkg):
+            # The lists may be stale: refresh once.
+            (APT_DIR / "updated").unlink(missing_ok=True)
+            _private_apt_update()
+        run(["apt-get"] + _apt_opts() + ["download", f"{pkg}={version}"],
+            cwd=DEBS, log=LOGS / "apt-private.log")
+    if sha256 and _sha256(deb) != sha256:
+        deb.unlink()
+        raise HarnessError(f"{name}: sha256 mismatch (expected {sha256}); deleted, try again")
+    return deb
+
+
+def resolve_source_version():
+    """The pinned version, or loudly the newest 7.3.x if it is gone."""
+    if (DEBS / f"{SOURCE_PKG}_{SOURCE_VERSION}_all.deb").exists():
+        return SOURCE_VERSION, SOURCE_SHA256
+    _private_apt_update()
+    versions = _madison(SOURCE_PKG)
+    if SOURCE_VERSION in versions:
+        return SOURCE_VERSION, SOURCE_SHA256
+    if not versions:
+        raise HarnessError(f"{SOURCE_PKG} is not in {SUITE} any more")
+    newest = sorted(versions, key=_debver_key)[-1]
+    banner = "!" * 72
+    print(f"{banner}\n!! {SOURCE_PKG} {SOURCE_VERSION} is no longer served; using {newest}.\n"
+          f"!! Every patch must still apply; results are NOT for the pinned tree.\n{banner}",
+          flush=True)
+    return newest, None
+
+
+def _debver_key(v):
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
+
+
+def rustc_version():
+    out = run(["rustc", "--version"]).stdout
+    m = re.match(r"rustc (\d+\.\d+\.\d+)", out)
+    if not m:
+        raise HarnessError(f"cannot parse rustc --version: {out!r}")
+    return m.group(1)
+
+
+def ensure_rust_src():
+    """Debian's rust-src of exactly rustc's version; returns RUST_LIB_SRC."""
+    ver = rustc_version()
+    dest = CACHE / "rust-src" / ver
+    lib = dest / "usr" / "src" / f"rustc-{ver}" / "library"
+    if (dest / ".done").exists() and lib.is_dir():
+        return lib
+    if ver in RUST_SRC_PINS:
+        debver, sha = RUST_SRC_PINS[ver]
+    else:
+        _private_apt_update()
+        cands = [v for v in _madison("rust-src") if v.startswith(ver + "+")]
+        if not cands:
+            raise HarnessError(f"no Debian rust-src for rustc {ver} in {SUITE}")
+        debver, sha = sorted(cands, key=_debver_key)[-1], None
+        info(f"rust-src {debver} (not pinned; rustc {ver})")
+    stage(f"fetching Debian rust-src {debver}")
+    deb = fetch_deb("rust-src", debver, sha)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    run(["dpkg", "-x", deb, dest])
+    if not lib.is_dir():
+        raise HarnessError(f"rust-src unpacked but {lib} is missing")
+    (dest / ".done").touch()
+    return lib
+
+
+def ensure_bindgen():
+    root = CACHE / "cargo"
+    exe = root / "bin" / "bindgen"
+    if exe.exists():
+        out = run([exe, "--version"], check=False).stdout
+        if BINDGEN_VERSION in out:
+            return exe
+    stage(f"installing bindgen-cli {BINDGEN_VERSION} (cargo install)")
+    run(["cargo", "install", "--locked", "--root", root,
+         f"bindgen-cli@{BINDGEN_VERSION}"], log=LOGS / "bindgen-install.log",
+        env={"LIBCLANG_PATH": LIBCLANG_PATH})
+    return exe
+
+
+class Toolchain:
+    """What a Rust-enabled kernel build needs, ready to pass to make."""
+
+    def __init__(self, rust_lib_src, bindgen):
+        self.rust_lib_src = rust_lib_src
+        self.bindgen = bindgen
+
+    def make_vars(self):
+        return [f"RUST_LIB_SRC={self.rust_lib_src}", f"BINDGEN={self.bindgen}"]
+
+    def env(self):
+        return {"LIBCLANG_PATH": LIBCLANG_PATH}
+
+
+def ensure_all():
+    stage("checking the toolchain")
+    ensure_packages()
+    for tool in ("rustc", "cargo", "rustfmt", "clippy-driver"):
+        if not shutil.which(tool):
+            raise HarnessError(
+                f"{tool} not found: install Rust with rustup and add the "
+                "rustfmt and clippy components")
+    tc = Toolchain(ensure_rust_src(), ensure_bindgen())
+    return tc

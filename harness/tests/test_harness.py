@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Unit tests of the harness's own logic (run by `lu test` as harness-unit)."""
+
+import unittest
+
+from harness.luh import cli, kconfig, ktap, tree, vm
+from harness.luh.common import HarnessError
+from harness.luh.suites import LIVEUPDATE_TEST_EXPECTED, liveupdate_test_lines
+
+
+class KconfigTest(unittest.TestCase):
+    def test_parse(self):
+        opts = kconfig.parse('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C="x y"\n'
+                             "# comment\nCONFIG_D=0x10\n")
+        self.assertEqual(opts, {"CONFIG_A": "y", "CONFIG_B": "n", "CONFIG_C": '"x y"',
+                                "CONFIG_D": "0x10"})
+
+    def test_verify_dropped_option(self):
+        want = {"CONFIG_A": "y", "CONFIG_B": "n", "CONFIG_RUST": "y"}
+        have = {"CONFIG_A": "y"}
+        # B absent means "not set": fine.  RUST absent: silently dropped.
+        self.assertEqual(kconfig.verify(want, have), [("CONFIG_RUST", "y", None)])
+
+    def test_verify_wrong_value(self):
+        bad = kconfig.verify({"CONFIG_X": "y"}, {"CONFIG_X": "m"})
+        self.assertEqual(bad, [("CONFIG_X", "y", "m")])
+        self.assertIn("asked y, got m", kconfig.describe(bad))
+
+    def test_later_fragment_wins(self):
+        import tempfile
+        from pathlib import Path
+        with tempfile.TemporaryDirectory() as d:
+            a, b = Path(d, "a"), Path(d, "b")
+            a.write_text("CONFIG_X=y\nCONFIG_Y=y\n")
+            b.write_text("# CONFIG_X is not set\n")
+            self.assertEqual(kconfig.requested([a, b]), {"CONFIG_X": "n", "CONFIG_Y": "y"})
+
+    def test_repo_fragments_exist(self):
+        for flavor in ("c", "rust"):
+            for f in kconfig.fragments("x86_64", flavor):
+                self.assertTrue(f.exists(), f)
+        want = kconfig.requested(kconfig.fragments("x86_64", "rust"))
+        self.assertEqual(want["CONFIG_RUST"], "y")
+        self.assertEqual(want["CONFIG_LIVEUPDATE"], "y")
+        self.assertNotIn("CONFIG_RUST", kconfig.requested(kconfig.fragments("x86_64", "c")))
+
+
+KSELFTEST_OUT = """\
+TAP version 13
+1..3
+# Starting 3 tests from 1 test cases.
+#  RUN           dev.a ...
+ok 1 dev.a
+[    1.23] some kernel line
+not ok 2 dev.b
+ok 3 dev.c # SKIP no device
+    ok 1 nested
+# Totals: pass:1 fail:1 xfail:0 xpass:0 skip:1 error:0
+"""
+
+
+class KtapTest(unittest.TestCase):
+    def test_parse_tap(self):
+        plan, cases = ktap.parse_tap(KSELFTEST_OUT)
+        self.assertEqual(plan, 3)
+        self.assertEqual([(c.name, c.status) for c in cases],
+                         [("dev.a", ktap.PASS), ("dev.b", ktap.FAIL), ("dev.c", ktap.SKIP)])
+        self.assertEqual(cases[2].detail, "no device")
+
+    def test_plan_not_met(self):
+        cases = ktap.tap_cases("1..2\nok 1 a\n")
+        self.assertEqual(cases[-1].name, "plan")
+        self.assertEqual(cases[-1].status, ktap.FAIL)
+
+    def test_no_plan(self):
+        cases = ktap.tap_cases("program crashed\n")
+        self.assertEqual([(c.name, c.status) for c in cases], [("plan", ktap.FAIL)])
+
+    def test_suite_status_and_totals(self):
+        ok = ktap.Suite("x86_64", "c", "s1", [ktap.Case("a", ktap.PASS)])
+        bad = ktap.Suite("x86_64", "rust", "s2", [ktap.Case("a", ktap.PASS),
+                                                  ktap.Case("b", ktap.FAIL, "why")])
+        empty = ktap.Suite("x86_64", "rust", "s3", [])
+        self.assertEqual(ok.status, ktap.PASS)
+        self.assertEqual(bad.status, ktap.FAIL)
+        self.assertEqual(empty.status, ktap.FAIL)  # a suite with no result never passes
+        self.assertEqual(ktap.totals([ok, bad]), (2, 1, 0))
+        self.assertEqual(ktap.final_line([ok, bad]), "2 passed, 1 failed, 0 skipped")
+
+    def test_emit_ktap_roundtrip(self):
+        suites = [ktap.Suite("x86_64", "c", "kexec:t", [ktap.Case("t", ktap.PASS)]),
+                  ktap.Suite("x86_64", "rust", "kunit", [ktap.Case("a b", ktap.FAIL, "x\ny"),
+                                                         ktap.Case("c", ktap.SKIP, "why")])]
+        text = ktap.emit_ktap(suites)
+        self.assertTrue(text.startswith("KTAP version 1\n1..2\n"))
+        self.assertIn("ok 1 x86_64/c/kexec:t\n", text)
+        self.assertIn("    not ok 1 a_b\n", text)
+        self.assertIn("    ok 2 c # SKIP why\n", text)
+        self.assertIn("not ok 2 x86_64/rust/kunit\n", text)
+        plan, top = ktap.parse_tap(text)
+        self.assertEqual(plan, 2)
+        self.assertEqual([c.status for c in top], [ktap.PASS, ktap.FAIL])
+
+    def test_summary_table(self):
+        s = ktap.Suite("x86_64", "c", "kexec:t", [ktap.Case("t", ktap.PASS)], seconds=3.25)
+        table = ktap.summary_table([s]).splitlines()
+        self.assertEqual(len(table), 3)
+        self.assertIn("PASS", table[2])
+        self.assertIn("3.2s", table[2])
+
+
+def _log(*texts):
+    return [(float(i), t) for i, t in enumerate(texts)]
+
+
+class StageParseTest(unittest.TestCase):
+    A = "7.3.4-lu-c #1 PREEMPT_DYNAMIC Fri Nov 27 03:48:04 UTC 2026"
+    B = "7.3.4-lu-rust #3 PREEMPT_DYNAMIC Fri Nov 27 04:00:00 UTC 2026"
+
+    def test_two_stages(self):
+        lines = _log("Linux version 7.3.4-lu-c (root@vm) ...", "boot 1",
+                     f"LU-STAGE 1 2 {self.A}", "LU-KEXEC-LOADED 1 0",
+                     "LU-RESULT 1 t 0", "LU-REBOOT 1 kexec",
+                     "Linux version 7.3.4-lu-rust (root@vm) ...", "liveupdate test: x",
+                     f"LU-STAGE 2 2 {self.B}", "LU-RESULT 2 t 1", "LU-REBOOT 2 restart")
+        st = vm.parse_stages(lines, [self.A, self.B])
+        self.assertEqual(len(st), 2)
+        self.assertTrue(st[0].right_kernel and st[1].right_kernel)
+        self.assertEqual(st[0].results, {"t": 0})
+        self.assertEqual(st[1].results, {"t": 1})
+        self.assertEqual(st[0].kexec_loaded, 0)
+        self.assertEqual((st[0].t_reboot, st[1].t_start), (5.0, 8.0))
+        # The next kernel's boot log belongs to the next stage.
+        self.assertEqual((st[0].first_line, st[0].last_line), (0, 5))
+        self.assertEqual((st[1].first_line, st[1].last_line), (6, 10))
+        res = vm.RunResult("r", None, lines, st, "exited", "tcg", 1.0)
+        self.assertEqual(res.problems(2), [])
+        self.assertIn("liveupdate test: x", res.text(2))
+        self.assertNotIn("liveupdate test: x", res.text(1))
+
+    def test_wrong_kernel_is_a_problem(self):
+        lines = _log("Linux version x (root@vm)", f"LU-STAGE 1 2 {self.A}", "LU-REBOOT 1 kexec",
+                     "Linux version y (root@vm)", f"LU-STAGE 2 2 {self.A}")
+        st = vm.parse_stages(lines, [self.A, self.B])
+        self.assertFalse(st[1].right_kernel)
+        res = vm.RunResult("r", None, lines, st, "exited", "tcg", 1.0)
+        self.assertEqual(len(res.problems(2)), 1)
+        self.assertIn("expected", res.problems(2)[0])
+
+    def test_missing_stage_panic_timeout(self):
+        lines = _log("Linux version x (root@vm)", f"LU-STAGE 1 2 {self.A}", "LU-REBOOT 1 kexec",
+                     "Linux version y (root@vm)", "Kernel panic - not syncing: boom")
+        st = vm.parse_stages(lines, [self.A, self.B])
+        res = vm.RunResult("r", None, lines, st, "timeout", "tcg", 1.0)
+        probs = res.problems(2)
+        self.assertEqual(len(probs), 3)
+        self.assertIn("reached 1 of 2 stages", probs[0])
+        self.assertIn("Kernel panic", probs[2])
+
+
+class LiveupdateTestLines(unittest.TestCase):
+    def test_extract(self):
+        text = ("[ 1.0] liveupdate test: Registered 3 FLBs with file handler: [memfd-v2]\n"
+                "# liveupdate test: liveupdate-test-flb-v0: preserve was triggered\n"
+                "other\n")
+        self.assertEqual(liveupdate_test_lines(text), [
+            "Registered 3 FLBs with file handler: [memfd-v2]",
+            "liveupdate-test-flb-v0: preserve was triggered"])
+
+    def test_expected_shape(self):
+        self.assertEqual(len(LIVEUPDATE_TEST_EXPECTED[1]), 4)
+        self.assertEqual(len(LIVEUPDATE_TEST_EXPECTED[2]), 7)
+        self.assertEqual(LIVEUPDATE_TEST_EXPECTED[2][-1],
+                         "liveupdate-test-flb-v0: finish was triggered")
+
+
+class SeriesTest(unittest.TestCase):
+    def test_parse(self):
+        e = tree.parse_series("# c\npatch 0001-x.patch\nfiles msg/a.txt rust/kernel kernel/x.c\n\n")
+        self.assertEqual(e, [("patch", "0001-x.patch"),
+                             ("files", "msg/a.txt", ["rust/kernel", "kernel/x.c"])])
+        with self.assertRaises(HarnessError):
+            tree.parse_series("bogus line\n")
+
+    def test_assign(self):
+        entries = [("files", "m1", ["rust/kernel"]), ("files", "m2", ["kernel/liveupdate/"])]
+        files = ["kernel/liveupdate/a.rs", "rust/kernel/b.rs", "rust/kernel/c/d.rs"]
+        self.assertEqual(tree.assign_files(entries, files),
+                         [["rust/kernel/b.rs", "rust/kernel/c/d.rs"], ["kernel/liveupdate/a.rs"]])
+
+    def test_orphan_and_double(self):
+        with self.assertRaises(HarnessError):
+            tree.assign_files([("files", "m", ["rust"])], ["rust/a.rs", "mm/b.rs"])
+        with self.assertRaises(HarnessError):
+            tree.assign_files([("files", "m", ["rust"]), ("files", "n", ["rust/a.rs"])],
+                              ["rust/a.rs"])
+        with self.assertRaises(HarnessError):
+            tree.assign_files([("files", "m", ["mm"])], [])
+
+    def test_prefix_is_path_aware(self):
+        # "rust/kernel" must not claim "rust/kernelx.rs".
+        with self.assertRaises(HarnessError):
+            tree.assign_files([("files", "m", ["rust/kernel"])], ["rust/kernelx.rs"])
+
+
+class CliTest(unittest.TestCase):
+    def test_defaults(self):
+        a = cli.parse_args(["test"])
+        self.assertEqual((a.arch, a.flavor, a.suite), ("x86_64", "all", []))
+        d = cli.parse_args(["demo"])
+        self.assertEqual((d.flavor, d.size), ("rust", 1024))
+
+    def test_suite_filter(self):
+        self.assertTrue(cli._wanted("kexec:luo_kexec_simple", ["kexec:*"]))
+        self.assertFalse(cli._wanted("kunit", ["kexec:*"]))
+        self.assertTrue(cli._wanted("kunit", []))
+
+    def test_bad_flavor(self):
+        import contextlib
+        import io
+        with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+            cli.parse_args(["build", "go"])
+
+
+if __name__ == "__main__":
+    unittest.main()
