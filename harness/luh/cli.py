@@ -2,6 +2,7 @@
 """`lu`: the front door of the Live Update harness."""
 
 import argparse
+import fcntl
 import fnmatch
 import sys
 import time
@@ -230,6 +231,13 @@ def cmd_clean(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     LOGS.mkdir(parents=True, exist_ok=True)
+    # One lu at a time per cache: they share source trees and build directories.
+    lock = open(CACHE / "lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"waiting for another lu using {CACHE} to finish...", file=sys.stderr)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         return {"demo": cmd_demo, "test": cmd_test, "build": cmd_build,
                 "series": cmd_series, "setup": cmd_setup, "clean": cmd_clean}[args.cmd](args)

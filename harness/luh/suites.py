@@ -153,7 +153,8 @@ def kunit(arch, builds, progs, flavor, srctree):
     if not cases:
         s.cases.append(Case("kunit.py parse", FAIL, f"no KUnit results (exit {p.returncode})"))
     s.cases += cases
-    s.note = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    done = re.findall(r"Testing complete\. (Ran \d+ tests?.*)$", p.stdout, re.M)
+    s.note = f"kunit.py parse: {done[-1]}" if done else "kunit.py parse printed no summary"
     return _finish(s, res, t0)
 
 

@@ -19,6 +19,8 @@ APT_PACKAGES = [
     "clang-19", "lld-19", "llvm-19", "libclang-19-dev", "qemu-system-x86",
     "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "dwarves",
     "make", "gcc", "libc6-dev", "xz-utils", "git", "rsync",
+    # checkpatch.pl runs scripts/spdxcheck.py with Debian's python3.
+    "python3-ply", "python3-git",
 ]
 
 BINDGEN_VERSION = "0.72.1"

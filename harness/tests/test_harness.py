@@ -176,31 +176,35 @@ class LiveupdateTestLines(unittest.TestCase):
 
 class SeriesTest(unittest.TestCase):
     def test_parse(self):
-        e = tree.parse_series("# c\npatch 0001-x.patch\nfiles msg/a.txt rust/kernel kernel/x.c\n\n")
+        e = tree.parse_series("# c\npatch 0001-x.patch\nfiles msg/a.txt rust/kernel kernel/x.c\n\n"
+                              "files m rust/a.rs g.patch # comment\n")
         self.assertEqual(e, [("patch", "0001-x.patch"),
-                             ("files", "msg/a.txt", ["rust/kernel", "kernel/x.c"])])
+                             ("files", "msg/a.txt", ["rust/kernel", "kernel/x.c"], []),
+                             ("files", "m", ["rust/a.rs"], ["g.patch"])])
+        with self.assertRaises(HarnessError):
+            tree.parse_series("files m only.patch\n")
         with self.assertRaises(HarnessError):
             tree.parse_series("bogus line\n")
 
     def test_assign(self):
-        entries = [("files", "m1", ["rust/kernel"]), ("files", "m2", ["kernel/liveupdate/"])]
+        entries = [("files", "m1", ["rust/kernel"], []), ("files", "m2", ["kernel/liveupdate/"], [])]
         files = ["kernel/liveupdate/a.rs", "rust/kernel/b.rs", "rust/kernel/c/d.rs"]
         self.assertEqual(tree.assign_files(entries, files),
                          [["rust/kernel/b.rs", "rust/kernel/c/d.rs"], ["kernel/liveupdate/a.rs"]])
 
     def test_orphan_and_double(self):
         with self.assertRaises(HarnessError):
-            tree.assign_files([("files", "m", ["rust"])], ["rust/a.rs", "mm/b.rs"])
+            tree.assign_files([("files", "m", ["rust"], [])], ["rust/a.rs", "mm/b.rs"])
         with self.assertRaises(HarnessError):
-            tree.assign_files([("files", "m", ["rust"]), ("files", "n", ["rust/a.rs"])],
+            tree.assign_files([("files", "m", ["rust"], []), ("files", "n", ["rust/a.rs"], [])],
                               ["rust/a.rs"])
         with self.assertRaises(HarnessError):
-            tree.assign_files([("files", "m", ["mm"])], [])
+            tree.assign_files([("files", "m", ["mm"], [])], [])
 
     def test_prefix_is_path_aware(self):
         # "rust/kernel" must not claim "rust/kernelx.rs".
         with self.assertRaises(HarnessError):
-            tree.assign_files([("files", "m", ["rust/kernel"])], ["rust/kernelx.rs"])
+            tree.assign_files([("files", "m", ["rust/kernel"], [])], ["rust/kernelx.rs"])
 
 
 class CliTest(unittest.TestCase):
