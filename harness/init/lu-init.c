@@ -16,8 +16,12 @@
  * with reboot(LINUX_REBOOT_CMD_KEXEC) if a kexec was loaded, otherwise with
  * a restart, which QEMU -no-reboot turns into an exit.
  *
- * Everything the host needs is printed on the console as lines starting with
- * "LU-" so that the runner can parse them out of the serial log:
+ * Programs' stdout and stderr, and init's own messages, are written to the
+ * kernel log (/dev/kmsg, one record per line, level 5) rather than straight to
+ * the console: the console prints whole records, so a line of ours is never
+ * cut in two by a kernel message printed at the same moment (the runner
+ * boots with printk.devkmsg=on so that no line is rate-limited away).
+ * Everything the host needs is a line starting with "LU-":
  *
  *   LU-STAGE K N <uname -r> <uname -v>
  *   LU-RESULT K NAME <exit status or -signal>
@@ -29,6 +33,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <linux/reboot.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,16 +55,64 @@
 #define MAX_ARGS 32
 
 static int stage = 0, nstages = 0;
+static int kmsg = -1;
+
+/* One kernel log record per line; long lines are split. */
+static void klog_line(const char *line, size_t len)
+{
+	char rec[900];
+
+	do {
+		size_t n = len > sizeof(rec) - 8 ? sizeof(rec) - 8 : len;
+		int m = snprintf(rec, sizeof(rec), "<5>%.*s\n", (int)n, line);
+
+		if (kmsg < 0 || write(kmsg, rec, m) < 0) {
+			fwrite(rec + 3, 1, m - 3, stdout);
+			fflush(stdout);
+		}
+		line += n;
+		len -= n;
+	} while (len);
+}
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
+	char buf[1024];
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	fflush(stdout);
+	if (n < 0)
+		return;
+	if (n >= (int)sizeof(buf))
+		n = sizeof(buf) - 1;
+	while (n > 0 && buf[n - 1] == '\n')
+		n--;
+	klog_line(buf, n);
+}
+
+/* Forward a program's output, line by line, to the kernel log. */
+struct relay {
+	char buf[4096];
+	size_t len;
+};
+
+static void relay_feed(struct relay *r, const char *data, size_t n)
+{
+	while (n--) {
+		char c = *data++;
+
+		if (c == '\n' || r->len == sizeof(r->buf)) {
+			klog_line(r->buf, r->len);
+			r->len = 0;
+			if (c == '\n')
+				continue;
+		}
+		r->buf[r->len++] = c;
+	}
 }
 
 static void mount_fs(void)
@@ -125,22 +178,57 @@ static int do_kexec_load(void)
 	return err;
 }
 
+/*
+ * Run a program with its stdout and stderr relayed to the kernel log. Daemons
+ * it leaves behind may keep the pipe open: once the program itself has exited
+ * only what is already buffered is read.
+ */
 static int run(char **argv)
 {
-	int status;
+	struct relay r = { .len = 0 };
+	int status = 0, exited = 0;
+	int fds[2];
+	char chunk[4096];
 	pid_t pid;
 
+	if (pipe2(fds, O_CLOEXEC))
+		return -errno;
 	pid = fork();
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
 		char *envp[] = { "PATH=/bin", "HOME=/", "TERM=dumb", NULL };
 
+		dup2(fds[1], 1);
+		dup2(fds[1], 2);
 		execve(argv[0], argv, envp);
-		say("LU-INIT: exec %s: %s\n", argv[0], strerror(errno));
+		dprintf(2, "LU-INIT: exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
-	if (waitpid(pid, &status, 0) < 0)
+	close(fds[1]);
+	for (;;) {
+		struct pollfd p = { .fd = fds[0], .events = POLLIN };
+		int ready = poll(&p, 1, exited ? 0 : 100);
+		ssize_t n;
+
+		if (ready > 0) {
+			n = read(fds[0], chunk, sizeof(chunk));
+			if (n > 0) {
+				relay_feed(&r, chunk, n);
+				continue;
+			}
+			if (n == 0 || errno != EINTR)
+				break; /* EOF: every writer is gone */
+		}
+		if (exited)
+			break; /* drained what the program left */
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			exited = 1;
+	}
+	if (r.len)
+		klog_line(r.buf, r.len);
+	close(fds[0]);
+	if (!exited && waitpid(pid, &status, 0) < 0)
 		return -errno;
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
@@ -168,6 +256,7 @@ int main(void)
 
 	mount_fs();
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
 
 	plan = fopen(PLAN, "r");
 	if (!plan) {

@@ -14,6 +14,8 @@ from .common import CACHE, HARNESS, HarnessError, LOGS, info, run, stage
 ARCH_INFO = {
     "x86_64": {"karch": "x86", "image": "arch/x86/boot/bzImage", "target": "bzImage",
                "cross": ""},
+    "arm64": {"karch": "arm64", "image": "arch/arm64/boot/Image", "target": "Image",
+              "cross": "aarch64-linux-gnu-"},
 }
 
 
@@ -97,7 +99,8 @@ def build_kernel(srctree, arch, flavor, tc):
         # The rust flavor is always built through clippy-driver: the same code
         # comes out, and its lints are checked from this log.
         extra.append("CLIPPY=1")
-    run(make_cmd(srctree, outdir, arch, tc if rust else None, extra), log=log, env=env)
+    run(make_cmd(srctree, outdir, arch, tc if rust else None, extra), log=log, env=env,
+        heartbeat=f"building {flavor}")
     image = outdir / ARCH_INFO[arch]["image"]
     rel, ver = _uts(outdir)
     info(f"{flavor}: {image}")

@@ -8,7 +8,7 @@ import sys
 import time
 
 from . import build as kbuild
-from . import ktap, suites, toolchain, tree, vm
+from . import crate, ktap, suites, toolchain, tree, vm
 from .common import ARCHES, CACHE, FLAVORS, LOGS, HarnessError, info, stage
 
 DEMO_SIZE_MIB = 1024
@@ -33,7 +33,8 @@ def parse_args(argv):
                    help="memfd size in MiB (default: %(default)s)")
 
     t = sub.add_parser("test", help="everything CI runs; ends with 'N passed, N failed'")
-    arch_opt(t)
+    t.add_argument("--arch", choices=ARCHES + ("all",), default="all",
+                   help="target architecture(s) (default: %(default)s)")
     t.add_argument("--flavor", choices=FLAVORS + ("all",), default="all")
     t.add_argument("-k", "--suite", action="append", default=[], metavar="GLOB",
                    help="only suites whose name matches GLOB (e.g. 'kexec:*'); repeatable")
@@ -64,6 +65,8 @@ def _prepare(arch, flavors):
     for f in flavors:
         builds[f] = kbuild.build_kernel(trees[f], arch, f, tc if f == "rust" else None)
     progs = kbuild.user_programs(tree.PRISTINE, arch)
+    if crate.supported(arch):
+        progs.update(crate.build_static(trees["rust"], arch))
     return tc, trees, builds, progs
 
 
@@ -75,15 +78,53 @@ def cmd_build(args):
 
 
 SUITE_NAMES = (
-    ["harness-unit", "kselftest:liveupdate"]
+    ["harness-unit", "crate:cargo-test", "crate:lint", "kselftest:liveupdate"]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy"]
     + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
+    + ["crate:device", "crate:luoctl-kexec"]
 )
 
 
 def _wanted(name, globs):
     return not globs or any(fnmatch.fnmatch(name, g) for g in globs)
+
+
+def run_arch(arch, flavors, build_flavors, cross, globs, add):
+    tc, trees, builds, progs = _prepare(arch, build_flavors)
+    ours = [f for f in tree.kernel_files() if f.endswith(".rs")]
+    for f in flavors:
+        stage(f"suites on {arch}/{f}")
+        if _wanted("kselftest:liveupdate", globs):
+            add(suites.kselftest_liveupdate(arch, builds, progs, f))
+        for t in kbuild.KEXEC_TESTS:
+            inkernel = t == "luo_kexec_simple" and (
+                _wanted("inkernel:test_kho", globs) or _wanted("inkernel:liveupdate_test", globs))
+            if _wanted(f"kexec:{t}", globs) or inkernel:
+                add(suites.kexec_test(arch, builds, progs, t, (f, f), with_inkernel=inkernel))
+        if crate.supported(arch):
+            if _wanted("crate:device", globs):
+                add(suites.crate_device(arch, builds, progs, f))
+            if _wanted("crate:luoctl-kexec", globs):
+                add(suites.luoctl_kexec(arch, builds, progs, (f, f)))
+        if f == "rust":
+            if _wanted("kunit", globs):
+                add(suites.kunit(arch, builds, progs, f, trees["rust"]))
+            if _wanted("rustfmtcheck", globs):
+                add(suites.rustfmtcheck(arch, trees["rust"], ours))
+            if _wanted("clippy", globs):
+                add(suites.clippy(arch, builds["rust"], ours))
+    if cross and crate.supported(arch) and _wanted("crate:luoctl-kexec", globs):
+        for chain in (("c", "rust"), ("rust", "c")):
+            add(suites.luoctl_kexec(arch, builds, progs, chain))
+    if cross:
+        stage(f"cross-flavor chains on {arch}")
+        for t in ("luo_kexec_simple", "luo_multi_session"):
+            if _wanted(f"cross:{t}", globs):
+                for chain in (("c", "rust"), ("rust", "c")):
+                    for s in suites.kexec_test(arch, builds, progs, t, chain):
+                        s.name = f"cross:{t}"
+                        add(s)
 
 
 def cmd_test(args):
@@ -103,40 +144,36 @@ def cmd_test(args):
     if _wanted("harness-unit", globs):
         stage("harness unit tests")
         add(suites.harness_unit())
+    if _wanted("crate:cargo-test", globs) or _wanted("crate:lint", globs):
+        try:
+            toolchain.ensure_all()
+            trees, _, _ = tree.prepare_trees()
+            hdr = kbuild.headers(tree.PRISTINE, "x86_64")
+            if _wanted("crate:cargo-test", globs):
+                stage("userspace crate: cargo test on the host")
+                add(crate.host_tests(trees["rust"], hdr))
+            if _wanted("crate:lint", globs):
+                add(crate.clippy_and_fmt(trees["rust"]))
+        except HarnessError as e:
+            add(ktap.Suite("host", "-", "crate:cargo-test",
+                           [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
     cross = any(_wanted(f"cross:{t}", globs) for t in ("luo_kexec_simple", "luo_multi_session"))
     if cross and args.flavor == "all":
         build_flavors = list(FLAVORS)
     else:
         build_flavors = flavors
     need_vm = any(_wanted(n, globs) for n in SUITE_NAMES if n != "harness-unit")
-    if need_vm:
-        tc, trees, builds, progs = _prepare(args.arch, build_flavors)
-        arch = args.arch
-        ours = [f for f in tree.kernel_files() if f.endswith(".rs")]
-        for f in flavors:
-            stage(f"suites on {arch}/{f}")
-            if _wanted("kselftest:liveupdate", globs):
-                add(suites.kselftest_liveupdate(arch, builds, progs, f))
-            for t in kbuild.KEXEC_TESTS:
-                inkernel = t == "luo_kexec_simple" and (
-                    _wanted("inkernel:test_kho", globs) or _wanted("inkernel:liveupdate_test", globs))
-                if _wanted(f"kexec:{t}", globs) or inkernel:
-                    add(suites.kexec_test(arch, builds, progs, t, (f, f), with_inkernel=inkernel))
-            if f == "rust":
-                if _wanted("kunit", globs):
-                    add(suites.kunit(arch, builds, progs, f, trees["rust"]))
-                if _wanted("rustfmtcheck", globs):
-                    add(suites.rustfmtcheck(arch, trees["rust"], ours))
-                if _wanted("clippy", globs):
-                    add(suites.clippy(arch, builds["rust"], ours))
-        if cross and args.flavor == "all":
-            stage(f"cross-flavor chains on {arch}")
-            for t in ("luo_kexec_simple", "luo_multi_session"):
-                if _wanted(f"cross:{t}", globs):
-                    for chain in (("c", "rust"), ("rust", "c")):
-                        for s in suites.kexec_test(arch, builds, progs, t, chain):
-                            s.name = f"cross:{t}"
-                            add(s)
+    arches = list(ARCHES) if args.arch == "all" else [args.arch]
+    for arch in arches if need_vm else []:
+        try:
+            run_arch(arch, flavors, build_flavors, cross and args.flavor == "all", globs, add)
+        except HarnessError as e:
+            # A build or setup failure of one architecture fails its suites,
+            # named, and the other architecture still runs.
+            print(f"ERROR ({arch}): {e}", file=sys.stderr)
+            add(ktap.Suite(arch, args.flavor, "setup",
+                           [ktap.Case("build", ktap.FAIL, str(e).splitlines()[0])],
+                           log=str(LOGS)))
     if not results:
         print(f"no suite matches {globs}; see lu test --list", file=sys.stderr)
         return 2
@@ -162,15 +199,25 @@ def cmd_demo(args):
     mem = max(2048, size * 2 + 1024)
     stage(f"demo: booting {f} kernel ({b.release}) with {mem} MiB RAM; "
           f"the agent fills a {size} MiB memfd, preserves it, and the kernel kexecs into itself")
+    # The agent is the Rust one (tools/liveupdate, on the crate) where its static build is
+    # possible, else the C stand-in.
+    agent = "/bin/lu-agent" if "lu-agent" in progs else "/bin/lu-demo-agent"
+    info(f"agent: {agent}")
     res = vm.run_chain(f"{arch}-{f}-demo", [
-        vm.Stage(b, [("agent", ["/bin/lu-demo-agent", "preserve", str(size)])]),
-        vm.Stage(b, [("agent", ["/bin/lu-demo-agent", "retrieve", str(size)])]),
+        vm.Stage(b, [("agent", [agent, "preserve", str(size)])]),
+        vm.Stage(b, [("agent", [agent, "retrieve", str(size)])]),
     ], progs, arch, mem=mem, timeout=900)
     return report_demo(res, size)
 
 
 def _kv(line):
-    return dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+    """Parse 'LU-DEMO k=v k="v w"' into a dict."""
+    import shlex
+    try:
+        parts = shlex.split(line)[1:]
+    except ValueError:
+        parts = line.split()[1:]
+    return dict(p.split("=", 1) for p in parts if "=" in p)
 
 
 def report_demo(res, size):
@@ -181,20 +228,30 @@ def report_demo(res, size):
     errors = [d["error"] for d in demo if "error" in d]
     problems = res.problems(2)
     print()
-    print(f"  accelerator      : {res.accel}")
+    print(f"  QEMU accelerator: {res.accel}")
     for s in res.stages:
-        print(f"  stage {s.number} kernel   : {s.ident}"
+        print(f"  stage {s.number}: kernel {s.ident}"
               + ("" if s.right_kernel else f"   (EXPECTED {s.expected})"))
+        for line in res.text(s.number).splitlines():
+            if "agent:" in line:
+                print("           " + line[line.index("agent:"):])
+        if s.reboot == "kexec":
+            print("           init: reboot(LINUX_REBOOT_CMD_KEXEC)")
+        if s.number == 1 and len(res.stages) == 2 and s.t_reboot is not None:
+            ms = (res.stages[1].t_start - s.t_reboot) * 1000
+            print(f"  kexec:   reboot(KEXEC) to the new kernel's init in {ms:.0f} ms")
+    print()
     if pre:
-        print(f"  stage 1          : filled {int(pre['bytes']) >> 20} MiB memfd in "
-              f"{float(pre['fill_s']):.2f} s; session '{pre['session']}', token {pre['token']}")
-        print(f"  preserve         : {float(pre['preserve_s']) * 1000:.0f} ms (PRESERVE_FD)")
+        print(f"  fill             : {int(pre['bytes']) >> 20} MiB in {float(pre['fill_s']):.2f} s"
+              f" (session '{pre['session']}', token {pre['token']})")
+        print(f"  preserve         : {float(pre['preserve_s']) * 1000:.0f} ms"
+              " (PRESERVE_FD and the manifest)")
     if len(res.stages) == 2 and res.stages[0].t_reboot is not None:
         print(f"  reboot→new init  : {(res.stages[1].t_start - res.stages[0].t_reboot) * 1000:.0f}"
-              " ms (reboot(KEXEC) to the new kernel's init, host clock on the serial line)")
+              " ms (host clock stamps on the serial lines; the guest clock does not survive kexec)")
     if ret:
         print(f"  retrieve         : {float(ret['retrieve_s']) * 1000:.0f} ms "
-              "(open, RETRIEVE_SESSION, RETRIEVE_FD)")
+              "(open, RETRIEVE_SESSION, manifest, RETRIEVE_FD)")
         print(f"  verify           : {float(ret['verify_s']) * 1000:.0f} ms for "
               f"{int(ret['bytes']) >> 20} MiB; mismatching 8-byte words: {ret['bad_words']}")
         print(f"  finish           : {float(ret['finish_s']) * 1000:.0f} ms")

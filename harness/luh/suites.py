@@ -10,6 +10,7 @@ import time
 from . import vm
 from .build import KEXEC_TESTS
 from .common import CACHE, HARNESS, LOGS, REPO, run, stage
+from .crate import libtest_cases
 from .ktap import FAIL, PASS, SKIP, Case, Suite, tap_cases
 
 # lib/tests/liveupdate.c (CONFIG_LIVEUPDATE_TEST) reports only through the
@@ -56,7 +57,7 @@ def kselftest_liveupdate(arch, builds, progs, flavor):
     b = builds[flavor]
     res = vm.run_chain(f"{arch}-{flavor}-kselftest-liveupdate",
                        [vm.Stage(b, [("liveupdate", ["/bin/liveupdate"])])],
-                       progs, arch, timeout=300, extra_cmdline="loglevel=4")
+                       progs, arch, timeout=300)
     s = Suite(arch, flavor, "kselftest:liveupdate")
     s.cases = _problem_cases(res, 1)
     if res.stages:
@@ -240,3 +241,54 @@ def announce(s):
                 for d in (c.detail or "failed").splitlines()[:6]:
                     print(f"           {c.name}: {d}")
         print(f"           log: {s.log}")
+
+
+def crate_device(arch, builds, progs, flavor):
+    """The crate's device tests (tools/liveupdate/tests/device.rs) in a VM."""
+    t0 = time.monotonic()
+    res = vm.run_chain(f"{arch}-{flavor}-crate-device", [vm.Stage(builds[flavor], [
+        ("crate-device-test", ["/bin/crate-device-test", "--include-ignored",
+                               "--test-threads=1"])])],
+        progs, arch, timeout=300)
+    s = Suite(arch, flavor, "crate:device")
+    s.cases = _problem_cases(res, 1)
+    if res.stages:
+        s.cases += libtest_cases(res.text(1))
+        c = _rc_case(res, 1, "crate-device-test")
+        if c and not any(x.status == FAIL for x in s.cases):
+            s.cases.append(c)
+    return _finish(s, res, t0)
+
+
+def luoctl_kexec(arch, builds, progs, chain):
+    """luoctl holds two named memfds across a kexec; the next kernel verifies every byte."""
+    t0 = time.monotonic()
+    f1, f2 = chain
+    flavor = f1 if f1 == f2 else f"{f1}>{f2}"
+    hold = ["/bin/luoctl", "hold", "vm1", "--memfd", "ram:64M", "--memfd", "state:12K",
+            "--seed", "0x5eed", "--daemon"]
+    verify = ["/bin/luoctl", "verify", "vm1", "--seed", "0x5eed", "--finish", "--json"]
+    res = vm.run_chain(f"{arch}-{f1}-{f2}-luoctl", [
+        vm.Stage(builds[f1], [("luoctl-hold", hold)]),
+        vm.Stage(builds[f2], [("luoctl-verify", verify)]),
+    ], progs, arch, timeout=300)
+    s = Suite(arch, flavor, "crate:luoctl-kexec")
+    detail = [p for p in res.problems(2)]
+    for k, prog in ((1, "luoctl-hold"), (2, "luoctl-verify")):
+        c = _rc_case(res, k, prog)
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+    report = None
+    if len(res.stages) == 2:
+        for line in res.text(2).splitlines():
+            if line.startswith('{"command":"verify"'):
+                report = json.loads(line)
+    if report is None:
+        detail.append("no JSON report from luoctl verify")
+    else:
+        got = {m["name"]: (m["bytes"], m["bad_words"]) for m in report["memfds"]}
+        want = {"ram": (64 << 20, 0), "state": (12 << 10, 0)}
+        if got != want or report.get("result") != "OK":
+            detail.append(f"verify report {got}, expected {want}")
+    s.cases = [Case("hold-kexec-verify", FAIL if detail else PASS, "\n".join(detail))]
+    return _finish(s, res, t0)

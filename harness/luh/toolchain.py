@@ -19,6 +19,8 @@ APT_PACKAGES = [
     "clang-19", "lld-19", "llvm-19", "libclang-19-dev", "qemu-system-x86",
     "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "dwarves",
     "make", "gcc", "libc6-dev", "xz-utils", "git", "rsync",
+    # arm64: cross compiler and libc for the static test programs, and QEMU.
+    "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-system-arm",
     # checkpatch.pl runs scripts/spdxcheck.py with Debian's python3.
     "python3-ply", "python3-git",
 ]
@@ -62,8 +64,8 @@ def ensure_packages():
             "\n  install them with: sudo apt-get install " + " ".join(missing))
     log = LOGS / "apt-install.log"
     run(["apt-get", "update", "-q"], log=log)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + missing,
-        log=log, env={"DEBIAN_FRONTEND": "noninteractive"})
+    run(["apt-get", "install", "-y", "-q"] + missing,
+        log=log, env={"DEBIAN_FRONTEND": "noninteractive"}, heartbeat="apt-get install")
     still = missing_packages()
     if still:
         raise HarnessError(f"still missing after apt-get install: {still} (log {log})")
@@ -204,7 +206,7 @@ def ensure_bindgen():
     stage(f"installing bindgen-cli {BINDGEN_VERSION} (cargo install)")
     run(["cargo", "install", "--locked", "--root", root,
          f"bindgen-cli@{BINDGEN_VERSION}"], log=LOGS / "bindgen-install.log",
-        env={"LIBCLANG_PATH": LIBCLANG_PATH})
+        env={"LIBCLANG_PATH": LIBCLANG_PATH}, heartbeat="cargo install bindgen-cli")
     return exe
 
 

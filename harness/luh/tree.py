@@ -85,7 +85,8 @@ def ensure_pristine():
         stage("recording the pristine tree as the base commit (git)")
         shutil.rmtree(PRISTINE / ".git", ignore_errors=True)
         run(["git", "init", "-q", "-b", "pristine", PRISTINE])
-        git(PRISTINE, "add", "-A", "-f", ".")
+        run(["git", "-C", PRISTINE, "add", "-A", "-f", "."], log=LOGS / "git-base.log",
+            heartbeat="git add of the pristine tree")
         git(PRISTINE, "commit", "-q", "-m",
             f"Linux {version} (Debian {toolchain.SOURCE_PKG})")
         git(PRISTINE, "tag", "-f", "base")

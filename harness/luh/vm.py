@@ -19,14 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import build as kbuild
-from .common import CACHE, HarnessError, info, run
+from .common import CACHE, HOST_ARCH, HarnessError, info
 
 RUNS = CACHE / "runs"
 
 BASE_CMDLINE = {
-    "x86_64": "console=ttyS0 liveupdate=on panic=-1 oops=panic",
+    "x86_64": "console=ttyS0 liveupdate=on panic=-1 oops=panic printk.devkmsg=on",
+    "arm64": "console=ttyAMA0 liveupdate=on panic=-1 oops=panic printk.devkmsg=on",
 }
-QEMU = {"x86_64": ["qemu-system-x86_64"]}
+# pauth-impdef: QEMU's cheap pointer-authentication algorithm, much faster
+# under TCG than the architected one (and irrelevant to what we test).
+QEMU = {"x86_64": ["qemu-system-x86_64"],
+        "arm64": ["qemu-system-aarch64", "-M", "virt", "-cpu", "max,pauth-impdef=on"]}
 
 
 @dataclass
@@ -189,9 +193,9 @@ def _run_qemu(cmd, log, timeout):
 
 
 _STAGE = re.compile(r"LU-STAGE (\d+) (\d+) (\S+) (.*)$")
-_RESULT = re.compile(r"LU-RESULT (\d+) (\S+) (-?\d+)$")
-_KEXEC = re.compile(r"LU-KEXEC-LOADED (\d+) (-?\d+)$")
-_REBOOT = re.compile(r"LU-REBOOT (\d+) (\S+)$")
+_RESULT = re.compile(r"LU-RESULT (\d+) (\S+) (-?\d+)\s*$")
+_KEXEC = re.compile(r"LU-KEXEC-LOADED (\d+) (-?\d+)\s*$")
+_REBOOT = re.compile(r"LU-REBOOT (\d+) (kexec|restart)\s*$")
 
 
 _BANNER = re.compile(r"Linux version \S+ ")
@@ -243,6 +247,8 @@ _KVM_WORKS = None
 def pick_accel(arch, probe_build, progs):
     """KVM only if a guest kernel really boots under it; TCG otherwise."""
     global _KVM_WORKS
+    if arch != HOST_ARCH:
+        return "tcg"
     if _KVM_WORKS is not None:
         return "kvm" if _KVM_WORKS else "tcg"
     forced = os.environ.get("LU_ACCEL")
@@ -250,7 +256,7 @@ def pick_accel(arch, probe_build, progs):
         _KVM_WORKS = forced == "kvm"
         info(f"accelerator forced by LU_ACCEL: {forced}")
         return forced
-    stamp = CACHE / "kvm-probe"
+    stamp = CACHE / f"kvm-probe-{arch}"
     if stamp.exists():
         boot, verdict = stamp.read_text().split()
         if boot == _boot_id():

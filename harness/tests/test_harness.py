@@ -174,6 +174,31 @@ class LiveupdateTestLines(unittest.TestCase):
                          "liveupdate-test-flb-v0: finish was triggered")
 
 
+class LibtestTest(unittest.TestCase):
+    OUT = """running 3 tests
+test a::x ... ok
+test b ... FAILED
+test c ... ignored, needs device
+test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out
+"""
+
+    def test_cases(self):
+        from harness.luh.crate import libtest_cases
+        cases = libtest_cases(self.OUT)
+        self.assertEqual([(c.name, c.status) for c in cases],
+                         [("a::x", ktap.PASS), ("b", ktap.FAIL), ("c", ktap.SKIP)])
+
+    def test_no_summary_fails(self):
+        from harness.luh.crate import libtest_cases
+        cases = libtest_cases("test a ... ok\n")
+        self.assertEqual(cases[-1].status, ktap.FAIL)
+
+    def test_summary_mismatch_fails(self):
+        from harness.luh.crate import libtest_cases
+        cases = libtest_cases("test a ... ok\ntest result: ok. 2 passed; 0 failed; 0 ignored\n")
+        self.assertEqual(cases[-1].name, "libtest")
+
+
 class SeriesTest(unittest.TestCase):
     def test_parse(self):
         e = tree.parse_series("# c\npatch 0001-x.patch\nfiles msg/a.txt rust/kernel kernel/x.c\n\n"
@@ -210,7 +235,7 @@ class SeriesTest(unittest.TestCase):
 class CliTest(unittest.TestCase):
     def test_defaults(self):
         a = cli.parse_args(["test"])
-        self.assertEqual((a.arch, a.flavor, a.suite), ("x86_64", "all", []))
+        self.assertEqual((a.arch, a.flavor, a.suite), ("all", "all", []))
         d = cli.parse_args(["demo"])
         self.assertEqual((d.flavor, d.size), ("rust", 1024))
 

@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: GPL-2.0
+"""The userspace crate tools/liveupdate: host tests, static binaries for the VMs."""
+
+import json
+import os
+import re
+import time
+
+from .common import CACHE, LOGS, HarnessError, run, stage
+from .ktap import FAIL, PASS, SKIP, Case, Suite
+
+RUST_TARGETS = {"x86_64": "x86_64-unknown-linux-gnu"}
+TARGET_DIR = CACHE / "cargo-target"
+
+
+def manifest(srctree):
+    return srctree / "tools" / "liveupdate" / "Cargo.toml"
+
+
+def supported(arch):
+    """Static Rust binaries need the target's std; rustup has only the host's."""
+    return arch in RUST_TARGETS
+
+
+def _env(headers=None):
+    env = {"CARGO_TARGET_DIR": str(TARGET_DIR)}
+    if headers:
+        env["LIVEUPDATE_UAPI_INCLUDE"] = str(headers)
+    return env
+
+
+def build_static(srctree, arch):
+    """Release binaries (luoctl, lu-agent) and the device test, statically linked.
+
+    Returns {name: path} for the VM's initramfs.
+    """
+    target = RUST_TARGETS[arch]
+    log = LOGS / f"crate-build-{arch}.log"
+    log.write_text("")
+    stage(f"building the userspace crate (static, {target})")
+    env = _env()
+    # Only the target's code is linked statically; build scripts and proc macros of the host
+    # are not affected because --target is explicit.
+    env["RUSTFLAGS"] = "-C target-feature=+crt-static"
+    base = ["cargo", "build", "--release", "--locked", "--target", target,
+            "--manifest-path", manifest(srctree)]
+    run(base + ["--bins"], log=log, env=env, heartbeat="cargo build")
+    out = TARGET_DIR / target / "release"
+    progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent"}
+    p = run(["cargo", "test", "--release", "--locked", "--target", target, "--manifest-path",
+             manifest(srctree), "--test", "device", "--no-run", "--message-format=json"],
+            env=env)
+    for line in p.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+                and msg.get("target", {}).get("name") == "device":
+            progs["crate-device-test"] = msg["executable"]
+    if "crate-device-test" not in progs:
+        raise HarnessError(f"cargo did not report the device test binary (log {log})")
+    for name, path in progs.items():
+        if not os.path.exists(path):
+            raise HarnessError(f"{name}: {path} missing after cargo build (log {log})")
+    return progs
+
+
+_LIBTEST = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)\b")
+_RESULT = re.compile(r"^test result: (ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored")
+
+
+def libtest_cases(text, prefix=""):
+    """Cases from libtest's output (`test x ... ok`), checked against its summaries."""
+    cases = []
+    for line in text.splitlines():
+        m = _LIBTEST.match(line.strip())
+        if m:
+            st = {"ok": PASS, "FAILED": FAIL, "ignored": SKIP}[m.group(2)]
+            cases.append(Case(prefix + m.group(1), st))
+    sums = [tuple(int(x) for x in m.groups()[1:]) for m in
+            (_RESULT.match(line.strip()) for line in text.splitlines()) if m]
+    passed = sum(s[0] for s in sums)
+    failed = sum(s[1] for s in sums)
+    if not sums:
+        cases.append(Case(prefix + "libtest", FAIL, "no 'test result' line: the tests did not run"))
+    elif passed != sum(c.status == PASS for c in cases) or failed != sum(
+            c.status == FAIL for c in cases):
+        cases.append(Case(prefix + "libtest", FAIL,
+                          f"summaries say {passed} passed, {failed} failed; parsed otherwise"))
+    return cases
+
+
+def host_tests(srctree, headers):
+    """cargo test on the host: unit tests, doctests, the ABI check against the uapi header."""
+    t0 = time.monotonic()
+    log = LOGS / "crate-host-test.log"
+    p = run(["cargo", "test", "--locked", "--manifest-path", manifest(srctree)],
+            env=_env(headers), check=False)
+    log.write_text(p.stdout + p.stderr)
+    s = Suite("host", "-", "crate:cargo-test", log=str(log))
+    s.cases = libtest_cases(p.stdout + p.stderr)
+    # The device tests are ignored on the host and run in the VMs; don't count them here.
+    s.cases = [c for c in s.cases if c.status != SKIP]
+    if p.returncode != 0 and not any(c.status == FAIL for c in s.cases):
+        s.cases.append(Case("cargo test", FAIL, f"exit {p.returncode}"))
+    s.seconds = time.monotonic() - t0
+    return s
+
+
+def clippy_and_fmt(srctree):
+    """cargo clippy -D warnings and cargo fmt --check on the crate."""
+    t0 = time.monotonic()
+    log = LOGS / "crate-lint.log"
+    s = Suite("host", "-", "crate:lint", log=str(log))
+    p1 = run(["cargo", "clippy", "--locked", "--all-targets", "--manifest-path",
+              manifest(srctree), "--", "-D", "warnings"], env=_env(), check=False)
+    p2 = run(["cargo", "fmt", "--check", "--manifest-path", manifest(srctree)], check=False)
+    log.write_text(p1.stdout + p1.stderr + "\n--- cargo fmt --check\n" + p2.stdout + p2.stderr)
+    s.cases = [Case("clippy -D warnings", PASS if p1.returncode == 0 else FAIL,
+                    "" if p1.returncode == 0 else "clippy warnings, see log"),
+               Case("fmt --check", PASS if p2.returncode == 0 else FAIL,
+                    "" if p2.returncode == 0 else "not rustfmt-clean, see log")]
+    s.seconds = time.monotonic() - t0
+    return s

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Check the crate's struct layouts and command numbers against the kernel's uapi header.
+//!
+//! A small C program, compiled here against `linux/liveupdate.h`, prints what the C compiler
+//! makes of the header; the test compares it with `liveupdate::sys`. The header is taken from
+//! `$LIVEUPDATE_UAPI_INCLUDE` (a directory with `linux/liveupdate.h`, e.g. the output of
+//! `make headers_install`), else from the kernel tree this crate sits in
+//! (`tools/liveupdate/../../include/uapi`). Without either the test fails: it never passes
+//! without having compared.
+
+use liveupdate::sys;
+use std::mem::{align_of, offset_of, size_of};
+use std::path::PathBuf;
+use std::process::Command;
+
+const PROBE: &str = r#"
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/liveupdate.h>
+#define S(t) printf("size " #t " %zu\n", sizeof(struct t)); \
+	printf("align " #t " %zu\n", _Alignof(struct t));
+#define O(t, f) printf("offset " #t "." #f " %zu\n", offsetof(struct t, f));
+#define C(c) printf("cmd " #c " %u\n", (unsigned)(c));
+int main(void)
+{
+	S(liveupdate_ioctl_create_session)
+	O(liveupdate_ioctl_create_session, fd)
+	O(liveupdate_ioctl_create_session, name)
+	S(liveupdate_ioctl_retrieve_session)
+	O(liveupdate_ioctl_retrieve_session, fd)
+	O(liveupdate_ioctl_retrieve_session, name)
+	S(liveupdate_session_preserve_fd)
+	O(liveupdate_session_preserve_fd, fd)
+	O(liveupdate_session_preserve_fd, token)
+	S(liveupdate_session_retrieve_fd)
+	O(liveupdate_session_retrieve_fd, fd)
+	O(liveupdate_session_retrieve_fd, token)
+	S(liveupdate_session_finish)
+	O(liveupdate_session_finish, reserved)
+	S(liveupdate_session_get_name)
+	O(liveupdate_session_get_name, reserved)
+	O(liveupdate_session_get_name, name)
+	C(LIVEUPDATE_IOCTL_CREATE_SESSION)
+	C(LIVEUPDATE_IOCTL_RETRIEVE_SESSION)
+	C(LIVEUPDATE_SESSION_PRESERVE_FD)
+	C(LIVEUPDATE_SESSION_RETRIEVE_FD)
+	C(LIVEUPDATE_SESSION_FINISH)
+	C(LIVEUPDATE_SESSION_GET_NAME)
+	printf("const NAME_LENGTH %u\n", (unsigned)LIVEUPDATE_SESSION_NAME_LENGTH);
+	return 0;
+}
+"#;
+
+fn include_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LIVEUPDATE_UAPI_INCLUDE") {
+        return PathBuf::from(d);
+    }
+    let tree = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../include/uapi");
+    assert!(
+        tree.join("linux/liveupdate.h").exists(),
+        "no linux/liveupdate.h: set LIVEUPDATE_UAPI_INCLUDE to a headers_install include dir"
+    );
+    tree
+}
+
+fn probe() -> Vec<(String, String, u64)> {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let src = out.join("abi_probe.c");
+    let exe = out.join("abi_probe");
+    std::fs::write(&src, PROBE).unwrap();
+    let inc = include_dir();
+    let cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .arg("-I")
+        .arg(&inc)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("run the C compiler");
+    assert!(
+        cc.success(),
+        "compiling the probe against {} failed",
+        inc.display()
+    );
+    let text = String::from_utf8(Command::new(&exe).output().unwrap().stdout).unwrap();
+    text.lines()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            let (a, b, c) = (w.next().unwrap(), w.next().unwrap(), w.next().unwrap());
+            (a.to_owned(), b.to_owned(), c.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn layouts_match_the_header() {
+    let c = probe();
+    let get = |kind: &str, name: &str| -> u64 {
+        c.iter()
+            .find(|(k, n, _)| k == kind && n == name)
+            .unwrap_or_else(|| panic!("probe printed no {kind} {name}"))
+            .2
+    };
+    let rust: &[(&str, &str, usize)] = &[
+        (
+            "size",
+            "liveupdate_ioctl_create_session",
+            size_of::<sys::SessionArg>(),
+        ),
+        (
+            "size",
+            "liveupdate_ioctl_retrieve_session",
+            size_of::<sys::SessionArg>(),
+        ),
+        (
+            "size",
+            "liveupdate_session_preserve_fd",
+            size_of::<sys::FdArg>(),
+        ),
+        (
+            "size",
+            "liveupdate_session_retrieve_fd",
+            size_of::<sys::FdArg>(),
+        ),
+        (
+            "size",
+            "liveupdate_session_finish",
+            size_of::<sys::FinishArg>(),
+        ),
+        (
+            "size",
+            "liveupdate_session_get_name",
+            size_of::<sys::GetNameArg>(),
+        ),
+        (
+            "align",
+            "liveupdate_ioctl_create_session",
+            align_of::<sys::SessionArg>(),
+        ),
+        (
+            "align",
+            "liveupdate_ioctl_retrieve_session",
+            align_of::<sys::SessionArg>(),
+        ),
+        (
+            "align",
+            "liveupdate_session_preserve_fd",
+            align_of::<sys::FdArg>(),
+        ),
+        (
+            "align",
+            "liveupdate_session_retrieve_fd",
+            align_of::<sys::FdArg>(),
+        ),
+        (
+            "align",
+            "liveupdate_session_finish",
+            align_of::<sys::FinishArg>(),
+        ),
+        (
+            "align",
+            "liveupdate_session_get_name",
+            align_of::<sys::GetNameArg>(),
+        ),
+        (
+            "offset",
+            "liveupdate_ioctl_create_session.fd",
+            offset_of!(sys::SessionArg, fd),
+        ),
+        (
+            "offset",
+            "liveupdate_ioctl_create_session.name",
+            offset_of!(sys::SessionArg, name),
+        ),
+        (
+            "offset",
+            "liveupdate_ioctl_retrieve_session.fd",
+            offset_of!(sys::SessionArg, fd),
+        ),
+        (
+            "offset",
+            "liveupdate_ioctl_retrieve_session.name",
+            offset_of!(sys::SessionArg, name),
+        ),
+        (
+            "offset",
+            "liveupdate_session_preserve_fd.fd",
+            offset_of!(sys::FdArg, fd),
+        ),
+        (
+            "offset",
+            "liveupdate_session_preserve_fd.token",
+            offset_of!(sys::FdArg, token),
+        ),
+        (
+            "offset",
+            "liveupdate_session_retrieve_fd.fd",
+            offset_of!(sys::FdArg, fd),
+        ),
+        (
+            "offset",
+            "liveupdate_session_retrieve_fd.token",
+            offset_of!(sys::FdArg, token),
+        ),
+        (
+            "offset",
+            "liveupdate_session_finish.reserved",
+            offset_of!(sys::FinishArg, reserved),
+        ),
+        (
+            "offset",
+            "liveupdate_session_get_name.reserved",
+            offset_of!(sys::GetNameArg, reserved),
+        ),
+        (
+            "offset",
+            "liveupdate_session_get_name.name",
+            offset_of!(sys::GetNameArg, name),
+        ),
+        ("const", "NAME_LENGTH", sys::SESSION_NAME_LENGTH),
+    ];
+    for (kind, name, value) in rust {
+        assert_eq!(get(kind, name), *value as u64, "{kind} of {name}");
+    }
+    let cmds: &[(&str, u32)] = &[
+        ("LIVEUPDATE_IOCTL_CREATE_SESSION", sys::CREATE_SESSION),
+        ("LIVEUPDATE_IOCTL_RETRIEVE_SESSION", sys::RETRIEVE_SESSION),
+        ("LIVEUPDATE_SESSION_PRESERVE_FD", sys::PRESERVE_FD),
+        ("LIVEUPDATE_SESSION_RETRIEVE_FD", sys::RETRIEVE_FD),
+        ("LIVEUPDATE_SESSION_FINISH", sys::FINISH),
+        ("LIVEUPDATE_SESSION_GET_NAME", sys::GET_NAME),
+    ];
+    for (name, value) in cmds {
+        assert_eq!(get("cmd", name), u64::from(*value), "{name}");
+    }
+    // Every line the probe printed was compared.
+    assert_eq!(c.len(), rust.len() + cmds.len());
+}
