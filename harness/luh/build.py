@@ -153,7 +153,6 @@ def user_programs(srctree, arch):
     nolibc = ["-static", "-O2", "-nostdinc", "-nostdlib", "-I", hdr,
               "-I", srctree / "tools" / "include" / "nolibc", "-I", lu / "lib" / "include"]
     cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
-    cc_if_needed("lu-demo-agent", [HARNESS / "init" / "lu-demo-agent.c"], glibc)
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
     cc_if_needed("liveupdate", [lu / "liveupdate.c", lu / "lib" / "lu_utils.c"],

@@ -66,7 +66,7 @@ def _prepare(arch, flavors):
         builds[f] = kbuild.build_kernel(trees[f], arch, f, tc if f == "rust" else None)
     progs = kbuild.user_programs(tree.PRISTINE, arch)
     if crate.supported(arch):
-        progs.update(crate.build_static(trees["rust"], arch))
+        progs.update(crate.build_static(trees["rust"], arch, tc))
     return tc, trees, builds, progs
 
 
@@ -199,10 +199,8 @@ def cmd_demo(args):
     mem = max(2048, size * 2 + 1024)
     stage(f"demo: booting {f} kernel ({b.release}) with {mem} MiB RAM; "
           f"the agent fills a {size} MiB memfd, preserves it, and the kernel kexecs into itself")
-    # The agent is the Rust one (tools/liveupdate, on the crate) where its static build is
-    # possible, else the C stand-in.
-    agent = "/bin/lu-agent" if "lu-agent" in progs else "/bin/lu-demo-agent"
-    info(f"agent: {agent}")
+    # The agent is tools/liveupdate's lu-agent, on the Rust crate.
+    agent = "/bin/lu-agent"
     res = vm.run_chain(f"{arch}-{f}-demo", [
         vm.Stage(b, [("agent", [agent, "preserve", str(size)])]),
         vm.Stage(b, [("agent", [agent, "retrieve", str(size)])]),

@@ -9,8 +9,9 @@ import time
 from .common import CACHE, LOGS, HarnessError, run, stage
 from .ktap import FAIL, PASS, SKIP, Case, Suite
 
-RUST_TARGETS = {"x86_64": "x86_64-unknown-linux-gnu"}
+RUST_TARGETS = {"x86_64": "x86_64-unknown-linux-gnu", "arm64": "aarch64-unknown-linux-gnu"}
 TARGET_DIR = CACHE / "cargo-target"
+CROSS_LINKERS = {"arm64": "aarch64-linux-gnu-gcc"}
 
 
 def manifest(srctree):
@@ -18,7 +19,7 @@ def manifest(srctree):
 
 
 def supported(arch):
-    """Static Rust binaries need the target's std; rustup has only the host's."""
+    """Architectures whose static userspace binaries we can build."""
     return arch in RUST_TARGETS
 
 
@@ -29,27 +30,37 @@ def _env(headers=None):
     return env
 
 
-def build_static(srctree, arch):
+def build_static(srctree, arch, tc):
     """Release binaries (luoctl, lu-agent) and the device test, statically linked.
 
-    Returns {name: path} for the VM's initramfs.
+    Returns {name: path} for the VM's initramfs. For a target other than the host, rustup
+    has no std: it is built from Debian's rust-src of the same version (the one the kernel
+    uses) with cargo's -Z build-std, enabled by RUSTC_BOOTSTRAP=1 as the kernel's own build
+    enables unstable features.
     """
     target = RUST_TARGETS[arch]
     log = LOGS / f"crate-build-{arch}.log"
     log.write_text("")
     stage(f"building the userspace crate (static, {target})")
     env = _env()
+    env["CARGO_TARGET_DIR"] = str(TARGET_DIR / arch)
     # Only the target's code is linked statically; build scripts and proc macros of the host
     # are not affected because --target is explicit.
     env["RUSTFLAGS"] = "-C target-feature=+crt-static"
+    bins_std, test_std = [], []
+    if arch in CROSS_LINKERS:
+        env["RUSTC_BOOTSTRAP"] = "1"
+        env["__CARGO_TESTS_ONLY_SRC_ROOT"] = str(tc.rust_lib_src)
+        env[f"CARGO_TARGET_{target.upper().replace('-', '_')}_LINKER"] = CROSS_LINKERS[arch]
+        bins_std = test_std = ["-Z", "build-std=std,panic_unwind"]
     base = ["cargo", "build", "--release", "--locked", "--target", target,
             "--manifest-path", manifest(srctree)]
-    run(base + ["--bins"], log=log, env=env, heartbeat="cargo build")
-    out = TARGET_DIR / target / "release"
+    run(base + bins_std + ["--bins"], log=log, env=env, heartbeat="cargo build")
+    out = TARGET_DIR / arch / target / "release"
     progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent"}
     p = run(["cargo", "test", "--release", "--locked", "--target", target, "--manifest-path",
-             manifest(srctree), "--test", "device", "--no-run", "--message-format=json"],
-            env=env)
+             manifest(srctree), "--test", "device", "--no-run", "--message-format=json"]
+            + test_std, env=env)
     for line in p.stdout.splitlines():
         try:
             msg = json.loads(line)
