@@ -8,7 +8,7 @@ import sys
 import time
 
 from . import build as kbuild
-from . import crate, ktap, suites, toolchain, tree, vm
+from . import bench, crate, ktap, suites, toolchain, tree, vm
 from .common import ARCHES, CACHE, FLAVORS, LOGS, HarnessError, info, stage
 
 DEMO_SIZE_MIB = 1024
@@ -43,6 +43,19 @@ def parse_args(argv):
     b = sub.add_parser("build", help="build a flavor and print the path of its kernel image")
     arch_opt(b)
     b.add_argument("flavor", choices=FLAVORS + ("all",), nargs="?", default="all")
+
+    bn = sub.add_parser("bench", help="benchmark both flavors side by side: table and plots")
+    arch_opt(bn)
+    bn.add_argument("--reps", type=int, default=3, help="repetitions per figure (default 3)")
+    bn.add_argument("--sizes", default="1,4", help="memfd totals in GiB (default: 1,4)")
+    bn.add_argument("--bench", default="blackout,throughput,scale,memory",
+                    help="comma-separated subset of blackout,throughput,scale,memory")
+    bn.add_argument("--smoke", action="store_true",
+                    help="tiny configuration (16 MiB, 50 sessions, 1 repetition) to check the bench")
+    bn.add_argument("-o", "--output", metavar="DIR",
+                    help=f"report directory (default: {CACHE}/bench/<date>)")
+    bn.add_argument("--publish", action="store_true",
+                    help="also copy the report and plots to bench/ in the repository")
 
     s = sub.add_parser("series", help="export our change as a patch series and checkpatch it")
     s.add_argument("-o", "--output", metavar="DIR",
@@ -82,7 +95,7 @@ SUITE_NAMES = (
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy"]
     + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
-    + ["crate:device", "crate:luoctl-kexec"]
+    + ["crate:device", "crate:luoctl-kexec", "bench:smoke"]
 )
 
 
@@ -114,6 +127,9 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 add(suites.rustfmtcheck(arch, trees["rust"], ours))
             if _wanted("clippy", globs):
                 add(suites.clippy(arch, builds["rust"], ours))
+    if _wanted("bench:smoke", globs) and set(builds) == set(FLAVORS) and "lu-bench" in progs:
+        stage(f"benchmark smoke run on {arch}")
+        add(suites.bench_smoke(arch, builds, progs))
     if cross and crate.supported(arch) and _wanted("crate:luoctl-kexec", globs):
         for chain in (("c", "rust"), ("rust", "c")):
             add(suites.luoctl_kexec(arch, builds, progs, chain))
@@ -265,6 +281,33 @@ def report_demo(res, size):
     return 0 if ok else 1
 
 
+def cmd_bench(args):
+    from pathlib import Path
+    benches = [b.strip() for b in args.bench.split(",") if b.strip()]
+    unknown = set(benches) - {"blackout", "throughput", "scale", "memory"}
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    sizes = [int(x) for x in args.sizes.split(",")]
+    reps = 1 if args.smoke else args.reps
+    _, _, builds, progs = _prepare(args.arch, list(FLAVORS))
+    accel = vm.pick_accel(args.arch, builds["c"], progs)
+    outdir = Path(args.output) if args.output else bench.default_outdir()
+    command = "./lu " + " ".join(sys.argv[1:])
+    report, failures, outdir = bench.run_bench(
+        args.arch, builds, progs, reps=reps, sizes=sizes, benches=benches, smoke=args.smoke,
+        outdir=outdir, command=command, accel_note=accel)
+    print()
+    print(report)
+    print(f"report: {outdir / 'BENCHMARKS.md'}")
+    if args.publish:
+        dest = bench.publish(outdir, bench.repo_bench_dir())
+        print(f"published to {dest}")
+    for f in failures:
+        print(f"FAILED RUN: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def cmd_series(args):
     _, errors = tree.series_command(args.output)
     return 1 if errors else 0
@@ -294,7 +337,7 @@ def main(argv=None):
         print(f"waiting for another lu using {CACHE} to finish...", file=sys.stderr)
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        return {"demo": cmd_demo, "test": cmd_test, "build": cmd_build,
+        return {"demo": cmd_demo, "test": cmd_test, "build": cmd_build, "bench": cmd_bench,
                 "series": cmd_series, "setup": cmd_setup, "clean": cmd_clean}[args.cmd](args)
     except HarnessError as e:
         print(f"\nERROR: {e}", file=sys.stderr)

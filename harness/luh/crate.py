@@ -57,7 +57,7 @@ def build_static(srctree, arch, tc):
             "--manifest-path", manifest(srctree)]
     run(base + bins_std + ["--bins"], log=log, env=env, heartbeat="cargo build")
     out = TARGET_DIR / arch / target / "release"
-    progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent"}
+    progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent", "lu-bench": out / "lu-bench"}
     p = run(["cargo", "test", "--release", "--locked", "--target", target, "--manifest-path",
              manifest(srctree), "--test", "device", "--no-run", "--message-format=json"]
             + test_std, env=env)

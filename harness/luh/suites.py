@@ -292,3 +292,29 @@ def luoctl_kexec(arch, builds, progs, chain):
             detail.append(f"verify report {got}, expected {want}")
     s.cases = [Case("hold-kexec-verify", FAIL if detail else PASS, "\n".join(detail))]
     return _finish(s, res, t0)
+
+
+def bench_smoke(arch, builds, progs):
+    """`lu bench --smoke` in miniature: the bench runs, measures both flavors, plots."""
+    from . import bench
+    t0 = time.monotonic()
+    outdir = CACHE / "bench" / f"smoke-{arch}"
+    report, failures, outdir = bench.run_bench(
+        arch, builds, progs, reps=1, sizes=[1], smoke=True, outdir=outdir,
+        benches=["blackout", "throughput", "scale", "memory"],
+        command=f"./lu bench --smoke --arch {arch}", accel_note="(smoke)")
+    s = Suite(arch, "c+rust", "bench:smoke", log=str(outdir / "BENCHMARKS.md"))
+    s.cases = [Case(f"run: {f}", FAIL) for f in failures]
+    for section in ("## blackout", "## throughput", "## scale", "## memory"):
+        body = report.split(section, 1)[1].split("\n## ", 1)[0] if section in report else ""
+        rows = [r for r in body.splitlines() if r.startswith("| ") and not r.startswith("| configuration")]
+        # Every row must have a figure for both flavors and a ratio.
+        complete = bool(rows) and all(r.count("–") < 3 and not r.rstrip().endswith("| – |")
+                                      for r in rows)
+        s.cases.append(Case(section[3:], PASS if complete else FAIL,
+                            "" if complete else "missing figures"))
+    pngs = sorted(p.name for p in outdir.glob("*.png"))
+    ok = pngs == ["blackout.png", "throughput.png"]
+    s.cases.append(Case("plots", PASS if ok else FAIL, "" if ok else f"plots: {pngs}"))
+    s.seconds = time.monotonic() - t0
+    return s

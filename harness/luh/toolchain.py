@@ -23,6 +23,8 @@ APT_PACKAGES = [
     "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-system-arm",
     # checkpatch.pl runs scripts/spdxcheck.py with Debian's python3.
     "python3-ply", "python3-git",
+    # lu bench draws its plots with Debian's python3 and matplotlib.
+    "python3-matplotlib",
 ]
 
 BINDGEN_VERSION = "0.72.1"

@@ -1,0 +1,403 @@
+# SPDX-License-Identifier: GPL-2.0
+"""`lu bench`: both flavors measured side by side in one run, alternating.
+
+Every figure comes from VMs booted with the same memory and CPUs; each
+repetition runs every configuration on both flavors, in alternating order
+(c first on even repetitions, rust first on odd ones), so slow phases of a
+shared machine hit both. Reported: repetitions, median, min, max per flavor
+and the rust/c ratio of the medians.
+
+Clocks: times inside one kernel are the agent's CLOCK_MONOTONIC. Times that
+span the kexec come from the host: the runner stamps every serial line with
+the host's monotonic clock as QEMU writes it out (the guest's clock does not
+survive kexec). The VMs boot with an early console so that the new kernel's
+first line is printed when it is produced, not when the console driver
+registers. The blackout is cut at consecutive markers of the same clock, so
+its parts add up to the whole by construction; the error of each cut is the
+latency from the guest's UART write to the host's read (a pipe, well under a
+millisecond, plus at most one printk record of buffering).
+"""
+
+import json
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from . import vm
+from .common import CACHE, REPO, HarnessError, info, stage
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+EARLYCON = {"x86_64": "earlycon=uart8250,io,0x3f8,115200",
+            "arm64": "earlycon=pl011,0x9000000"}
+
+
+def memfd_configs(sizes, smoke):
+    """(name, total bytes, memfd count, thp, populate %) of the memfd runs."""
+    if smoke:
+        return [("smoke-16M", 16 * MIB, 2, False, 100)]
+    cfgs = []
+    for g in sizes:
+        cfgs.append((f"{g}G-4K", g * GIB, 4, False, 100))
+    cfgs.append((f"{sizes[0]}G-2M-THP", sizes[0] * GIB, 4, True, 100))
+    cfgs.append((f"{sizes[-1]}G-sparse-1%", sizes[-1] * GIB, 4, False, 1))
+    return cfgs
+
+
+def _kv_lines(res, stage_no):
+    out = []
+    for line in res.text(stage_no).splitlines():
+        if "LU-BENCH " not in line:
+            continue
+        kv = dict(p.split("=", 1) for p in line[line.index("LU-BENCH ") + 9:].split() if "=" in p)
+        out.append(kv)
+    return out
+
+
+def _first_line_time(res, stage_no, needle, start=None):
+    s = res.stages[stage_no - 1]
+    lo = s.first_line if start is None else start
+    for i in range(lo, s.last_line + 1):
+        t, text = res.lines[i]
+        if needle in text:
+            return t, i
+    return None, None
+
+
+def _line_time(res, needle, lo, hi):
+    for i in range(lo, hi):
+        t, text = res.lines[i]
+        if needle in text:
+            return t
+    return None
+
+
+class Figures:
+    """figures[(bench, metric, config)][flavor] = [values]; units per metric."""
+
+    def __init__(self):
+        self.data = {}
+        self.units = {}
+
+    def add(self, bench, metric, config, flavor, value, unit):
+        self.data.setdefault((bench, metric, config), {}).setdefault(flavor, []).append(value)
+        self.units[(bench, metric)] = unit
+
+    def rows(self):
+        for key in self.data:
+            yield key, self.data[key], self.units[key[:2]]
+
+
+def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
+    name, total, count, thp, pct = cfg
+    common = ["--total", str(total), "--count", str(count), "--populate-pct", str(pct),
+              "--seed", "7"]
+    pre = ["/bin/lu-bench", "memfd-preserve"] + common + (["--thp"] if thp else [])
+    ret = ["/bin/lu-bench", "memfd-retrieve"] + common
+    res = vm.run_chain(f"bench-{arch}-{flavor}-{name}", [
+        vm.Stage(builds[flavor], [("lu-bench", pre)]),
+        vm.Stage(builds[flavor], [("lu-bench", ret)]),
+    ], progs, arch, mem=mem, timeout=1200, extra_cmdline=EARLYCON[arch])
+    problems = res.problems(2)
+    for k in (1, 2):
+        if len(res.stages) >= k and res.stages[k - 1].results.get("lu-bench") != 0:
+            problems.append(f"lu-bench stage {k} exited {res.stages[k - 1].results.get('lu-bench')}")
+    if problems:
+        failures.append(f"{flavor} {name}: {'; '.join(problems)} (log {res.log})")
+        return
+    p1 = next(kv for kv in _kv_lines(res, 1) if kv.get("phase") == "preserve")
+    kv2 = _kv_lines(res, 2)
+    r2 = next(kv for kv in kv2 if kv.get("phase") == "retrieved")
+    v2 = next(kv for kv in kv2 if kv.get("phase") == "verified")
+    # Blackout markers (host clock).
+    s1, s2 = res.stages
+    t_reboot = s1.t_reboot
+    t_kexec = _line_time(res, "Starting new kernel", s1.first_line, s1.last_line + 1)
+    t_banner = res.lines[s2.first_line][0]
+    t_init = s2.t_start
+    t_done, _ = _first_line_time(res, 2, "phase=retrieved")
+    if None in (t_reboot, t_kexec, t_done):
+        failures.append(f"{flavor} {name}: blackout markers missing (log {res.log})")
+        return
+    parts = {"old kernel: serialize + shutdown": t_kexec - t_reboot,
+             "kexec jump to new kernel's first line": t_banner - t_kexec,
+             "new kernel boot to init": t_init - t_banner,
+             "init to sessions retrieved + finished": t_done - t_init}
+    for k, v in parts.items():
+        fig.add("blackout", k, name, flavor, v * 1000, "ms")
+    fig.add("blackout", "total (reboot syscall to finished)", name, flavor,
+            (t_done - t_reboot) * 1000, "ms")
+    gib = total / GIB
+    pres = float(p1["preserve_s"])
+    retr = float(r2["retrieve_s"])
+    fig.add("throughput", "PRESERVE_FD", name, flavor, gib / pres if pres else 0, "GiB/s")
+    fig.add("throughput", "RETRIEVE_FD", name, flavor, gib / retr if retr else 0, "GiB/s")
+    fig.add("throughput", "PRESERVE_FD time", name, flavor, pres * 1000, "ms")
+    fig.add("throughput", "RETRIEVE_FD time", name, flavor, retr * 1000, "ms")
+    fig.add("throughput", "FINISH time", name, flavor, float(r2["finish_s"]) * 1000, "ms")
+    # Memory: what preserving allocated, per GiB preserved (old kernel), and what the new
+    # kernel holds once everything was retrieved, finished and closed.
+    meta = int(p1["memfree_filled"]) - int(p1["memfree_preserved"])
+    fig.add("memory", "metadata allocated by PRESERVE_FD per GiB", name, flavor,
+            meta / gib / 1024, "KiB")
+    fig.add("memory", "MemFree after update and finish", name, flavor,
+            int(v2["memfree_end"]) / MIB, "MiB")
+    if int(v2["bad"]):
+        failures.append(f"{flavor} {name}: {v2['bad']} bad words after the update")
+
+
+def scale_run(arch, builds, progs, flavor, smoke, fig, failures):
+    n_s, n_f = (50, 20) if smoke else (2000, 500)
+    args = ["--sessions", str(n_s), "--files", str(n_f)]
+    res = vm.run_chain(f"bench-{arch}-{flavor}-scale", [
+        vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "scale-preserve"] + args)]),
+        vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "scale-retrieve"] + args)]),
+    ], progs, arch, mem=2048, timeout=900, extra_cmdline=EARLYCON[arch])
+    problems = res.problems(2)
+    if problems:
+        failures.append(f"{flavor} scale: {'; '.join(problems)} (log {res.log})")
+        return
+    try:
+        p1 = next(kv for kv in _kv_lines(res, 1) if kv.get("phase") == "scale-preserve")
+        p2 = next(kv for kv in _kv_lines(res, 2) if kv.get("phase") == "scale-retrieve")
+    except StopIteration:
+        failures.append(f"{flavor} scale: no figures (log {res.log})")
+        return
+    cfg = f"{n_s} sessions / {n_f} files"
+    fig.add("scale", f"create {n_s} sessions", cfg, flavor,
+            float(p1["create_sessions_s"]) * 1000, "ms")
+    fig.add("scale", f"preserve {n_f} memfds in one session", cfg, flavor,
+            float(p1["preserve_files_s"]) * 1000, "ms")
+    fig.add("scale", f"retrieve + finish {n_s} sessions", cfg, flavor,
+            float(p2["retrieve_finish_sessions_s"]) * 1000, "ms")
+    fig.add("scale", f"retrieve {n_f} memfds + finish", cfg, flavor,
+            float(p2["retrieve_finish_files_s"]) * 1000, "ms")
+
+
+def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
+    res = vm.run_chain(f"bench-{arch}-{flavor}-coldboot", [
+        vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "meminfo"])]),
+    ], progs, arch, mem=mem, timeout=300, extra_cmdline=EARLYCON[arch])
+    kv = [k for k in _kv_lines(res, 1) if k.get("phase") == "meminfo"] if res.stages else []
+    if res.problems(1) or not kv:
+        failures.append(f"{flavor} cold boot: no meminfo (log {res.log})")
+        return
+    fig.add("memory", "MemFree after cold boot (same VM)", config, flavor,
+            int(kv[0]["memfree"]) / MIB, "MiB")
+
+
+def _stats(vals):
+    return statistics.median(vals), min(vals), max(vals), len(vals)
+
+
+def _fmt(v):
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def markdown(fig, meta):
+    lines = [f"# Benchmarks: upstream C LUO vs. Rust LUO ({meta['arch']})", "",
+             f"Measured {meta['date']} on {meta['machine']}; QEMU {meta['accel']}, "
+             f"{meta['smp']} vCPUs; {meta['reps']} repetitions per figure, flavors alternating.",
+             "", f"Command: `{meta['command']}`", "",
+             "Kernels: " + "; ".join(f"{f}: `{v}`" for f, v in meta["kernels"].items()), "",
+             "Each cell: median [min–max] over the repetitions. Ratio = rust median / c median "
+             "(for times < 1 is faster; for throughput > 1 is faster).", ""]
+    by_bench = {}
+    for (bench, metric, config), per, unit in fig.rows():
+        by_bench.setdefault(bench, []).append((metric, config, per, unit))
+    for bench in ("blackout", "throughput", "scale", "memory"):
+        if bench not in by_bench:
+            continue
+        lines += [f"## {bench}", "", "| configuration | figure | unit | n | c | rust | rust/c |",
+                  "|---|---|---|---|---|---|---|"]
+        for metric, config, per, unit in by_bench[bench]:
+            cells, meds = [], {}
+            n = 0
+            for f in ("c", "rust"):
+                if per.get(f):
+                    med, lo, hi, n = _stats(per[f])
+                    meds[f] = med
+                    cells.append(f"{_fmt(med)} [{_fmt(lo)}–{_fmt(hi)}]")
+                else:
+                    cells.append("–")
+            ratio = (f"{meds['rust'] / meds['c']:.2f}" if meds.get("c") and "rust" in meds
+                     else "–")
+            lines.append(f"| {config} | {metric} | {unit} | {n} | {cells[0]} | {cells[1]} | "
+                         f"{ratio} |")
+        lines.append("")
+    lines += meta.get("notes", [])
+    return "\n".join(lines) + "\n"
+
+
+PLOT = r'''
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import statistics as st
+d = json.load(open(sys.argv[1]))
+out = sys.argv[2]
+rows = d["rows"]
+parts = ["old kernel: serialize + shutdown", "kexec jump to new kernel's first line",
+         "new kernel boot to init", "init to sessions retrieved + finished"]
+configs = sorted({r["config"] for r in rows if r["bench"] == "blackout"})
+if configs:
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(configs)), 4.5))
+    x, labels = 0, []
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+    for cfg in configs:
+        for fl in ("c", "rust"):
+            bottom = 0
+            for i, p in enumerate(parts):
+                vals = [r["values"].get(fl, []) for r in rows
+                        if r["bench"] == "blackout" and r["metric"] == p and r["config"] == cfg]
+                v = st.median(vals[0]) if vals and vals[0] else 0
+                ax.bar(x, v, bottom=bottom, color=colors[i], label=p if x == 0 else None)
+                bottom += v
+            labels.append(f"{cfg}\n{fl}")
+            x += 1
+        x += 0.5
+    ticks = []
+    x = 0
+    for cfg in configs:
+        ticks += [x, x + 1]
+        x += 2.5
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("ms (median)")
+    ax.set_title("Blackout: reboot(KEXEC) to sessions retrieved and finished")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/blackout.png", dpi=110)
+tp = [r for r in rows if r["bench"] == "throughput" and r["metric"] in ("PRESERVE_FD", "RETRIEVE_FD")]
+if tp:
+    cfgs = sorted({r["config"] for r in tp})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cfgs)), 4.5))
+    w = 0.2
+    for j, (metric, fl) in enumerate([(m, f) for m in ("PRESERVE_FD", "RETRIEVE_FD") for f in ("c", "rust")]):
+        ys = []
+        for cfg in cfgs:
+            vals = [r["values"].get(fl, []) for r in tp if r["metric"] == metric and r["config"] == cfg]
+            ys.append(st.median(vals[0]) if vals and vals[0] else 0)
+        ax.bar([i + (j - 1.5) * w for i in range(len(cfgs))], ys, w, label=f"{metric} {fl}")
+    ax.set_xticks(range(len(cfgs)))
+    ax.set_xticklabels(cfgs, fontsize=8)
+    ax.set_ylabel("GiB/s (median)")
+    ax.set_title("Preserve and retrieve throughput by memfd configuration")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/throughput.png", dpi=110)
+'''
+
+
+def plots(fig, outdir):
+    """PNG plots with Debian's matplotlib (system python3)."""
+    rows = [{"bench": b, "metric": m, "config": c, "values": per, "unit": u}
+            for (b, m, c), per, u in fig.rows()]
+    data = outdir / "figures.json"
+    data.write_text(json.dumps({"rows": rows}, indent=1))
+    script = outdir / "plot.py"
+    script.write_text(PLOT)
+    p = subprocess.run(["/usr/bin/python3", script, data, outdir], capture_output=True, text=True)
+    script.unlink()
+    if p.returncode != 0:
+        raise HarnessError(f"plotting failed: {p.stderr[-1500:]}")
+    return sorted(outdir.glob("*.png"))
+
+
+def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, command, accel_note):
+    fig = Figures()
+    failures = []
+    cfgs = memfd_configs(sizes, smoke)
+    max_total = max(c[1] for c in cfgs)
+    # Same memory for every memfd run: the largest memfd set, twice (old kernel: memfds and
+    # kernel; new kernel: preserved pages plus its own), plus room to boot.
+    mem = 1024 + 2 * max_total // MIB if not smoke else 1024
+    t0 = time.monotonic()
+    for rep in range(reps):
+        order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
+        stage(f"bench repetition {rep + 1}/{reps} (order {' then '.join(order)})")
+        for flavor in order:
+            if "blackout" in benches or "throughput" in benches or "memory" in benches:
+                for cfg in cfgs:
+                    memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures)
+                    info(f"{flavor} {cfg[0]} done ({time.monotonic() - t0:.0f} s)")
+            if "memory" in benches:
+                coldboot_run(arch, builds, progs, flavor, mem, fig, failures, f"{mem} MiB VM")
+            if "scale" in benches:
+                scale_run(arch, builds, progs, flavor, smoke, fig, failures)
+                info(f"{flavor} scale done ({time.monotonic() - t0:.0f} s)")
+    # Keep only what was asked for.
+    fig.data = {k: v for k, v in fig.data.items() if k[0] in benches}
+    outdir.mkdir(parents=True, exist_ok=True)
+    meta = {"arch": arch, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": _machine(), "accel": accel_note, "smp": 2, "reps": reps,
+            "command": command,
+            "kernels": {f: b.ident for f, b in builds.items()},
+            "notes": _notes(mem, failures)}
+    report = markdown(fig, meta)
+    pngs = plots(fig, outdir) if fig.data else []
+    if pngs:
+        report += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
+    (outdir / "BENCHMARKS.md").write_text(report)
+    return report, failures, outdir
+
+
+def _machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    n = len([1 for line in open("/proc/cpuinfo") if line.startswith("processor")])
+    mem = 0
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) // (1024 * 1024)
+    return f"{cpu}, {n} host CPUs, {mem} GiB"
+
+
+def _notes(mem, failures):
+    notes = ["## How each figure is taken", "",
+             "- **blackout**: host-clock stamps on serial lines: `LU-REBOOT` (init calls "
+             "reboot(KEXEC)) → `Starting new kernel` (old kernel, after LUO serialization and "
+             "device shutdown) → the new kernel's `Linux version` banner (early console) → "
+             "`LU-STAGE 2` (init started) → the agent's `phase=retrieved` line (every memfd "
+             "retrieved, session finished). The four parts add up to the total exactly; each "
+             "cut is uncertain by the UART→host pipe latency.",
+             "- **throughput**: the agent's CLOCK_MONOTONIC around the PRESERVE_FD calls of the "
+             "4 memfds (old kernel) and the RETRIEVE_FD calls (new kernel), as GiB/s of memfd "
+             "size. `sparse-1%` memfds have one written word on 1% of their pages; upstream's "
+             "memfd handler allocates the holes at preserve. `THP` runs set shmem_enabled=always.",
+             "- **scale**: CLOCK_MONOTONIC around creating the sessions / preserving the "
+             "memfds (4 KiB each) and, after the kexec, around retrieving and finishing them.",
+             f"- **memory**: `MemFree` from /proc/meminfo. Metadata = MemFree drop across the "
+             f"PRESERVE_FD calls (the memfds were already populated), per GiB preserved. "
+             f"MemFree after the update is read once every memfd was retrieved, verified, "
+             f"finished and closed; compare it with the cold boot of the same {mem} MiB VM.",
+             ""]
+    if failures:
+        notes += ["## Runs that failed (not in the figures)", ""] + [f"- {f}" for f in failures]
+    return notes
+
+
+def publish(outdir, dest):
+    """Copy a bench report and its plots into the repository (docs of the latest run)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in list(outdir.glob("*.png")) + [outdir / "BENCHMARKS.md", outdir / "figures.json"]:
+        shutil.copy2(p, dest / p.name)
+    return dest
+
+
+def default_outdir():
+    return CACHE / "bench" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def repo_bench_dir():
+    return REPO / "bench"
