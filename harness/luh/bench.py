@@ -157,6 +157,9 @@ def scale_run(arch, builds, progs, flavor, smoke, fig, failures):
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "scale-retrieve"] + args)]),
     ], progs, arch, mem=2048, timeout=900, extra_cmdline=EARLYCON[arch])
     problems = res.problems(2)
+    for k in (1, 2):
+        if len(res.stages) >= k and res.stages[k - 1].results.get("lu-bench") != 0:
+            problems.append(f"lu-bench stage {k} exited {res.stages[k - 1].results.get('lu-bench')}")
     if problems:
         failures.append(f"{flavor} scale: {'; '.join(problems)} (log {res.log})")
         return
@@ -240,6 +243,18 @@ import matplotlib.pyplot as plt
 import statistics as st
 d = json.load(open(sys.argv[1]))
 out = sys.argv[2]
+
+
+def save(fig, ax, ticks, labels, ylabel, title, name):
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/{name}", dpi=110)
+
+
 rows = d["rows"]
 parts = ["old kernel: serialize + shutdown", "kexec jump to new kernel's first line",
          "new kernel boot to init", "init to sessions retrieved + finished"]
@@ -265,13 +280,8 @@ if configs:
     for cfg in configs:
         ticks += [x, x + 1]
         x += 2.5
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("ms (median)")
-    ax.set_title("Blackout: reboot(KEXEC) to sessions retrieved and finished")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(f"{out}/blackout.png", dpi=110)
+    save(fig, ax, ticks, labels, "ms (median)",
+         "Blackout: reboot(KEXEC) to sessions retrieved and finished", "blackout.png")
 tp = [r for r in rows if r["bench"] == "throughput" and r["metric"] in ("PRESERVE_FD", "RETRIEVE_FD")]
 if tp:
     cfgs = sorted({r["config"] for r in tp})
@@ -283,13 +293,8 @@ if tp:
             vals = [r["values"].get(fl, []) for r in tp if r["metric"] == metric and r["config"] == cfg]
             ys.append(st.median(vals[0]) if vals and vals[0] else 0)
         ax.bar([i + (j - 1.5) * w for i in range(len(cfgs))], ys, w, label=f"{metric} {fl}")
-    ax.set_xticks(range(len(cfgs)))
-    ax.set_xticklabels(cfgs, fontsize=8)
-    ax.set_ylabel("GiB/s (median)")
-    ax.set_title("Preserve and retrieve throughput by memfd configuration")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(f"{out}/throughput.png", dpi=110)
+    save(fig, ax, list(range(len(cfgs))), cfgs, "GiB/s (median)",
+         "Preserve and retrieve throughput by memfd configuration", "throughput.png")
 '''
 
 

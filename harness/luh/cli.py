@@ -91,11 +91,11 @@ def cmd_build(args):
 
 
 SUITE_NAMES = (
-    ["harness-unit", "crate:cargo-test", "crate:lint", "kselftest:liveupdate"]
+    ["harness-unit", "series", "crate:cargo-test", "crate:lint", "kselftest:liveupdate"]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy"]
     + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
-    + ["crate:device", "crate:luoctl-kexec", "bench:smoke"]
+    + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke"]
 )
 
 
@@ -120,6 +120,8 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 add(suites.crate_device(arch, builds, progs, f))
             if _wanted("crate:luoctl-kexec", globs):
                 add(suites.luoctl_kexec(arch, builds, progs, (f, f)))
+            if _wanted("crate:example-kexec", globs):
+                add(suites.crate_example(arch, builds, progs, f))
         if f == "rust":
             if _wanted("kunit", globs):
                 add(suites.kunit(arch, builds, progs, f, trees["rust"]))
@@ -160,6 +162,14 @@ def cmd_test(args):
     if _wanted("harness-unit", globs):
         stage("harness unit tests")
         add(suites.harness_unit())
+    if _wanted("series", globs):
+        try:
+            toolchain.ensure_packages()
+            stage("patch series: export, apply, checkpatch")
+            add(suites.series_check())
+        except HarnessError as e:
+            add(ktap.Suite("host", "-", "series",
+                           [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
     if _wanted("crate:cargo-test", globs) or _wanted("crate:lint", globs):
         try:
             toolchain.ensure_all()

@@ -55,9 +55,10 @@ def build_static(srctree, arch, tc):
         bins_std = test_std = ["-Z", "build-std=std,panic_unwind"]
     base = ["cargo", "build", "--release", "--locked", "--target", target,
             "--manifest-path", manifest(srctree)]
-    run(base + bins_std + ["--bins"], log=log, env=env, heartbeat="cargo build")
+    run(base + bins_std + ["--bins", "--examples"], log=log, env=env, heartbeat="cargo build")
     out = TARGET_DIR / arch / target / "release"
-    progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent", "lu-bench": out / "lu-bench"}
+    progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent", "lu-bench": out / "lu-bench",
+             "guest_ram": out / "examples" / "guest_ram"}
     p = run(["cargo", "test", "--release", "--locked", "--target", target, "--manifest-path",
              manifest(srctree), "--test", "device", "--no-run", "--message-format=json"]
             + test_std, env=env)
@@ -120,17 +121,24 @@ def host_tests(srctree, headers):
 
 
 def clippy_and_fmt(srctree):
-    """cargo clippy -D warnings and cargo fmt --check on the crate."""
+    """cargo clippy -D warnings, cargo fmt --check and cargo doc -D warnings on the crate."""
     t0 = time.monotonic()
     log = LOGS / "crate-lint.log"
     s = Suite("host", "-", "crate:lint", log=str(log))
     p1 = run(["cargo", "clippy", "--locked", "--all-targets", "--manifest-path",
               manifest(srctree), "--", "-D", "warnings"], env=_env(), check=False)
     p2 = run(["cargo", "fmt", "--check", "--manifest-path", manifest(srctree)], check=False)
-    log.write_text(p1.stdout + p1.stderr + "\n--- cargo fmt --check\n" + p2.stdout + p2.stderr)
+    env = _env()
+    env["RUSTDOCFLAGS"] = "-D warnings"
+    p3 = run(["cargo", "doc", "--locked", "--no-deps", "--manifest-path", manifest(srctree)],
+             env=env, check=False)
+    log.write_text(p1.stdout + p1.stderr + "\n--- cargo fmt --check\n" + p2.stdout + p2.stderr
+                   + "\n--- cargo doc\n" + p3.stdout + p3.stderr)
     s.cases = [Case("clippy -D warnings", PASS if p1.returncode == 0 else FAIL,
                     "" if p1.returncode == 0 else "clippy warnings, see log"),
                Case("fmt --check", PASS if p2.returncode == 0 else FAIL,
-                    "" if p2.returncode == 0 else "not rustfmt-clean, see log")]
+                    "" if p2.returncode == 0 else "not rustfmt-clean, see log"),
+               Case("doc -D warnings", PASS if p3.returncode == 0 else FAIL,
+                    "" if p3.returncode == 0 else "rustdoc warnings, see log")]
     s.seconds = time.monotonic() - t0
     return s

@@ -318,3 +318,44 @@ def bench_smoke(arch, builds, progs):
     s.cases.append(Case("plots", PASS if ok else FAIL, "" if ok else f"plots: {pngs}"))
     s.seconds = time.monotonic() - t0
     return s
+
+
+def series_check():
+    """The patch series: exported, applies to the pristine tree, checkpatch --strict clean."""
+    from . import tree
+    t0 = time.monotonic()
+    trees, base, tip = tree.prepare_trees()
+    outdir = CACHE / "series"
+    patches = tree.export_series(base, tip, outdir)
+    s = Suite("host", "-", "series", log=str(LOGS / "checkpatch.log"))
+    applies = bool(patches) and tree.check_series_applies(base, tip, patches)
+    s.cases.append(Case("git format-patch + apply on pristine", PASS if applies else FAIL,
+                        "" if applies else "the series does not reproduce the rust tree"))
+    log = LOGS / "checkpatch.log"
+    log.unlink(missing_ok=True)
+    errors, warnings, checks = tree.checkpatch(trees["rust"], patches, log)
+    s.cases.append(Case("checkpatch --strict: no errors", PASS if errors == 0 else FAIL,
+                        f"{errors} errors"))
+    s.note = (f"{len(patches)} patches; checkpatch: {errors} errors, {warnings} warnings, "
+              f"{checks} checks")
+    s.seconds = time.monotonic() - t0
+    return s
+
+
+def crate_example(arch, builds, progs, flavor):
+    """The crate README's example (examples/guest_ram.rs), both halves around a kexec."""
+    t0 = time.monotonic()
+    res = vm.run_chain(f"{arch}-{flavor}-guest-ram", [
+        vm.Stage(builds[flavor], [("guest_ram", ["/bin/guest_ram", "preserve"])]),
+        vm.Stage(builds[flavor], [("guest_ram", ["/bin/guest_ram", "restore"])]),
+    ], progs, arch, timeout=300)
+    s = Suite(arch, flavor, "crate:example-kexec")
+    detail = list(res.problems(2))
+    for k in (1, 2):
+        c = _rc_case(res, k, "guest_ram")
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+    if len(res.stages) == 2 and "guest_ram: restored, contents intact" not in res.text(2):
+        detail.append("stage 2 did not report the contents intact")
+    s.cases = [Case("guest_ram", FAIL if detail else PASS, "\n".join(detail))]
+    return _finish(s, res, t0)

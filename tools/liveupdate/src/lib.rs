@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod holder;
 pub mod memfd;
 pub mod named;
 // The crate's only unsafe code: the ioctl calls, adopting returned fds, mmap.

@@ -45,30 +45,10 @@ fn preserve(size: u64) -> Result<(), String> {
 }
 
 fn hold_in_child(session: liveupdate::OutgoingSession) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    // The child inherits the session fd (made inheritable for it) and waits to be killed.
-    let fd = session.into_fd();
-    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty()).map_err(|e| e.to_string())?;
-    let raw = rustix::fd::AsRawFd::as_raw_fd(&fd);
-    let child = std::process::Command::new(exe)
-        .args(["hold", &raw.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    let pid = liveupdate::holder::spawn(vec![session.into_fd()])
         .map_err(|e| format!("cannot start the holder: {e}"))?;
-    println!(
-        "agent: holder pid {} keeps the session open; ready for reboot(KEXEC)",
-        child.id()
-    );
+    println!("agent: holder pid {pid} keeps the session open; ready for reboot(KEXEC)");
     Ok(())
-}
-
-fn hold() -> ! {
-    rustix::process::setsid().ok();
-    loop {
-        std::thread::park();
-    }
 }
 
 fn retrieve(size: u64) -> Result<bool, String> {
@@ -113,6 +93,7 @@ fn retrieve(size: u64) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
+    liveupdate::holder::run_if_holder();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let size = args
         .get(1)
@@ -121,7 +102,6 @@ fn main() -> ExitCode {
     let res = match (args.first().map(String::as_str), size) {
         (Some("preserve"), Some(size)) => preserve(size).map(|_| true),
         (Some("retrieve"), Some(size)) => retrieve(size),
-        (Some("hold"), _) => hold(),
         _ => {
             eprintln!("usage: lu-agent preserve|retrieve SIZE_MIB");
             return ExitCode::from(2);

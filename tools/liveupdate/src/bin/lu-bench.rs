@@ -82,20 +82,7 @@ fn secs(t: Instant) -> String {
 
 /// Keep fds open across the kexec in a detached child.
 fn hold(fds: Vec<OwnedFd>) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    for fd in &fds {
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).map_err(|e| e.to_string())?;
-        raw.push(rustix::fd::AsRawFd::as_raw_fd(fd).to_string());
-    }
-    std::process::Command::new(exe)
-        .arg("hold")
-        .args(raw)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the holder: {e}"))?;
+    liveupdate::holder::spawn(fds).map_err(|e| format!("cannot start the holder: {e}"))?;
     Ok(())
 }
 
@@ -236,7 +223,23 @@ fn memfd_retrieve(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// Allow `n` more open files than the default (one fd per session and per memfd).
+fn raise_nofile(n: u64) -> Result<(), String> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    let want = n + 64;
+    if lim.current.is_some_and(|c| c >= want) {
+        return Ok(());
+    }
+    lim.current = Some(want);
+    if lim.maximum.is_some_and(|m| m < want) {
+        lim.maximum = Some(want);
+    }
+    setrlimit(Resource::Nofile, lim).map_err(|e| format!("RLIMIT_NOFILE to {want}: {e}"))
+}
+
 fn scale_preserve(o: &Opts) -> Result<(), String> {
+    raise_nofile(o.sessions + o.files)?;
     let dev = Device::open().map_err(|e| e.to_string())?;
     let t = Instant::now();
     let mut keep: Vec<OutgoingSession> = Vec::new();
@@ -274,6 +277,7 @@ fn scale_preserve(o: &Opts) -> Result<(), String> {
 }
 
 fn scale_retrieve(o: &Opts) -> Result<(), String> {
+    raise_nofile(o.sessions + o.files)?;
     let dev = Device::open().map_err(|e| e.to_string())?;
     let t = Instant::now();
     for i in 0..o.sessions {
@@ -304,17 +308,12 @@ fn scale_retrieve(o: &Opts) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    liveupdate::holder::run_if_holder();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else {
         eprintln!("usage: see the source of lu-bench");
         return ExitCode::from(2);
     };
-    if mode == "hold" {
-        rustix::process::setsid().ok();
-        loop {
-            std::thread::park();
-        }
-    }
     let res = parse(&args[1..]).and_then(|o| match mode.as_str() {
         "memfd-preserve" => memfd_preserve(&o),
         "memfd-retrieve" => memfd_retrieve(&o),
