@@ -141,7 +141,7 @@ def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
     # Memory: what preserving allocated, per GiB preserved (old kernel), and what the new
     # kernel holds once everything was retrieved, finished and closed.
     meta = int(p1["memfree_filled"]) - int(p1["memfree_preserved"])
-    fig.add("memory", "metadata allocated by PRESERVE_FD per GiB", name, flavor,
+    fig.add("memory", "allocated by PRESERVE_FD per GiB preserved", name, flavor,
             meta / gib / 1024, "KiB")
     fig.add("memory", "MemFree after update and finish", name, flavor,
             int(v2["memfree_end"]) / MIB, "MiB")
@@ -382,11 +382,21 @@ def _notes(mem, failures):
              "memfd handler allocates the holes at preserve. `THP` runs set shmem_enabled=always.",
              "- **scale**: CLOCK_MONOTONIC around creating the sessions / preserving the "
              "memfds (4 KiB each) and, after the kexec, around retrieving and finishing them.",
-             f"- **memory**: `MemFree` from /proc/meminfo. Metadata = MemFree drop across the "
-             f"PRESERVE_FD calls (the memfds were already populated), per GiB preserved. "
+             f"- **memory**: `MemFree` from /proc/meminfo. \"Allocated by PRESERVE_FD\" = MemFree "
+             f"drop across the PRESERVE_FD calls (the memfds were already populated), per GiB "
+             f"preserved: the handover metadata (memfd folio arrays of 16 bytes per folio, KHO "
+             f"radix nodes, LUO blocks) and, for sparse memfds, the holes that upstream's memfd "
+             f"handler fills at preserve. "
              f"MemFree after the update is read once every memfd was retrieved, verified, "
              f"finished and closed; compare it with the cold boot of the same {mem} MiB VM.",
              ""]
+    notes += ["## Reading the figures", "",
+              "- Until the Rust LUO, KHO and memfd handler land, both flavors run upstream's C "
+              "code; the rust flavor differs only by `CONFIG_RUST` and the Rust ABI module. "
+              "Ratios away from 1.00 are then the noise of a shared, TCG-emulated machine, which "
+              "sets the bar later figures have to clear.",
+              "- Parts of a few milliseconds (old-kernel serialize + shutdown, FINISH) are within "
+              "the cut uncertainty; compare totals.", ""]
     if failures:
         notes += ["## Runs that failed (not in the figures)", ""] + [f"- {f}" for f in failures]
     return notes
