@@ -3,6 +3,7 @@
 
 import argparse
 import fcntl
+import re
 import fnmatch
 import sys
 import time
@@ -197,9 +198,10 @@ def cmd_test(args):
             # A build or setup failure of one architecture fails its suites,
             # named, and the other architecture still runs.
             print(f"ERROR ({arch}): {e}", file=sys.stderr)
+            logs = re.findall(r"(?:full )?log: (\S+)", str(e))
             add(ktap.Suite(arch, args.flavor, "setup",
-                           [ktap.Case("build", ktap.FAIL, str(e).splitlines()[0])],
-                           log=str(LOGS)))
+                           [ktap.Case("build", ktap.FAIL, str(e))],
+                           log=logs[-1] if logs else str(LOGS)))
     if not results:
         print(f"no suite matches {globs}; see lu test --list", file=sys.stderr)
         return 2
