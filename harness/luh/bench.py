@@ -293,7 +293,8 @@ if tp:
             vals = [r["values"].get(fl, []) for r in tp if r["metric"] == metric and r["config"] == cfg]
             ys.append(st.median(vals[0]) if vals and vals[0] else 0)
         ax.bar([i + (j - 1.5) * w for i in range(len(cfgs))], ys, w, label=f"{metric} {fl}")
-    save(fig, ax, list(range(len(cfgs))), cfgs, "GiB/s (median)",
+    ax.set_yscale("log")
+    save(fig, ax, list(range(len(cfgs))), cfgs, "GiB/s (median, log scale)",
          "Preserve and retrieve throughput by memfd configuration", "throughput.png")
 '''
 
@@ -304,6 +305,12 @@ def plots(fig, outdir):
             for (b, m, c), per, u in fig.rows()]
     data = outdir / "figures.json"
     data.write_text(json.dumps({"rows": rows}, indent=1))
+    return draw(outdir)
+
+
+def draw(outdir):
+    """(Re)draw the plots of a report directory from its figures.json."""
+    data = outdir / "figures.json"
     script = outdir / "plot.py"
     script.write_text(PLOT)
     p = subprocess.run(["/usr/bin/python3", script, data, outdir], capture_output=True, text=True)
