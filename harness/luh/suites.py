@@ -168,13 +168,13 @@ def clippy(arch, build, ours):
     text = open(build.log, errors="replace").read()
     locs = [m.group(1) for m in (_WARN_AT.match(line) for line in text.splitlines()) if m]
     warnings = text.count("\nwarning:") + text.count("\nerror:")
-    mine = sorted({loc for loc in locs
-                   if any(loc.endswith(f) or f in loc for f in ours)})
+    mine = sorted({loc for loc in locs if any(loc.endswith("/" + f) for f in ours)})
     if mine:
         s.cases = [Case("our code", FAIL, "warnings in: " + ", ".join(mine))]
     else:
         s.cases = [Case("our code", PASS)]
-    s.note = f"{len(ours)} Rust files of ours; {warnings} warning/error lines in the whole build"
+    s.note = (f"{len(ours)} Rust files ours or patched by us; {warnings} warning/error lines "
+              f"in the whole build")
     return s
 
 
@@ -196,8 +196,8 @@ def rustfmtcheck(arch, srctree, ours):
     else:
         s.cases = [Case("our code", PASS)]
     upstream = sorted(set(diffs) - set(mine))
-    s.note = (f"{len(ours)} Rust files of ours; upstream files not clean under this "
-              f"rustfmt: {len(upstream)}")
+    s.note = (f"{len(ours)} Rust files ours or patched by us; other files not clean under "
+              f"this rustfmt: {len(upstream)}")
     s.seconds = time.monotonic() - t0
     return s
 

@@ -101,6 +101,16 @@ def kernel_files():
     return sorted(f for f in files if (REPO / f).exists())
 
 
+def our_rust_files():
+    """Rust files of the series: ours, and upstream ones our patches touch."""
+    files = {f for f in kernel_files() if f.endswith(".rs")}
+    for p in PATCHES.glob("*.patch"):
+        for line in p.read_text(errors="replace").splitlines():
+            if line.startswith("+++ b/") and line.endswith(".rs"):
+                files.add(line[6:])
+    return sorted(files)
+
+
 def parse_series(text):
     """Parse patches/series: ("patch", file) / ("files", msg, [paths], [glue])."""
     entries = []
@@ -152,7 +162,7 @@ def _mailinfo(patch):
     tmp.mkdir(parents=True, exist_ok=True)
     msg, diff = tmp / "msg", tmp / "diff"
     with open(patch, "rb") as f:
-        p = subprocess.run(["git", "mailinfo", "-k", str(msg), str(diff)],
+        p = subprocess.run(["git", "mailinfo", str(msg), str(diff)],
                            stdin=f, capture_output=True, check=True)
     head = dict(line.split(": ", 1) for line in p.stdout.decode().splitlines() if ": " in line)
     body = msg.read_text()
