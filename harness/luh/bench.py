@@ -91,22 +91,30 @@ class Figures:
             yield key, self.data[key], self.units[key[:2]]
 
 
-def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
-    name, total, count, thp, pct = cfg
-    common = ["--total", str(total), "--count", str(count), "--populate-pct", str(pct),
-              "--seed", "7"]
-    pre = ["/bin/lu-bench", "memfd-preserve"] + common + (["--thp"] if thp else [])
-    ret = ["/bin/lu-bench", "memfd-retrieve"] + common
-    res = vm.run_chain(f"bench-{arch}-{flavor}-{name}", [
-        vm.Stage(builds[flavor], [("lu-bench", pre)]),
-        vm.Stage(builds[flavor], [("lu-bench", ret)]),
+def two_stage(arch, builds, progs, flavor, label, argv1, argv2, mem, failures):
+    """lu-bench with argv1 before and argv2 after a kexec; the run, or None if it failed."""
+    res = vm.run_chain(f"bench-{arch}-{flavor}-{label}", [
+        vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench"] + argv1)]),
+        vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench"] + argv2)]),
     ], progs, arch, mem=mem, timeout=1200, extra_cmdline=EARLYCON[arch])
     problems = res.problems(2)
     for k in (1, 2):
         if len(res.stages) >= k and res.stages[k - 1].results.get("lu-bench") != 0:
             problems.append(f"lu-bench stage {k} exited {res.stages[k - 1].results.get('lu-bench')}")
     if problems:
-        failures.append(f"{flavor} {name}: {'; '.join(problems)} (log {res.log})")
+        failures.append(f"{flavor} {label}: {'; '.join(problems)} (log {res.log})")
+        return None
+    return res
+
+
+def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
+    name, total, count, thp, pct = cfg
+    common = ["--total", str(total), "--count", str(count), "--populate-pct", str(pct),
+              "--seed", "7"]
+    pre = ["memfd-preserve"] + common + (["--thp"] if thp else [])
+    res = two_stage(arch, builds, progs, flavor, name, pre, ["memfd-retrieve"] + common, mem,
+                    failures)
+    if res is None:
         return
     p1 = next(kv for kv in _kv_lines(res, 1) if kv.get("phase") == "preserve")
     kv2 = _kv_lines(res, 2)
@@ -152,16 +160,9 @@ def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
 def scale_run(arch, builds, progs, flavor, smoke, fig, failures):
     n_s, n_f = (50, 20) if smoke else (2000, 500)
     args = ["--sessions", str(n_s), "--files", str(n_f)]
-    res = vm.run_chain(f"bench-{arch}-{flavor}-scale", [
-        vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "scale-preserve"] + args)]),
-        vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "scale-retrieve"] + args)]),
-    ], progs, arch, mem=2048, timeout=900, extra_cmdline=EARLYCON[arch])
-    problems = res.problems(2)
-    for k in (1, 2):
-        if len(res.stages) >= k and res.stages[k - 1].results.get("lu-bench") != 0:
-            problems.append(f"lu-bench stage {k} exited {res.stages[k - 1].results.get('lu-bench')}")
-    if problems:
-        failures.append(f"{flavor} scale: {'; '.join(problems)} (log {res.log})")
+    res = two_stage(arch, builds, progs, flavor, "scale", ["scale-preserve"] + args,
+                    ["scale-retrieve"] + args, 2048, failures)
+    if res is None:
         return
     try:
         p1 = next(kv for kv in _kv_lines(res, 1) if kv.get("phase") == "scale-preserve")
