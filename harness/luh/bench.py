@@ -23,7 +23,6 @@ import shutil
 import statistics
 import subprocess
 import time
-from pathlib import Path
 
 from . import vm
 from .common import CACHE, REPO, HarnessError, info, stage
@@ -57,14 +56,9 @@ def _kv_lines(res, stage_no):
     return out
 
 
-def _first_line_time(res, stage_no, needle, start=None):
-    s = res.stages[stage_no - 1]
-    lo = s.first_line if start is None else start
-    for i in range(lo, s.last_line + 1):
-        t, text = res.lines[i]
-        if needle in text:
-            return t, i
-    return None, None
+def _phase(res, stage_no, phase):
+    """The stage's first `LU-BENCH phase=<phase>` line as a dict, or None."""
+    return next((kv for kv in _kv_lines(res, stage_no) if kv.get("phase") == phase), None)
 
 
 def _line_time(res, needle, lo, hi):
@@ -116,17 +110,18 @@ def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
                     failures)
     if res is None:
         return
-    p1 = next(kv for kv in _kv_lines(res, 1) if kv.get("phase") == "preserve")
-    kv2 = _kv_lines(res, 2)
-    r2 = next(kv for kv in kv2 if kv.get("phase") == "retrieved")
-    v2 = next(kv for kv in kv2 if kv.get("phase") == "verified")
+    p1 = _phase(res, 1, "preserve")
+    r2, v2 = _phase(res, 2, "retrieved"), _phase(res, 2, "verified")
+    if None in (p1, r2, v2):
+        failures.append(f"{flavor} {name}: lu-bench figures missing (log {res.log})")
+        return
     # Blackout markers (host clock).
     s1, s2 = res.stages
     t_reboot = s1.t_reboot
     t_kexec = _line_time(res, "Starting new kernel", s1.first_line, s1.last_line + 1)
     t_banner = res.lines[s2.first_line][0]
     t_init = s2.t_start
-    t_done, _ = _first_line_time(res, 2, "phase=retrieved")
+    t_done = _line_time(res, "phase=retrieved", s2.first_line, s2.last_line + 1)
     if None in (t_reboot, t_kexec, t_done):
         failures.append(f"{flavor} {name}: blackout markers missing (log {res.log})")
         return
@@ -164,10 +159,8 @@ def scale_run(arch, builds, progs, flavor, smoke, fig, failures):
                     ["scale-retrieve"] + args, 2048, failures)
     if res is None:
         return
-    try:
-        p1 = next(kv for kv in _kv_lines(res, 1) if kv.get("phase") == "scale-preserve")
-        p2 = next(kv for kv in _kv_lines(res, 2) if kv.get("phase") == "scale-retrieve")
-    except StopIteration:
+    p1, p2 = _phase(res, 1, "scale-preserve"), _phase(res, 2, "scale-retrieve")
+    if None in (p1, p2):
         failures.append(f"{flavor} scale: no figures (log {res.log})")
         return
     cfg = f"{n_s} sessions / {n_f} files"
@@ -185,12 +178,12 @@ def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
     res = vm.run_chain(f"bench-{arch}-{flavor}-coldboot", [
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "meminfo"])]),
     ], progs, arch, mem=mem, timeout=300, extra_cmdline=EARLYCON[arch])
-    kv = [k for k in _kv_lines(res, 1) if k.get("phase") == "meminfo"] if res.stages else []
-    if res.problems(1) or not kv:
+    kv = _phase(res, 1, "meminfo") if res.stages else None
+    if res.problems(1) or kv is None:
         failures.append(f"{flavor} cold boot: no meminfo (log {res.log})")
         return
     fig.add("memory", "MemFree after cold boot (same VM)", config, flavor,
-            int(kv[0]["memfree"]) / MIB, "MiB")
+            int(kv["memfree"]) / MIB, "MiB")
 
 
 def _stats(vals):

@@ -105,7 +105,7 @@ def _wanted(name, globs):
 
 
 def run_arch(arch, flavors, build_flavors, cross, globs, add):
-    tc, trees, builds, progs = _prepare(arch, build_flavors)
+    _, trees, builds, progs = _prepare(arch, build_flavors)
     ours = [f for f in tree.our_rust_files() if not f.startswith("tools/")]
     for f in flavors:
         stage(f"suites on {arch}/{f}")

@@ -4,7 +4,6 @@
 import os
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,10 +36,6 @@ def stage(msg):
 
 def info(msg):
     print(f"         {msg}", flush=True)
-
-
-def warn(msg):
-    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
 def _last_line(path):
@@ -96,20 +91,3 @@ def run(cmd, log=None, cwd=None, env=None, check=True, input=None, heartbeat=Non
             f"command failed (exit {p.returncode}): {shlex.join(cmd)}\n"
             f"{p.stdout[-2000:]}{p.stderr[-2000:]}")
     return p
-
-
-def write_if_changed(path, data):
-    """Write bytes to path only if its content differs (keeps make's mtimes)."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode()
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return True

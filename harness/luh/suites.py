@@ -8,7 +8,6 @@ import sys
 import time
 
 from . import vm
-from .build import KEXEC_TESTS
 from .common import CACHE, HARNESS, LOGS, REPO, run, stage
 from .crate import libtest_cases
 from .ktap import FAIL, PASS, SKIP, Case, Suite, tap_cases
@@ -224,10 +223,6 @@ def harness_unit():
         s.cases.append(Case("unittest", FAIL, f"exit {p.returncode}"))
     s.seconds = time.monotonic() - t0
     return s
-
-
-def all_kexec_tests():
-    return list(KEXEC_TESTS)
 
 
 def announce(s):

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 from .common import CACHE, HarnessError, LOGS, info, run, stage
 
