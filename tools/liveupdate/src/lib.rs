@@ -101,6 +101,15 @@ fn name_from_c(buf: &[u8; sys::SESSION_NAME_LENGTH]) -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Issue a LUO ioctl; a failure is classified for `op`.
+fn ioctl<const OPCODE: rustix::ioctl::Opcode, T: sys::Arg>(
+    fd: BorrowedFd<'_>,
+    op: Op,
+    arg: &mut T,
+) -> Result<()> {
+    sys::call::<OPCODE, T>(fd, arg).map_err(|e| Error::from_errno(op, e))
+}
+
 fn adopt_fd(fd: i32, op: Op) -> Result<OwnedFd> {
     sys::adopt_fd(fd)
         .ok_or_else(|| Error::new(op, ErrorKind::Other, format!("kernel returned fd {fd}")))
@@ -130,8 +139,7 @@ impl Device {
         let name = SessionName::new(name)?;
         let mut arg = <sys::SessionArg as sys::Arg>::new();
         arg.name = name.to_c();
-        sys::call::<{ sys::CREATE_SESSION }, _>(self.fd.as_fd(), &mut arg)
-            .map_err(|e| Error::from_errno(Op::CreateSession, e))?;
+        ioctl::<{ sys::CREATE_SESSION }, _>(self.fd.as_fd(), Op::CreateSession, &mut arg)?;
         Ok(OutgoingSession {
             fd: adopt_fd(arg.fd, Op::CreateSession)?,
             name,
@@ -143,8 +151,7 @@ impl Device {
         let name = SessionName::new(name).map_err(|e| e.with_op(Op::RetrieveSession))?;
         let mut arg = <sys::SessionArg as sys::Arg>::new();
         arg.name = name.to_c();
-        sys::call::<{ sys::RETRIEVE_SESSION }, _>(self.fd.as_fd(), &mut arg)
-            .map_err(|e| Error::from_errno(Op::RetrieveSession, e))?;
+        ioctl::<{ sys::RETRIEVE_SESSION }, _>(self.fd.as_fd(), Op::RetrieveSession, &mut arg)?;
         Ok(IncomingSession {
             fd: adopt_fd(arg.fd, Op::RetrieveSession)?,
             name,
@@ -156,13 +163,6 @@ impl AsFd for Device {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-fn get_name(fd: BorrowedFd<'_>) -> Result<String> {
-    let mut arg = <sys::GetNameArg as sys::Arg>::new();
-    sys::call::<{ sys::GET_NAME }, _>(fd, &mut arg)
-        .map_err(|e| Error::from_errno(Op::GetName, e))?;
-    Ok(name_from_c(&arg.name))
 }
 
 /// A session being prepared for the next kernel.
@@ -184,29 +184,12 @@ impl OutgoingSession {
         let mut arg = <sys::FdArg as sys::Arg>::new();
         arg.fd = rustix::fd::AsRawFd::as_raw_fd(&file.as_fd());
         arg.token = token.0;
-        sys::call::<{ sys::PRESERVE_FD }, _>(self.fd.as_fd(), &mut arg)
-            .map_err(|e| Error::from_errno(Op::Preserve, e))
-    }
-
-    /// The session's name as the kernel reports it.
-    pub fn kernel_name(&self) -> Result<String> {
-        get_name(self.fd.as_fd())
-    }
-
-    /// The name the session was created with.
-    pub fn name(&self) -> &SessionName {
-        &self.name
+        ioctl::<{ sys::PRESERVE_FD }, _>(self.fd.as_fd(), Op::Preserve, &mut arg)
     }
 
     /// Give up the typed wrapper and keep the fd (e.g. to send it to a holder process).
     pub fn into_fd(self) -> OwnedFd {
         self.fd
-    }
-}
-
-impl AsFd for OutgoingSession {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
 
@@ -227,34 +210,43 @@ impl IncomingSession {
     pub fn retrieve(&self, token: Token) -> Result<OwnedFd> {
         let mut arg = <sys::FdArg as sys::Arg>::new();
         arg.token = token.0;
-        sys::call::<{ sys::RETRIEVE_FD }, _>(self.fd.as_fd(), &mut arg)
-            .map_err(|e| Error::from_errno(Op::Retrieve, e))?;
+        ioctl::<{ sys::RETRIEVE_FD }, _>(self.fd.as_fd(), Op::Retrieve, &mut arg)?;
         adopt_fd(arg.fd, Op::Retrieve)
     }
 
     /// Finish the session: the kernel releases what was not retrieved. Idempotent.
     pub fn finish(&self) -> Result<()> {
         let mut arg = <sys::FinishArg as sys::Arg>::new();
-        sys::call::<{ sys::FINISH }, _>(self.fd.as_fd(), &mut arg)
-            .map_err(|e| Error::from_errno(Op::Finish, e))
-    }
-
-    /// The session's name as the kernel reports it.
-    pub fn kernel_name(&self) -> Result<String> {
-        get_name(self.fd.as_fd())
-    }
-
-    /// The name the session was retrieved by.
-    pub fn name(&self) -> &SessionName {
-        &self.name
+        ioctl::<{ sys::FINISH }, _>(self.fd.as_fd(), Op::Finish, &mut arg)
     }
 }
 
-impl AsFd for IncomingSession {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
+/// What outgoing and incoming sessions have in common.
+macro_rules! session_common {
+    ($t:ident) => {
+        impl $t {
+            /// The session's name as the kernel reports it (`LIVEUPDATE_SESSION_GET_NAME`).
+            pub fn kernel_name(&self) -> Result<String> {
+                let mut arg = <sys::GetNameArg as sys::Arg>::new();
+                ioctl::<{ sys::GET_NAME }, _>(self.fd.as_fd(), Op::GetName, &mut arg)?;
+                Ok(name_from_c(&arg.name))
+            }
+
+            /// The name the session was created or retrieved with.
+            pub fn name(&self) -> &SessionName {
+                &self.name
+            }
+        }
+
+        impl AsFd for $t {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.fd.as_fd()
+            }
+        }
+    };
 }
+session_common!(OutgoingSession);
+session_common!(IncomingSession);
 
 #[cfg(test)]
 mod tests {

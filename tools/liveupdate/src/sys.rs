@@ -100,11 +100,18 @@ arg!(FinishArg, { reserved: 0 });
 arg!(GetNameArg, { reserved: 0, name: [0; SESSION_NAME_LENGTH] });
 
 /// Issue LUO ioctl `OPCODE` on `fd` with `arg`, which the kernel reads and may update.
-pub fn call<const OPCODE: Opcode, T: Arg>(fd: BorrowedFd<'_>, arg: &mut T) -> io::Result<()> {
-    // SAFETY: `OPCODE` is one of the LUO commands above, each of which takes a pointer to a
-    // struct of type `T` (the callers in this crate pair them as the header does); `T: Arg`
-    // guarantees that any bytes the kernel writes into `*arg` form a valid `T`; `arg` lives
-    // for the whole call.
+///
+/// Crate-private: the kernel writes back the struct of `OPCODE`, so `T` must be that struct.
+/// The callers in `lib.rs` pair each command with its struct as the uapi header does (and
+/// `tests/abi.rs` checks those structs against the header).
+pub(crate) fn call<const OPCODE: Opcode, T: Arg>(
+    fd: BorrowedFd<'_>,
+    arg: &mut T,
+) -> io::Result<()> {
+    // SAFETY: `OPCODE` is one of the LUO commands above and `T` is the struct the header
+    // gives it (see the function's documentation), so the kernel reads and writes at most
+    // `size_of::<T>()` bytes; `T: Arg` guarantees that any bytes it writes form a valid `T`;
+    // `arg` lives for the whole call.
     unsafe { ioctl(fd, Updater::<OPCODE, T>::new(arg)) }
 }
 

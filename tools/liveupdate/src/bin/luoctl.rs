@@ -8,6 +8,9 @@ use std::io::{Read, Write};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
+/// The last line the holder writes for `--daemon` once everything is preserved.
+const READY: &str = "luoctl: holder ready";
+
 const USAGE: &str = "\
 luoctl: operate Linux's Live Update Orchestrator (/dev/liveupdate)
 
@@ -205,6 +208,9 @@ fn cmd_hold(a: &Args) -> CmdResult {
     r.set("memfds", Value::Array(items));
     r.set("state", json!("preserved; holding the session open"));
     r.print(a.json);
+    if a.notify_stdout {
+        println!("{READY}");
+    }
     std::io::stdout().flush().ok();
     if a.notify_stdout {
         // Detach: the parent has read our report; drop the terminal and wait for the kexec.
@@ -239,19 +245,24 @@ fn spawn_daemon() -> CmdResult {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the holder: {e}"))?;
+    // Read until the holder detaches (success, its last line is READY) or exits (failure).
     let mut out = String::new();
     if let Some(mut so) = child.stdout.take() {
         so.read_to_string(&mut out).ok();
     }
-    // EOF: the holder detached (success) or exited (failure).
-    if let Ok(Some(status)) = child.try_wait() {
-        if !status.success() {
-            return Err("the holder failed (see above)".into());
+    match out.strip_suffix(&format!("{READY}\n")) {
+        Some(report) => {
+            print!("{report}");
+            println!("holder pid {}", child.id());
+            std::process::exit(0);
+        }
+        None => {
+            // The holder reported its error itself (stderr, or stdout with --json).
+            print!("{out}");
+            let status = child.wait().map_err(|e| format!("holder: {e}"))?;
+            std::process::exit(status.code().filter(|&c| c != 0).unwrap_or(1));
         }
     }
-    print!("{out}");
-    println!("holder pid {}", child.id());
-    std::process::exit(0);
 }
 
 fn retrieve(a: &Args) -> Result<(Device, IncomingSession), String> {
@@ -289,14 +300,11 @@ fn cmd_verify(a: &Args) -> CmdResult {
     }
     r.set("total_s", json!(t0.elapsed().as_secs_f64()));
     r.set("result", json!(if bad == 0 { "OK" } else { "MISMATCH" }));
-    r.print(a.json);
     if bad != 0 {
-        return Err(format!(
-            "{bad} words differ from the pattern of seed {}",
-            a.seed
-        ));
+        let e = format!("{bad} words differ from the pattern of seed {}", a.seed);
+        r.set("error", json!(e));
     }
-    Ok(Report::new("done"))
+    Ok(r)
 }
 
 fn cmd_finish(a: &Args) -> CmdResult {
@@ -386,7 +394,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         "hold" => cmd_hold(&a),
-        "verify" => cmd_verify(&a).map(|_| Report::new("")),
+        "verify" => cmd_verify(&a),
         "finish" => cmd_finish(&a),
         "manifest" => cmd_manifest(&a),
         "kho" => cmd_kho(&a),
@@ -397,14 +405,13 @@ fn main() -> ExitCode {
     };
     match res {
         Ok(r) => {
-            if r.0
-                .get("command")
-                .and_then(Value::as_str)
-                .is_some_and(|c| !c.is_empty() && c != "done")
-            {
-                r.print(a.json);
+            r.print(a.json);
+            // A report can describe a failure (verify: bytes that differ).
+            if r.0.contains_key("error") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
         }
         Err(e) => {
             if a.json {
