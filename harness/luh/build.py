@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import kconfig
-from .common import CACHE, HARNESS, HarnessError, LOGS, info, run, stage
+from .common import CACHE, HARNESS, HarnessError, LOGS, REPO, info, run, stage
 
 ARCH_INFO = {
     "x86_64": {"karch": "x86", "image": "arch/x86/boot/bzImage", "target": "bzImage",
@@ -126,6 +126,11 @@ def headers(srctree, arch):
 KEXEC_TESTS = ("luo_kexec_simple", "luo_multi_session", "luo_stress_files",
                "luo_stress_sessions")
 
+# Our own kselftest-harness tests: this repository's files at their kernel
+# paths (claimed by patches/series), built like upstream's `liveupdate` test
+# against the pristine tree's headers and kselftest harness.
+OUR_KSELFTESTS = {"luo_errno": "tools/testing/selftests/liveupdate/luo_errno.c"}
+
 
 def user_programs(srctree, arch):
     """Build the static programs the VMs run; return {name: path}."""
@@ -155,8 +160,13 @@ def user_programs(srctree, arch):
     cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
-    cc_if_needed("liveupdate", [lu / "liveupdate.c", lu / "lib" / "lu_utils.c"],
-                 glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"])
+    kselftest = glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"]
+    cc_if_needed("liveupdate", [lu / "liveupdate.c", lu / "lib" / "lu_utils.c"], kselftest)
+    for name, path in OUR_KSELFTESTS.items():
+        # Outside the tree, "../kselftest_harness.h" is found through -I lu;
+        # the harness's messages name the file by its kernel path.
+        cc_if_needed(name, [REPO / path, lu / "lib" / "lu_utils.c"],
+                     kselftest + ["-I", lu, f"-fmacro-prefix-map={REPO}/="])
     return progs
 
 

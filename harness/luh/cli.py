@@ -91,8 +91,12 @@ def cmd_build(args):
     return 0
 
 
+# kselftest-harness binaries run as single-stage suites: upstream's, then ours.
+KSELFTESTS = ("liveupdate",) + tuple(kbuild.OUR_KSELFTESTS)
+
 SUITE_NAMES = (
-    ["harness-unit", "series", "crate:cargo-test", "crate:lint", "kselftest:liveupdate"]
+    ["harness-unit", "series", "crate:cargo-test", "crate:lint"]
+    + [f"kselftest:{t}" for t in KSELFTESTS]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy"]
     + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
@@ -109,8 +113,9 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
     ours = [f for f in tree.our_rust_files() if not f.startswith("tools/")]
     for f in flavors:
         stage(f"suites on {arch}/{f}")
-        if _wanted("kselftest:liveupdate", globs):
-            add(suites.kselftest_liveupdate(arch, builds, progs, f))
+        for t in KSELFTESTS:
+            if _wanted(f"kselftest:{t}", globs):
+                add(suites.kselftest(arch, builds, progs, f, t))
         for t in kbuild.KEXEC_TESTS:
             inkernel = t == "luo_kexec_simple" and (
                 _wanted("inkernel:test_kho", globs) or _wanted("inkernel:liveupdate_test", globs))

@@ -3,8 +3,9 @@
 
 import unittest
 
-from harness.luh import cli, kconfig, ktap, tree, vm
-from harness.luh.common import HarnessError
+from harness.luh import build as kbuild
+from harness.luh import cli, kconfig, ktap, suites, tree, vm
+from harness.luh.common import FLAVORS, REPO, HarnessError
 from harness.luh.suites import LIVEUPDATE_TEST_EXPECTED, liveupdate_test_lines
 
 
@@ -230,6 +231,49 @@ class SeriesTest(unittest.TestCase):
         # "rust/kernel" must not claim "rust/kernelx.rs".
         with self.assertRaises(HarnessError):
             tree.assign_files([("files", "m", ["rust/kernel"], [])], ["rust/kernelx.rs"])
+
+
+class OurKselftestTest(unittest.TestCase):
+    def test_expectation_per_flavor(self):
+        self.assertEqual(set(suites.LUO_EXPECT), set(FLAVORS))
+        self.assertEqual(suites.kselftest_argv("luo_errno", "c"),
+                         ["/bin/luo_errno", "--expect=upstream"])
+        self.assertEqual(suites.kselftest_argv("luo_errno", "rust"),
+                         ["/bin/luo_errno", "--expect=fixed"])
+        # Upstream's test takes no argument of ours.
+        self.assertEqual(suites.kselftest_argv("liveupdate", "rust"), ["/bin/liveupdate"])
+
+    def test_listed_and_run_on_both_flavors(self):
+        import contextlib
+        import io
+        from unittest import mock
+        self.assertIn("kselftest:luo_errno", cli.SUITE_NAMES)
+        calls = []
+
+        def fake(arch, builds, progs, flavor, prog):
+            calls.append((arch, flavor, prog))
+            return ktap.Suite(arch, flavor, f"kselftest:{prog}")
+
+        with mock.patch.object(cli, "_prepare", return_value=(None, {"rust": None}, {}, {})), \
+                mock.patch.object(cli.tree, "our_rust_files", return_value=[]), \
+                mock.patch.object(cli.crate, "supported", return_value=False), \
+                mock.patch.object(cli.suites, "kselftest", side_effect=fake), \
+                contextlib.redirect_stdout(io.StringIO()):
+            for arch in ("x86_64", "arm64"):
+                cli.run_arch(arch, list(FLAVORS), list(FLAVORS), False,
+                             ["kselftest:luo_errno"], lambda s: None)
+        self.assertEqual(calls, [(a, f, "luo_errno") for a in ("x86_64", "arm64")
+                                 for f in FLAVORS])
+
+    def test_source_claimed_by_series(self):
+        path = kbuild.OUR_KSELFTESTS["luo_errno"]
+        self.assertTrue((REPO / path).is_file())
+        entries = tree.parse_series(tree.SERIES.read_text())
+        claims = [e for e in entries if e[0] == "files"
+                  and any(path == p or path.startswith(p.rstrip("/") + "/") for p in e[2])]
+        self.assertEqual(len(claims), 1)
+        for f in [claims[0][1]] + claims[0][3]:
+            self.assertTrue((tree.PATCHES / f).is_file(), f)
 
 
 class CliTest(unittest.TestCase):
