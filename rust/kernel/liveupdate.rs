@@ -21,6 +21,10 @@
 //! assert_eq!(PreserveFd::NR, 0x40);
 //! ```
 
+pub mod abi;
+pub mod handler;
+pub mod kho;
+
 use crate::{
     ioctl::{
         _IO,

@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! File-lifecycle-bound global state (FLB).
+//!
+//! An FLB is global state (say, an IOMMU's) that must be preserved while at least one file of
+//! the handlers it is registered with is preserved. Its outgoing state is created by `preserve`
+//! when the first such file is preserved and dropped by `unpreserve` with the last one; at
+//! reboot, the FLBs with preserved files are written to the FLB page. In the next kernel, the
+//! incoming state is created by `retrieve` on first use and ended by `finish` when the last
+//! file that needed it is finished. At most [`abi::FLB_MAX`] FLBs can be registered.
+//!
+//! FLB state has its own lock, [`FLBS`], taken after [`crate::LUO`] when both are held; FLB
+//! operations run with it held.
+
+use crate::incoming::{
+    c_string,
+    FlbEntry, //
+};
+use kernel::{
+    liveupdate::{
+        abi::{
+            self,
+            FlbHeader,
+            FlbSer, //
+        },
+        handler::{
+            Flb,
+            FlbObject,
+            Handler, //
+        },
+    },
+    prelude::*,
+    transmute::AsBytes, //
+};
+
+kernel::sync::global_lock! {
+    // SAFETY: `init()` initializes the lock from `luo_early_init()`, before any use.
+    unsafe(uninit) static FLBS: Mutex<Registry> = Registry::new();
+}
+
+/// Initializes the FLB lock.
+///
+/// # Safety
+///
+/// Must be called once, before any other function of this module.
+pub(crate) unsafe fn init() {
+    // SAFETY: The caller guarantees this is the only call and that it precedes every use.
+    unsafe { FLBS.init() };
+}
+
+/// The state of one FLB.
+struct State {
+    flb: Flb,
+    /// Number of handlers the FLB is registered with.
+    users: usize,
+    out_count: u64,
+    out_data: u64,
+    out_obj: FlbObject,
+    in_count: u64,
+    in_data: u64,
+    in_obj: FlbObject,
+    /// 0 before retrieve, 1 once retrieved, or the sticky error of a failed retrieve.
+    in_status: i32,
+    in_finished: bool,
+}
+
+/// Every FLB known to the core.
+pub(crate) struct Registry {
+    /// FLBs that were registered or looked up, in first-use order.
+    states: KVec<State>,
+    /// Registered FLBs, in registration order: the order of `preserve` and of the FLB page.
+    order: KVec<Flb>,
+    /// Handler-FLB links, in registration order.
+    links: KVec<(Handler, Flb)>,
+    /// The previous kernel's FLB page.
+    incoming: KVec<FlbEntry>,
+}
+
+impl Registry {
+    const fn new() -> Self {
+        Self {
+            states: KVec::new(),
+            order: KVec::new(),
+            links: KVec::new(),
+            incoming: KVec::new(),
+        }
+    }
+
+    fn find(&mut self, flb: Flb) -> Option<&mut State> {
+        self.states.iter_mut().find(|s| s.flb == flb)
+    }
+
+    /// Returns the state of `flb`, created on first use.
+    fn state(&mut self, flb: Flb) -> Result<&mut State> {
+        if let Some(i) = self.states.iter().position(|s| s.flb == flb) {
+            return self.states.get_mut(i).ok_or(EINVAL);
+        }
+        self.states.push(
+            State {
+                flb,
+                users: 0,
+                out_count: 0,
+                out_data: 0,
+                out_obj: FlbObject::NONE,
+                in_count: 0,
+                in_data: 0,
+                in_obj: FlbObject::NONE,
+                in_status: 0,
+                in_finished: false,
+            },
+            GFP_KERNEL,
+        )?;
+        self.states.last_mut().ok_or(EINVAL)
+    }
+
+    fn linked(&self, handler: Handler) -> impl DoubleEndedIterator<Item = Flb> + '_ {
+        self.links
+            .iter()
+            .filter(move |(h, _)| *h == handler)
+            .map(|&(_, f)| f)
+    }
+}
+
+/// Records the previous kernel's FLB page.
+pub(crate) fn set_incoming(entries: &[FlbEntry]) {
+    let mut reg = FLBS.lock();
+    reg.incoming.clear();
+    if reg.incoming.extend_from_slice(entries, GFP_KERNEL).is_err() {
+        pr_warn!("out of memory: the previous kernel's FLB data is dropped\n");
+        reg.incoming.clear();
+    }
+}
+
+/// Writes an empty FLB page.
+pub(crate) fn init_page(page: &mut [u8]) -> Result {
+    let header = FlbHeader { pgcnt: 1, count: 0 };
+    page.get_mut(..size_of::<FlbHeader>())
+        .ok_or(EINVAL)?
+        .copy_from_slice(header.as_bytes());
+    Ok(())
+}
+
+/// Writes the FLBs that have preserved files into the FLB page, at reboot.
+pub(crate) fn serialize(page: &mut [u8]) -> Result {
+    let mut reg = FLBS.lock();
+    let reg = &mut *reg;
+    let mut count = 0usize;
+    for &flb in reg.order.iter() {
+        let Some(state) = reg.states.iter().find(|s| s.flb == flb) else {
+            continue;
+        };
+        if state.out_count == 0 {
+            continue;
+        }
+        let mut name = [0u8; abi::FLB_COMPAT_LENGTH];
+        let c = flb.compatible();
+        name.get_mut(..c.len()).ok_or(EINVAL)?.copy_from_slice(c);
+        let ser = FlbSer {
+            name: name.map(|b| c_char::from_ne_bytes([b])),
+            data: state.out_data,
+            count: state.out_count,
+        };
+        let off = size_of::<FlbHeader>() + count * size_of::<FlbSer>();
+        page.get_mut(off..off + size_of::<FlbSer>())
+            .ok_or(ENOSPC)?
+            .copy_from_slice(ser.as_bytes());
+        count += 1;
+    }
+    let header = FlbHeader {
+        pgcnt: 1,
+        count: count as u64,
+    };
+    page.get_mut(..size_of::<FlbHeader>())
+        .ok_or(EINVAL)?
+        .copy_from_slice(header.as_bytes());
+    Ok(())
+}
+
+fn preserve_one(state: &mut State) -> Result {
+    if state.out_count > 0 {
+        state.out_count += 1;
+        return Ok(());
+    }
+    if !state.flb.module_get() {
+        return Err(ENODEV);
+    }
+    match state.flb.preserve() {
+        Ok((data, obj)) => {
+            state.out_data = data;
+            state.out_obj = obj;
+            state.out_count = 1;
+            Ok(())
+        }
+        Err(e) => {
+            state.flb.module_put();
+            Err(e)
+        }
+    }
+}
+
+fn put_outgoing_locked(state: &mut State) {
+    if state.out_count == 0 {
+        pr_warn!("unbalanced put of an outgoing FLB\n");
+        return;
+    }
+    state.out_count -= 1;
+    if state.out_count == 0 {
+        state.flb.unpreserve(state.out_data, state.out_obj);
+        state.out_data = 0;
+        state.out_obj = FlbObject::NONE;
+        state.flb.module_put();
+    }
+}
+
+/// Takes a reference on every FLB of `handler` for a file being preserved: the first one
+/// preserves the FLB. On failure the references taken are dropped again.
+pub(crate) fn file_preserve(handler: Handler) -> Result {
+    let mut reg = FLBS.lock();
+    let reg = &mut *reg;
+    let mut done = 0;
+    let mut result = Ok(());
+    for flb in reg.links.iter().filter(|(h, _)| *h == handler).map(|&(_, f)| f) {
+        let r = match reg.states.iter_mut().find(|s| s.flb == flb) {
+            Some(state) => preserve_one(state),
+            None => Err(EINVAL),
+        };
+        if let Err(e) = r {
+            result = Err(e);
+            break;
+        }
+        done += 1;
+    }
+    if result.is_err() {
+        let taken: KVec<Flb> = collect(reg.linked(handler).take(done));
+        for flb in taken.iter().rev() {
+            if let Some(state) = reg.find(*flb) {
+                put_outgoing_locked(state);
+            }
+        }
+    }
+    result
+}
+
+fn collect(it: impl Iterator<Item = Flb>) -> KVec<Flb> {
+    let mut v = KVec::new();
+    for f in it {
+        if v.push(f, GFP_KERNEL).is_err() {
+            break;
+        }
+    }
+    v
+}
+
+/// Drops the references of a file of `handler` that is unpreserved, in reverse order.
+pub(crate) fn file_unpreserve(handler: Handler) {
+    let mut reg = FLBS.lock();
+    let linked: KVec<Flb> = collect(reg.linked(handler));
+    for flb in linked.iter().rev() {
+        if let Some(state) = reg.find(*flb) {
+            put_outgoing_locked(state);
+        }
+    }
+}
+
+/// Drops the incoming references of a file of `handler` that is finished, in reverse order.
+pub(crate) fn file_finish(handler: Handler) {
+    let mut reg = FLBS.lock();
+    let linked: KVec<Flb> = collect(reg.linked(handler));
+    for flb in linked.iter().rev() {
+        put_incoming_locked(&mut reg, *flb);
+    }
+}
+
+fn retrieve_locked(reg: &mut Registry, flb: Flb) -> Result {
+    let entry = reg
+        .incoming
+        .iter()
+        .find(|e| c_string(&e.compatible) == Some(flb.compatible()))
+        .copied();
+    let state = reg.state(flb)?;
+    if state.in_finished {
+        return Err(ENODATA);
+    }
+    if state.in_status < 0 {
+        return Err(Error::from_errno(state.in_status));
+    }
+    if state.in_status > 0 {
+        return Ok(());
+    }
+    let Some(entry) = entry else {
+        return Err(if reg.incoming.is_empty() { ENODATA } else { ENOENT });
+    };
+    state.in_data = entry.data;
+    state.in_count = entry.count;
+    if !flb.module_get() {
+        return Err(ENODEV);
+    }
+    match flb.retrieve(entry.data) {
+        Ok(obj) => {
+            state.in_obj = obj;
+            state.in_status = 1;
+            Ok(())
+        }
+        Err(e) => {
+            state.in_status = e.to_errno();
+            flb.module_put();
+            Err(e)
+        }
+    }
+}
+
+fn put_incoming_locked(reg: &mut Registry, flb: Flb) {
+    let Some(state) = reg.find(flb) else {
+        return;
+    };
+    state.in_count = state.in_count.saturating_sub(1);
+    if state.in_count > 0 {
+        return;
+    }
+    if state.in_status <= 0 {
+        if let Err(e) = retrieve_locked(reg, flb) {
+            pr_warn!("cannot retrieve FLB '{}' to finish it: {:?}\n",
+                     kernel::str::BStr::from_bytes(flb.compatible()), e);
+            return;
+        }
+    }
+    let Some(state) = reg.find(flb) else {
+        return;
+    };
+    flb.finish(state.in_obj);
+    state.in_data = 0;
+    state.in_obj = FlbObject::NONE;
+    state.in_finished = true;
+    flb.module_put();
+}
+
+/// `liveupdate_flb_get_incoming()`: the incoming object of `flb`, retrieved on first use.
+pub(crate) fn get_incoming(flb: Flb) -> Result<FlbObject> {
+    let mut reg = FLBS.lock();
+    let needs = reg.find(flb).is_none_or(|s| s.in_obj.is_none());
+    if needs {
+        retrieve_locked(&mut reg, flb)?;
+    }
+    let state = reg.state(flb)?;
+    state.in_count += 1;
+    Ok(state.in_obj)
+}
+
+/// `liveupdate_flb_put_incoming()`: drops a reference; the last one finishes the FLB.
+pub(crate) fn put_incoming(flb: Flb) {
+    put_incoming_locked(&mut FLBS.lock(), flb);
+}
+
+/// `liveupdate_flb_get_outgoing()`: the outgoing object of `flb`, [`ENOENT`] if not preserved.
+pub(crate) fn get_outgoing(flb: Flb) -> Result<FlbObject> {
+    let mut reg = FLBS.lock();
+    let state = reg.find(flb).filter(|s| !s.out_obj.is_none()).ok_or(ENOENT)?;
+    state.out_count += 1;
+    Ok(state.out_obj)
+}
+
+/// `liveupdate_flb_put_outgoing()`: drops a reference; the last one unpreserves the FLB.
+pub(crate) fn put_outgoing(flb: Flb) {
+    if let Some(state) = FLBS.lock().find(flb) {
+        put_outgoing_locked(state);
+    }
+}
+
+/// Links `flb` to the registered `handler`.
+pub(crate) fn register(handler: Handler, flb: Flb) -> Result {
+    let mut reg = FLBS.lock();
+    if reg.links.iter().any(|&(h, f)| h == handler && f == flb) {
+        return Err(EEXIST);
+    }
+    let users = reg.find(flb).map_or(0, |s| s.users);
+    if users == 0 {
+        if reg.order.len() >= abi::FLB_MAX {
+            return Err(ENOSPC);
+        }
+        if reg.order.iter().any(|f| f.compatible() == flb.compatible()) {
+            return Err(EEXIST);
+        }
+    }
+    reg.links.reserve(1, GFP_KERNEL)?;
+    reg.order.reserve(1, GFP_KERNEL)?;
+    let state = reg.state(flb)?;
+    state.users += 1;
+    let first = state.users == 1;
+    // Both pushes are within the capacity reserved above.
+    if first {
+        let _ = reg.order.push_within_capacity(flb);
+    }
+    let _ = reg.links.push_within_capacity((handler, flb));
+    Ok(())
+}
+
+fn unregister_locked(reg: &mut Registry, handler: Handler, flb: Flb) {
+    let Some(i) = reg.links.iter().position(|&(h, f)| h == handler && f == flb) else {
+        pr_warn!(
+            "Failed to unregister FLB '{}': not found in file handler '{}'\n",
+            kernel::str::BStr::from_bytes(flb.compatible()),
+            handler.compatible_cstr()
+        );
+        return;
+    };
+    // `i` is in bounds: it was just found.
+    let _ = reg.links.remove(i);
+    let Some(state) = reg.find(flb) else {
+        return;
+    };
+    state.users = state.users.saturating_sub(1);
+    if state.users == 0 {
+        if let Some(i) = reg.order.iter().position(|&f| f == flb) {
+            // `i` is in bounds: it was just found.
+            let _ = reg.order.remove(i);
+        }
+    }
+}
+
+/// Unlinks `flb` from `handler`.
+pub(crate) fn unregister(handler: Handler, flb: Flb) {
+    unregister_locked(&mut FLBS.lock(), handler, flb);
+}
+
+/// Unlinks every FLB of `handler`, which is being unregistered.
+pub(crate) fn unregister_all(handler: Handler) {
+    let mut reg = FLBS.lock();
+    let linked: KVec<Flb> = collect(reg.linked(handler));
+    for flb in linked.iter() {
+        unregister_locked(&mut reg, handler, *flb);
+    }
+}

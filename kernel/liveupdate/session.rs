@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Sessions: named groups of preserved files, and their file descriptors.
+//!
+//! An outgoing session is created by `CREATE_SESSION`; files are preserved in it while its file
+//! descriptor is open, and closing it (an agent that exits or crashes) unpreserves them all. At
+//! reboot, every outgoing session is serialized. An incoming session is rebuilt from the
+//! previous kernel's data when `/dev/liveupdate` is first opened, handed out once by
+//! `RETRIEVE_SESSION`, and finished by `FINISH` or when its file descriptor is closed.
+
+use crate::{
+    device::Ucmd,
+    file::{
+        FileSet,
+        LuoLists, //
+    },
+    incoming::c_string,
+    lock,
+    Luo,
+    LuoGuard, //
+};
+use kernel::{
+    fs::{
+        anon_inode::AnonInodeFile,
+        file::{
+            flags::O_CLOEXEC,
+            FileDescriptorReservation, //
+        },
+        File,
+    },
+    liveupdate::{
+        abi::{
+            LuoSer,
+            SessionSer, //
+        },
+        IoctlArg,
+        SESSION_NAME_LENGTH, //
+    },
+    new_mutex,
+    prelude::*,
+    sync::{
+        lock::mutex::MutexGuard,
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    },
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+    uapi, //
+};
+
+/// The mutable state of a session.
+pub(crate) struct SessionInner {
+    /// The session's files.
+    pub(crate) files: FileSet,
+    /// Whether an incoming session was handed out by `RETRIEVE_SESSION`.
+    pub(crate) retrieved: bool,
+}
+
+/// A session.
+///
+/// Its file descriptor holds an `Arc` to it; so does [`Luo`]'s list of outgoing or incoming
+/// sessions. `inner` is locked after [`crate::LUO`].
+#[pin_data]
+pub(crate) struct Session {
+    name: [u8; SESSION_NAME_LENGTH],
+    incoming: bool,
+    #[pin]
+    inner: Mutex<SessionInner>,
+}
+
+impl Session {
+    /// Creates a session named `name` (at most 63 bytes, checked by the caller).
+    pub(crate) fn new(name: &[u8], incoming: bool, files: FileSet) -> Result<Arc<Self>> {
+        let mut buf = [0u8; SESSION_NAME_LENGTH];
+        buf.get_mut(..name.len()).ok_or(EINVAL)?.copy_from_slice(name);
+        Arc::pin_init(
+            pin_init!(Self {
+                name: buf,
+                incoming,
+                inner <- new_mutex!(
+                    SessionInner {
+                        files,
+                        retrieved: false,
+                    },
+                    "Session::inner"
+                ),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Returns the session's name, without its NUL.
+    pub(crate) fn name(&self) -> &[u8] {
+        c_string(&self.name).unwrap_or(&[])
+    }
+
+    /// Locks the session's mutable state.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionInner> {
+        self.inner.lock()
+    }
+
+    fn preserve_fd(&self, ucmd: Ucmd) -> Result {
+        let arg = ucmd.read::<uapi::liveupdate_session_preserve_fd>()?;
+        let mut luo = lock();
+        let luo: &mut Luo = &mut luo;
+        let mut inner = self.inner.lock();
+        // The reply carries nothing new: writing it first means that a reply that cannot be
+        // written fails the call before anything was preserved.
+        ucmd.respond(&arg)?;
+        let mut lists = LuoLists {
+            handlers: &luo.handlers,
+            preserved: &mut luo.preserved,
+        };
+        inner.files.preserve(&mut lists, arg.token, arg.fd)
+    }
+
+    fn retrieve_fd(&self, ucmd: Ucmd) -> Result {
+        let mut arg = ucmd.read::<uapi::liveupdate_session_retrieve_fd>()?;
+        let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+        let mut luo = lock();
+        let mut inner = self.inner.lock();
+        inner.files.check_retrieve(arg.token)?;
+        // CAST: A reserved descriptor number fits in an `int`.
+        arg.fd = fd.reserved_fd() as i32;
+        ucmd.respond(&arg)?;
+        let file = inner.files.retrieve(&mut luo.preserved, arg.token)?;
+        drop(inner);
+        drop(luo);
+        fd.fd_install(file);
+        Ok(())
+    }
+
+    fn finish(&self, ucmd: Ucmd) -> Result {
+        let arg = ucmd.read::<uapi::liveupdate_session_finish>()?;
+        if arg.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let mut luo = lock();
+        let mut inner = self.inner.lock();
+        inner.files.can_finish()?;
+        ucmd.respond(&arg)?;
+        inner.files.finish(&mut luo.preserved);
+        Ok(())
+    }
+
+    fn get_name(&self, ucmd: Ucmd) -> Result {
+        let mut arg = ucmd.read::<uapi::liveupdate_session_get_name>()?;
+        if arg.reserved != 0 {
+            return Err(EINVAL);
+        }
+        arg.name = self.name;
+        ucmd.respond(&arg)
+    }
+
+    /// Checks that the command applies to this session's direction.
+    fn direction(&self, incoming_only: bool, outgoing_only: bool) -> Result {
+        if (incoming_only && !self.incoming) || (outgoing_only && self.incoming) {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+}
+
+#[vtable]
+impl AnonInodeFile for Session {
+    type Ptr = Arc<Session>;
+
+    fn ioctl(this: ArcBorrow<'_, Session>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        use uapi::liveupdate_session_finish as Finish;
+        use uapi::liveupdate_session_get_name as GetName;
+        use uapi::liveupdate_session_preserve_fd as PreserveFd;
+        use uapi::liveupdate_session_retrieve_fd as RetrieveFd;
+
+        let nr = kernel::ioctl::_IOC_NR(cmd);
+        if nr == PreserveFd::NR {
+            let ucmd = Ucmd::new::<PreserveFd>(cmd, arg)?;
+            this.direction(false, true)?;
+            this.preserve_fd(ucmd)?;
+        } else if nr == RetrieveFd::NR {
+            let ucmd = Ucmd::new::<RetrieveFd>(cmd, arg)?;
+            this.direction(true, false)?;
+            this.retrieve_fd(ucmd)?;
+        } else if nr == Finish::NR {
+            let ucmd = Ucmd::new::<Finish>(cmd, arg)?;
+            this.direction(true, false)?;
+            this.finish(ucmd)?;
+        } else if nr == GetName::NR {
+            let ucmd = Ucmd::new::<GetName>(cmd, arg)?;
+            this.get_name(ucmd)?;
+        } else {
+            return Err(ENOTTY);
+        }
+        Ok(0)
+    }
+
+    fn release(this: Arc<Session>, _file: &File) {
+        let mut luo = lock();
+        let luo: &mut Luo = &mut luo;
+        let mut inner = this.inner.lock();
+        if this.incoming {
+            if inner.files.can_finish().is_err() {
+                // As in the C implementation, the session stays, retrieved, until reboot.
+                pr_warn!(
+                    "Unable to finish session [{}] on release\n",
+                    kernel::str::BStr::from_bytes(this.name())
+                );
+                return;
+            }
+            inner.files.finish(&mut luo.preserved);
+            remove(&mut luo.incoming, &this);
+        } else {
+            inner.files.unpreserve_all(&mut luo.preserved);
+            remove(&mut luo.outgoing, &this);
+            luo.session_blocks.shrink(luo.outgoing.len());
+        }
+    }
+}
+
+fn remove(list: &mut KVec<Arc<Session>>, session: &Arc<Session>) {
+    if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, session)) {
+        // `i` is in bounds: it was just found.
+        let _ = list.remove(i);
+    }
+}
+
+/// Compares two session names as `strncmp(a, b, 64) == 0` does: up to the first NUL.
+pub(crate) fn strncmp_eq(a: &[u8], b: &[u8; SESSION_NAME_LENGTH]) -> bool {
+    let b = c_string(b).unwrap_or(b);
+    a == b
+}
+
+/// Rebuilds the incoming sessions from the previous kernel's data, on the first open of
+/// `/dev/liveupdate`; the result is sticky.
+pub(crate) fn deserialize(luo: &mut Luo) -> Result {
+    if let Some(r) = luo.deserialized {
+        return r;
+    }
+    let r = deserialize_pending(luo);
+    luo.deserialized = Some(r);
+    r
+}
+
+fn deserialize_pending(luo: &mut Luo) -> Result {
+    let Some(data) = luo.pending.take() else {
+        return Ok(());
+    };
+    luo.incoming.reserve(data.sessions.len(), GFP_KERNEL)?;
+    for s in data.sessions.iter() {
+        let mut files = FileSet::from_incoming(luo, &s.files)?;
+        let session = match Session::new(c_string(&s.name).unwrap_or(&[]), true, FileSet::new()) {
+            Ok(session) => session,
+            Err(e) => {
+                files.drop_incoming();
+                return Err(e);
+            }
+        };
+        session.lock().files = files;
+        // Within the capacity reserved above.
+        let _ = luo.incoming.push_within_capacity(session);
+    }
+    Ok(())
+}
+
+/// Freezes and writes every outgoing session for the next kernel, at reboot.
+///
+/// Sessions are frozen in creation order; if one fails, the ones before it are unfrozen in
+/// reverse order and nothing is handed over.
+pub(crate) fn serialize(luo: &mut LuoGuard) -> Result {
+    let luo: &mut Luo = luo;
+    let mut entries = KVec::<SessionSer>::with_capacity(luo.outgoing.len(), GFP_KERNEL)?;
+    let mut failed = None;
+    for session in luo.outgoing.iter() {
+        let mut inner = session.lock();
+        match inner.files.freeze() {
+            Ok((head, count)) => {
+                // Within the capacity reserved above.
+                let _ = entries.push_within_capacity(SessionSer {
+                    name: session.name.map(|b| c_char::from_ne_bytes([b])),
+                    file_set_ser: kernel::liveupdate::abi::FileSetSer {
+                        files: head,
+                        count,
+                    },
+                });
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let written = match failed {
+        Some(e) => Err(e),
+        None => write_sessions(luo, &entries),
+    };
+    if written.is_err() {
+        for session in luo.outgoing.iter().take(entries.len()).rev() {
+            session.lock().files.unfreeze();
+        }
+        luo.session_blocks.clear();
+    }
+    written
+}
+
+fn write_sessions(luo: &mut Luo, entries: &[SessionSer]) -> Result {
+    let head = luo
+        .session_blocks
+        .write(entries.iter().map(|e| e.as_bytes()))?;
+    let out = luo.out.as_mut().ok_or(EINVAL)?;
+    let header = out.header.mem_mut().as_mut_slice();
+    let bytes = header.get_mut(..size_of::<LuoSer>()).ok_or(EINVAL)?;
+    let mut ser = LuoSer::from_bytes_copy(bytes).ok_or(EINVAL)?;
+    ser.sessions_pa = head;
+    bytes.copy_from_slice(ser.as_bytes());
+    crate::flb::serialize(out.flbs.as_mut_slice())
+}

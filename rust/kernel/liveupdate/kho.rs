@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kexec HandOver (KHO): memory and named data that survive a kexec.
+//!
+//! C header: [`include/linux/kexec_handover.h`](srctree/include/linux/kexec_handover.h)
+//!
+//! Memory preserved with KHO keeps its physical address and contents across a `kexec_file_load`
+//! kexec; the next kernel restores it by physical address. A *subtree* names one preserved blob
+//! so that the next kernel can find it.
+//!
+//! Everything the next kernel reads was written by another kernel and is not trusted:
+//! [`RestoredMem::restore`] accepts only an address that KHO recorded as the start of a
+//! preserved block, so a corrupt address gives an error instead of a read of arbitrary memory.
+
+use crate::{
+    bindings,
+    error::{
+        from_err_ptr,
+        to_result, //
+    },
+    prelude::*, //
+};
+use core::ptr::NonNull;
+
+/// A physical address as the handover ABI stores it.
+pub type PhysAddr = u64;
+
+/// Returns whether KHO is enabled (`kho=`), i.e. whether preserved memory can survive a kexec.
+pub fn is_enabled() -> bool {
+    // SAFETY: `kho_is_enabled()` only reads a boolean set at boot.
+    unsafe { bindings::kho_is_enabled() }
+}
+
+/// Zeroed memory that is preserved across kexec while this value lives.
+///
+/// The memory is one folio of `PAGE_SIZE << order` bytes, as allocated by `kho_alloc_preserve()`.
+/// Dropping the value unpreserves and frees it.
+///
+/// # Invariants
+///
+/// `ptr` is the address of a folio of `len` bytes returned by `kho_alloc_preserve()`, still
+/// preserved, and owned by this value alone.
+pub struct PreservedMem {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: The memory is owned by the value and may be freed from any thread.
+unsafe impl Send for PreservedMem {}
+// SAFETY: Shared references only give `&[u8]` access.
+unsafe impl Sync for PreservedMem {}
+
+impl PreservedMem {
+    /// Allocates at least `size` zeroed bytes and preserves them.
+    ///
+    /// Fails with [`EINVAL`] for a zero size, [`E2BIG`] beyond the largest folio and [`ENOMEM`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::liveupdate::kho::PreservedMem;
+    /// use kernel::page::PAGE_SIZE;
+    ///
+    /// # if !kernel::liveupdate::kho::is_enabled() { return Ok(()); }
+    /// let mut mem = PreservedMem::new(100)?;
+    /// assert_eq!(mem.as_slice().len(), PAGE_SIZE);
+    /// assert!(mem.as_slice().iter().all(|&b| b == 0));
+    /// mem.as_mut_slice()[0] = 0x5a;
+    /// assert_eq!(mem.phys() % PAGE_SIZE as u64, 0);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn new(size: usize) -> Result<Self> {
+        // SAFETY: `kho_alloc_preserve()` may be called with any size.
+        let ptr = from_err_ptr(unsafe { bindings::kho_alloc_preserve(size) })?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?;
+        // SAFETY: `ptr` is the address of a live folio, which `virt_to_folio()` finds.
+        let folio = unsafe { bindings::virt_to_folio(ptr.as_ptr().cast()) };
+        // SAFETY: `folio` is the live folio just allocated.
+        let len = unsafe { bindings::folio_size(folio) };
+        // INVARIANT: `ptr` and `len` describe the folio just allocated and preserved.
+        Ok(Self { ptr, len })
+    }
+
+    /// Returns the physical address of the memory.
+    pub fn phys(&self) -> PhysAddr {
+        // SAFETY: `ptr` is a valid address in the kernel's linear map.
+        unsafe { bindings::virt_to_phys(self.ptr.as_ptr().cast()) }
+    }
+
+    /// Returns the memory's contents.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: By the type invariants, `ptr` points to `len` initialised bytes owned by `self`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Returns the memory's contents for writing.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: By the type invariants, `ptr` points to `len` initialised bytes owned by `self`,
+        // and `&mut self` makes this the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PreservedMem {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `ptr` came from `kho_alloc_preserve()` and is freed
+        // only here.
+        unsafe { bindings::kho_unpreserve_free(self.ptr.as_ptr().cast()) };
+    }
+}
+
+/// Memory preserved by the previous kernel, restored in this one.
+///
+/// Dropping the value frees the memory.
+///
+/// # Invariants
+///
+/// `folio` is a folio restored by `kho_restore_folio()` and owned by this value; `ptr` is its
+/// address and `len` its size.
+pub struct RestoredMem {
+    folio: NonNull<bindings::folio>,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: The folio is owned by the value and may be freed from any thread.
+unsafe impl Send for RestoredMem {}
+// SAFETY: Shared references only give `&[u8]` access.
+unsafe impl Sync for RestoredMem {}
+
+impl RestoredMem {
+    /// Restores the preserved block (a folio of any order) starting at `phys`.
+    ///
+    /// Fails with [`EINVAL`] unless `phys` is the start of a block that the previous kernel
+    /// preserved and that was not restored yet; memory outside RAM, in the middle of a block or
+    /// restored twice is refused.
+    pub fn restore(phys: PhysAddr) -> Result<Self> {
+        // SAFETY: `kho_restore_folio()` validates any address: it returns NULL unless `phys` is the
+        // head of a block preserved by the previous kernel that was not restored yet.
+        let folio = NonNull::new(unsafe { bindings::kho_restore_folio(phys) }).ok_or(EINVAL)?;
+        // SAFETY: `folio` is a live folio owned by us.
+        let ptr = unsafe { bindings::folio_address(folio.as_ptr()) };
+        // SAFETY: `folio` is a live folio owned by us.
+        let len = unsafe { bindings::folio_size(folio.as_ptr()) };
+        let Some(ptr) = NonNull::new(ptr.cast::<u8>()) else {
+            // SAFETY: We own the folio's only reference.
+            unsafe { bindings::folio_put(folio.as_ptr()) };
+            return Err(EINVAL);
+        };
+        // INVARIANT: `folio` was just restored and is ours; `ptr` and `len` describe it.
+        Ok(Self { folio, ptr, len })
+    }
+
+    /// Returns the memory's contents.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: By the type invariants, `ptr` points to `len` bytes owned by `self`; restored
+        // memory keeps the previous kernel's contents, and every byte value is valid for `u8`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Returns the memory's contents for writing.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: As in `as_slice`; `&mut self` makes this the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RestoredMem {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, we own the folio's reference; it is dropped only here.
+        unsafe { bindings::folio_put(self.folio.as_ptr()) };
+    }
+}
+
+/// A named blob in the handover data of the next kernel, removed when this value is dropped.
+///
+/// The blob is the start of a [`PreservedMem`] owned by the subtree, so the memory stays
+/// preserved while the next kernel can find it.
+pub struct Subtree {
+    mem: PreservedMem,
+}
+
+impl Subtree {
+    /// Adds `mem`'s first `size` bytes to the handover data under `name`.
+    ///
+    /// Fails with [`EINVAL`] if `size` exceeds the memory, [`EEXIST`] if the name is taken and
+    /// [`ENOMEM`] if KHO's table of subtrees is full. On failure `mem` is freed.
+    pub fn add(name: &CStr, mut mem: PreservedMem, size: usize) -> Result<Self> {
+        if size > mem.as_slice().len() {
+            return Err(EINVAL);
+        }
+        let blob = mem.as_mut_slice().as_mut_ptr();
+        // SAFETY: `name` is a NUL-terminated string, and `blob` points to `size` bytes of
+        // preserved memory that stays allocated until `kho_remove_subtree()` in `drop`.
+        to_result(unsafe { bindings::kho_add_subtree(name.as_char_ptr(), blob.cast(), size) })?;
+        Ok(Self { mem })
+    }
+
+    /// Returns the blob's memory.
+    pub fn mem(&self) -> &PreservedMem {
+        &self.mem
+    }
+
+    /// Returns the blob's memory for writing; the next kernel reads it as it is at kexec.
+    pub fn mem_mut(&mut self) -> &mut PreservedMem {
+        &mut self.mem
+    }
+}
+
+impl Drop for Subtree {
+    fn drop(&mut self) {
+        let blob = self.mem.as_mut_slice().as_mut_ptr();
+        // SAFETY: `blob` was added by `kho_add_subtree()` in `add` and is removed only here.
+        unsafe { bindings::kho_remove_subtree(blob.cast()) };
+    }
+}
+
+/// Looks up the blob the previous kernel named `name`: returns its physical address and size.
+///
+/// Fails with [`ENOENT`] if this is not a KHO boot or there is no such blob, and with [`EINVAL`]
+/// if its description is malformed. The blob's memory is not restored: see
+/// [`RestoredMem::restore`].
+pub fn retrieve_subtree(name: &CStr) -> Result<(PhysAddr, usize)> {
+    let mut phys: bindings::phys_addr_t = 0;
+    let mut size: usize = 0;
+    // SAFETY: `name` is a NUL-terminated string and both out-pointers are valid for writes.
+    to_result(unsafe { bindings::kho_retrieve_subtree(name.as_char_ptr(), &mut phys, &mut size) })?;
+    Ok((phys, size))
+}
