@@ -158,6 +158,7 @@ def user_programs(srctree, arch):
     nolibc = ["-static", "-O2", "-nostdinc", "-nostdlib", "-I", hdr,
               "-I", srctree / "tools" / "include" / "nolibc", "-I", lu / "lib" / "include"]
     cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
+    cc_if_needed("lu-corrupt-check", [HARNESS / "init" / "lu-corrupt-check.c"], glibc)
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
     kselftest = glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"]

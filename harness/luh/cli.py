@@ -101,6 +101,7 @@ SUITE_NAMES = (
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy"]
     + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
     + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke"]
+    + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
 )
 
 
@@ -135,6 +136,10 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 add(suites.rustfmtcheck(arch, trees["rust"], ours))
             if _wanted("clippy", globs):
                 add(suites.clippy(arch, builds["rust"], ours))
+            if crate.supported(arch):
+                for n in sorted(suites.CORRUPT_CASES):
+                    if _wanted(f"corrupt:{n}", globs):
+                        add(suites.corrupt_case(arch, builds, progs, n))
     if _wanted("bench:smoke", globs) and set(builds) == set(FLAVORS) and "lu-bench" in progs:
         stage(f"benchmark smoke run on {arch}")
         add(suites.bench_smoke(arch, builds, progs))

@@ -372,3 +372,49 @@ def crate_example(arch, builds, progs, flavor):
         detail.append("stage 2 did not report the contents intact")
     s.cases = [Case("guest_ram", FAIL if detail else PASS, "\n".join(detail))]
     return _finish(s, res, t0)
+
+
+# CONFIG_LIVEUPDATE_CORRUPT_TEST: luo_test_corrupt=N damages the handover data
+# at reboot; the next kernel must refuse it with one warning and keep working.
+CORRUPT_CASES = {
+    1: "wrong compatible string",
+    2: "cycle in the session chain",
+    3: "block count beyond capacity",
+    4: "session chain outside RAM",
+    5: "unterminated session name",
+    6: "file count mismatch",
+}
+_REFUSAL = "luo: refusing the previous kernel's live update data"
+_ALARMS = ("WARNING:", "BUG:", "Kernel panic", "Call Trace", "Oops")
+
+
+def corrupt_case(arch, builds, progs, case):
+    """A rust>rust chain whose handover data is corrupted in one way (rust only)."""
+    t0 = time.monotonic()
+    b = builds["rust"]
+    hold = ["/bin/luoctl", "hold", "corrupt", "--memfd", "ram:4M", "--seed", "0x5eed",
+            "--daemon"]
+    res = vm.run_chain(f"{arch}-rust-corrupt-{case}", [
+        vm.Stage(b, [("luoctl-hold", hold)]),
+        vm.Stage(b, [("corrupt-check", ["/bin/lu-corrupt-check", "corrupt"])]),
+    ], progs, arch, timeout=300, extra_cmdline=f"luo_test_corrupt={case}")
+    s = Suite(arch, "rust", f"corrupt:{case}")
+    detail = list(res.problems(2))
+    for k, prog in ((1, "luoctl-hold"), (2, "corrupt-check")):
+        c = _rc_case(res, k, prog)
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+    if res.stages:
+        want = f"test: corrupted the outgoing data: case {case},"
+        if want not in res.text(1):
+            detail.append(f"stage 1 did not print '{want}'")
+    if len(res.stages) == 2:
+        lines = res.text(2).splitlines()
+        refusals = [ln for ln in lines if _REFUSAL in ln]
+        if len(refusals) != 1:
+            detail.append(f"stage 2 printed {len(refusals)} refusal warnings, expected 1")
+        alarms = [ln for ln in lines if any(a in ln for a in _ALARMS)]
+        if alarms:
+            detail.append("stage 2 kernel log: " + " | ".join(alarms[:3]))
+    s.cases = [Case(CORRUPT_CASES[case], FAIL if detail else PASS, "\n".join(detail))]
+    return _finish(s, res, t0)

@@ -84,7 +84,10 @@ impl BlockSet {
     ///
     /// Fails with [`ENOSPC`] if the blocks cannot hold the entries, which [`BlockSet::grow`]
     /// prevents.
-    pub(crate) fn write<'a>(&mut self, entries: impl Iterator<Item = &'a [u8]>) -> Result<PhysAddr> {
+    pub(crate) fn write<'a>(
+        &mut self,
+        entries: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<PhysAddr> {
         let per_block = self.per_block();
         let entry_size = self.entry_size;
         let mut counts = KVec::with_capacity(self.blocks.len(), GFP_KERNEL)?;

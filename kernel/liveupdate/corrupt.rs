@@ -100,7 +100,11 @@ pub(crate) fn apply(luo: &mut Luo) {
         return;
     }
     match corrupt(luo, case) {
-        Ok(what) => pr_warn!("test: corrupted the outgoing data: case {}, {}\n", case, what),
+        Ok(what) => pr_warn!(
+            "test: corrupted the outgoing data: case {}, {}\n",
+            case,
+            what
+        ),
         Err(e) => pr_err!("test: cannot apply corruption case {}: {:?}\n", case, e),
     }
 }

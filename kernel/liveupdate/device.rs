@@ -63,7 +63,9 @@ impl Ucmd {
     /// Reads the `size` field at `arg` and checks that `cmd` is exactly `T`'s command.
     pub(crate) fn new<T: IoctlArg>(cmd: u32, arg: usize) -> Result<Self> {
         let arg = UserPtr::from_addr(arg);
-        let size = UserSlice::new(arg, size_of::<u32>()).reader().read::<u32>()?;
+        let size = UserSlice::new(arg, size_of::<u32>())
+            .reader()
+            .read::<u32>()?;
         if cmd != T::CMD {
             return Err(ENOTTY);
         }

@@ -149,7 +149,10 @@ pub(crate) unsafe extern "C" fn liveupdate_unregister_flb(
 /// # Safety
 ///
 /// `objp` must be valid for writes.
-unsafe fn store(objp: *mut *mut c_void, r: Result<kernel::liveupdate::handler::FlbObject>) -> c_int {
+unsafe fn store(
+    objp: *mut *mut c_void,
+    r: Result<kernel::liveupdate::handler::FlbObject>,
+) -> c_int {
     match r {
         Ok(obj) => {
             // SAFETY: The caller guarantees that `objp` is valid for writes.

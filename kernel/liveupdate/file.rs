@@ -169,7 +169,8 @@ impl FileSet {
             self.unfreeze_first(i);
             return Err(e);
         }
-        self.write().inspect_err(|_| self.unfreeze_first(self.files.len()))
+        self.write()
+            .inspect_err(|_| self.unfreeze_first(self.files.len()))
     }
 
     /// Writes the serialized form of the frozen files into the blocks.
@@ -220,7 +221,11 @@ impl FileSet {
     }
 
     /// Retrieves the file preserved under `token`: returns a new reference to it.
-    pub(crate) fn retrieve(&mut self, preserved: &mut KVec<usize>, token: u64) -> Result<ARef<File>> {
+    pub(crate) fn retrieve(
+        &mut self,
+        preserved: &mut KVec<usize>,
+        token: u64,
+    ) -> Result<ARef<File>> {
         let f = self
             .files
             .iter_mut()

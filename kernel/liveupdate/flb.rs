@@ -219,7 +219,12 @@ pub(crate) fn file_preserve(handler: Handler) -> Result {
     let reg = &mut *reg;
     let mut done = 0;
     let mut result = Ok(());
-    for flb in reg.links.iter().filter(|(h, _)| *h == handler).map(|&(_, f)| f) {
+    for flb in reg
+        .links
+        .iter()
+        .filter(|(h, _)| *h == handler)
+        .map(|&(_, f)| f)
+    {
         let r = match reg.states.iter_mut().find(|s| s.flb == flb) {
             Some(state) => preserve_one(state),
             None => Err(EINVAL),
@@ -288,7 +293,11 @@ fn retrieve_locked(reg: &mut Registry, flb: Flb) -> Result {
         return Ok(());
     }
     let Some(entry) = entry else {
-        return Err(if reg.incoming.is_empty() { ENODATA } else { ENOENT });
+        return Err(if reg.incoming.is_empty() {
+            ENODATA
+        } else {
+            ENOENT
+        });
     };
     state.in_data = entry.data;
     state.in_count = entry.count;
@@ -319,8 +328,11 @@ fn put_incoming_locked(reg: &mut Registry, flb: Flb) {
     }
     if state.in_status <= 0 {
         if let Err(e) = retrieve_locked(reg, flb) {
-            pr_warn!("cannot retrieve FLB '{}' to finish it: {:?}\n",
-                     kernel::str::BStr::from_bytes(flb.compatible()), e);
+            pr_warn!(
+                "cannot retrieve FLB '{}' to finish it: {:?}\n",
+                kernel::str::BStr::from_bytes(flb.compatible()),
+                e
+            );
             return;
         }
     }
@@ -354,7 +366,10 @@ pub(crate) fn put_incoming(flb: Flb) {
 /// `liveupdate_flb_get_outgoing()`: the outgoing object of `flb`, [`ENOENT`] if not preserved.
 pub(crate) fn get_outgoing(flb: Flb) -> Result<FlbObject> {
     let mut reg = FLBS.lock();
-    let state = reg.find(flb).filter(|s| !s.out_obj.is_none()).ok_or(ENOENT)?;
+    let state = reg
+        .find(flb)
+        .filter(|s| !s.out_obj.is_none())
+        .ok_or(ENOENT)?;
     state.out_count += 1;
     Ok(state.out_obj)
 }
@@ -395,7 +410,11 @@ pub(crate) fn register(handler: Handler, flb: Flb) -> Result {
 }
 
 fn unregister_locked(reg: &mut Registry, handler: Handler, flb: Flb) {
-    let Some(i) = reg.links.iter().position(|&(h, f)| h == handler && f == flb) else {
+    let Some(i) = reg
+        .links
+        .iter()
+        .position(|&(h, f)| h == handler && f == flb)
+    else {
         pr_warn!(
             "Failed to unregister FLB '{}': not found in file handler '{}'\n",
             kernel::str::BStr::from_bytes(flb.compatible()),

@@ -94,7 +94,11 @@ enum Corrupt {
     /// A compatible string fills its whole field without a terminating NUL.
     Compat(&'static str),
     /// A session's file chain holds another number of files than the session says.
-    FileCount { session: usize, expected: u64, found: usize },
+    FileCount {
+        session: usize,
+        expected: u64,
+        found: usize,
+    },
     /// The FLB page is malformed.
     Flbs(u64),
     /// Out of memory while copying the data.
@@ -129,7 +133,11 @@ impl kernel::fmt::Display for Corrupt {
     fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
         match self {
             Self::Retrieve(e) => write!(f, "its KHO subtree cannot be read ({e:?})"),
-            Self::Small(n) => write!(f, "its header is {n} bytes, less than {}", size_of::<LuoSer>()),
+            Self::Small(n) => write!(
+                f,
+                "its header is {n} bytes, less than {}",
+                size_of::<LuoSer>()
+            ),
             Self::Header(pa) => write!(f, "its header at {pa:#x} is not preserved memory"),
             Self::Compatible(c) => {
                 write!(f, "its compatible string is \"")?;
@@ -147,8 +155,15 @@ impl kernel::fmt::Display for Corrupt {
                 session,
                 expected,
                 found,
-            } => write!(f, "session {session} has {found} files, its count says {expected}"),
-            Self::Flbs(n) => write!(f, "the FLB page claims {n} entries, more than {}", abi::FLB_MAX),
+            } => write!(
+                f,
+                "session {session} has {found} files, its count says {expected}"
+            ),
+            Self::Flbs(n) => write!(
+                f,
+                "the FLB page claims {n} entries, more than {}",
+                abi::FLB_MAX
+            ),
             Self::NoMemory => write!(f, "out of memory"),
         }
     }

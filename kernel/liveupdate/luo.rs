@@ -135,7 +135,10 @@ impl Luo {
 
     /// Returns the first registered handler whose compatible string is `compatible`.
     fn handler_by_compatible(&self, compatible: &[u8]) -> Option<Handler> {
-        self.handlers.iter().copied().find(|h| h.compatible() == compatible)
+        self.handlers
+            .iter()
+            .copied()
+            .find(|h| h.compatible() == compatible)
     }
 }
 

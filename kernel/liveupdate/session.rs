@@ -75,7 +75,9 @@ impl Session {
     /// Creates a session named `name` (at most 63 bytes, checked by the caller).
     pub(crate) fn new(name: &[u8], incoming: bool, files: FileSet) -> Result<Arc<Self>> {
         let mut buf = [0u8; SESSION_NAME_LENGTH];
-        buf.get_mut(..name.len()).ok_or(EINVAL)?.copy_from_slice(name);
+        buf.get_mut(..name.len())
+            .ok_or(EINVAL)?
+            .copy_from_slice(name);
         Arc::pin_init(
             pin_init!(Self {
                 name: buf,
@@ -279,10 +281,7 @@ pub(crate) fn serialize(luo: &mut LuoGuard) -> Result {
                 // Within the capacity reserved above.
                 let _ = entries.push_within_capacity(SessionSer {
                     name: session.name.map(|b| c_char::from_ne_bytes([b])),
-                    file_set_ser: kernel::liveupdate::abi::FileSetSer {
-                        files: head,
-                        count,
-                    },
+                    file_set_ser: kernel::liveupdate::abi::FileSetSer { files: head, count },
                 });
             }
             Err(e) => {

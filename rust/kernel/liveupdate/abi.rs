@@ -13,8 +13,7 @@
 //! [`FromBytes`] and validates every field before it uses it.
 
 use crate::{
-    bindings,
-    static_assert,
+    bindings, static_assert,
     transmute::{
         AsBytes,
         FromBytes, //
