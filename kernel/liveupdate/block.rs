@@ -122,6 +122,12 @@ impl BlockSet {
         Ok(next)
     }
 
+    /// Returns the blocks, for the KUnit tests.
+    #[cfg(CONFIG_KUNIT)]
+    pub(crate) fn blocks(&self) -> &[PreservedMem] {
+        &self.blocks
+    }
+
     /// Returns the first block, for the corruption test.
     #[cfg(CONFIG_LIVEUPDATE_CORRUPT_TEST)]
     pub(crate) fn first_mut(&mut self) -> Option<&mut PreservedMem> {
@@ -136,8 +142,36 @@ impl BlockSet {
     }
 }
 
+/// Where the blocks of incoming chains come from: KHO in production, pages built by hand in
+/// the KUnit tests.
+pub(crate) trait BlockSource {
+    /// A restored block, owned until dropped.
+    type Block;
+
+    /// Restores the block at `pa`; fails unless it is a preserved block not restored yet.
+    fn restore(&mut self, pa: PhysAddr) -> Result<Self::Block>;
+
+    /// Returns the contents of a restored block.
+    fn bytes(block: &Self::Block) -> &[u8];
+}
+
+/// The blocks the previous kernel preserved, restored through KHO.
+pub(crate) struct Kho;
+
+impl BlockSource for Kho {
+    type Block = RestoredMem;
+
+    fn restore(&mut self, pa: PhysAddr) -> Result<RestoredMem> {
+        RestoredMem::restore(pa)
+    }
+
+    fn bytes(block: &RestoredMem) -> &[u8] {
+        block.as_slice()
+    }
+}
+
 /// Why an incoming chain was refused.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum ChainError {
     /// A block address is not a page the previous kernel preserved (or was restored already).
     NotPreserved(PhysAddr),
@@ -175,7 +209,8 @@ impl From<AllocError> for ChainError {
 /// Every block is restored (validated by KHO) before it is read. When the chain or an entry is
 /// refused, the blocks after the bad one are still restored and freed as far as they can be
 /// reached safely, and the first error is returned.
-pub(crate) fn read_chain<E: From<ChainError>>(
+pub(crate) fn read_chain<S: BlockSource, E: From<ChainError>>(
+    src: &mut S,
     head: PhysAddr,
     entry_size: usize,
     mut each: impl FnMut(&[u8]) -> core::result::Result<(), E>,
@@ -197,11 +232,11 @@ pub(crate) fn read_chain<E: From<ChainError>>(
         if let Some(e) = stop {
             return Err(failed.unwrap_or(e.into()));
         }
-        let block = match RestoredMem::restore(next) {
+        let block = match src.restore(next) {
             Ok(block) => block,
             Err(_) => return Err(failed.unwrap_or(ChainError::NotPreserved(next).into())),
         };
-        let bytes = block.as_slice();
+        let bytes = S::bytes(&block);
         let header = bytes
             .get(..size_of::<BlockHeader>())
             .and_then(BlockHeader::from_bytes_copy);
@@ -230,4 +265,185 @@ pub(crate) fn read_chain<E: From<ChainError>>(
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// Hand-built handover images for the KUnit tests.
+#[cfg(CONFIG_KUNIT)]
+pub(crate) mod testing {
+    use super::BlockSource;
+    use kernel::{
+        liveupdate::{
+            abi,
+            kho::PhysAddr, //
+        },
+        prelude::*,
+        transmute::AsBytes,
+    };
+
+    /// Pages by physical address, restored at most once each like KHO's.
+    pub(crate) struct Pages {
+        pages: KVec<(PhysAddr, KVec<u8>)>,
+        /// The addresses restored so far, in order.
+        pub(crate) restored: KVec<PhysAddr>,
+    }
+
+    impl Pages {
+        pub(crate) fn new() -> Self {
+            Self {
+                pages: KVec::new(),
+                restored: KVec::new(),
+            }
+        }
+
+        /// Returns the page at `pa`, created zeroed on first use.
+        pub(crate) fn page(&mut self, pa: PhysAddr) -> Result<&mut [u8]> {
+            let i = match self.pages.iter().position(|(p, _)| *p == pa) {
+                Some(i) => i,
+                None => {
+                    let mut page = KVec::new();
+                    page.extend_with(abi::BLOCK_SIZE, 0u8, GFP_KERNEL)?;
+                    self.pages.push((pa, page), GFP_KERNEL)?;
+                    self.pages.len() - 1
+                }
+            };
+            Ok(&mut self.pages.get_mut(i).ok_or(EINVAL)?.1)
+        }
+
+        /// Writes `v` at offset `off` of the page at `pa`.
+        pub(crate) fn put<T: AsBytes>(&mut self, pa: PhysAddr, off: usize, v: &T) -> Result {
+            let bytes = v.as_bytes();
+            self.page(pa)?
+                .get_mut(off..off + bytes.len())
+                .ok_or(EINVAL)?
+                .copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    impl BlockSource for Pages {
+        type Block = KVec<u8>;
+
+        fn restore(&mut self, pa: PhysAddr) -> Result<KVec<u8>> {
+            if self.restored.contains(&pa) {
+                return Err(EINVAL);
+            }
+            let (_, page) = self.pages.iter().find(|(p, _)| *p == pa).ok_or(EINVAL)?;
+            let mut copy = KVec::new();
+            copy.extend_from_slice(page, GFP_KERNEL)?;
+            self.restored.push(pa, GFP_KERNEL)?;
+            Ok(copy)
+        }
+
+        fn bytes(block: &KVec<u8>) -> &[u8] {
+            block
+        }
+    }
+}
+
+#[kunit_tests(luo_block)]
+mod tests {
+    use super::{
+        testing::Pages,
+        *, //
+    };
+    use kernel::liveupdate::{
+        abi::SessionSer,
+        kho, //
+    };
+
+    const ENTRY: usize = size_of::<SessionSer>();
+
+    fn entry(i: usize) -> [u8; ENTRY] {
+        let mut e = [0u8; ENTRY];
+        e[..8].copy_from_slice(&(i as u64).to_ne_bytes());
+        e[ENTRY - 1] = 0x5a;
+        e
+    }
+
+    /// Entries written by `BlockSet::write` read back in order through `read_chain`.
+    #[test]
+    fn write_then_read() -> Result {
+        if !kho::is_enabled() {
+            return Ok(());
+        }
+        let per_block = abi::entries_per_block(ENTRY);
+        let n = per_block + 9;
+        let mut set = BlockSet::new(ENTRY);
+        set.grow(n)?;
+        assert_eq!(set.blocks().len(), 2);
+        let mut entries = KVec::new();
+        for i in 0..n {
+            entries.push(entry(i), GFP_KERNEL)?;
+        }
+        let head = set.write(entries.iter().map(|e| &e[..]))?;
+        assert_eq!(head, set.blocks()[0].phys());
+
+        let mut pages = Pages::new();
+        for b in set.blocks() {
+            pages.page(b.phys())?.copy_from_slice(b.as_slice());
+        }
+        let mut got = KVec::new();
+        read_chain::<_, ChainError>(&mut pages, head, ENTRY, |e| {
+            got.push(u64::from_ne_bytes(e[..8].try_into().unwrap_or([0; 8])), GFP_KERNEL)?;
+            assert_eq!(e[ENTRY - 1], 0x5a);
+            Ok(())
+        })
+        .map_err(|_| EINVAL)?;
+        assert_eq!(got.len(), n);
+        assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64));
+
+        set.shrink(per_block);
+        assert_eq!(set.blocks().len(), 1);
+        set.shrink(0);
+        assert_eq!(set.blocks().len(), 0);
+        Ok(())
+    }
+
+    /// Growing beyond `MAX_BLOCKS` blocks fails and leaves the set as it was.
+    #[test]
+    fn grow_limit() -> Result {
+        let mut set = BlockSet::new(ENTRY);
+        let too_many = abi::MAX_BLOCKS * abi::entries_per_block(ENTRY) + 1;
+        assert_eq!(set.grow(too_many), Err(ENOSPC));
+        assert_eq!(set.blocks().len(), 0);
+        Ok(())
+    }
+
+    fn chain(pages: &mut Pages, head: PhysAddr) -> core::result::Result<usize, ChainError> {
+        let mut n = 0;
+        read_chain::<_, ChainError>(pages, head, ENTRY, |_| {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    #[test]
+    fn chain_errors() -> Result {
+        let per_block = abi::entries_per_block(ENTRY) as u64;
+        let mut p = Pages::new();
+        // A block that points to itself.
+        p.put(0x1000, 0, &BlockHeader { next: 0x1000, count: 1 })?;
+        assert_eq!(chain(&mut p, 0x1000), Err(ChainError::Cycle(0x1000)));
+        // Counts of zero and beyond capacity; the next block is still freed.
+        let mut p = Pages::new();
+        p.put(0x1000, 0, &BlockHeader { next: 0x2000, count: per_block + 1 })?;
+        p.put(0x2000, 0, &BlockHeader { next: 0, count: 1 })?;
+        assert_eq!(chain(&mut p, 0x1000), Err(ChainError::BadCount(0x1000, per_block + 1)));
+        assert_eq!(&p.restored[..], &[0x1000, 0x2000]);
+        let mut p = Pages::new();
+        p.put(0x1000, 0, &BlockHeader { next: 0, count: 0 })?;
+        assert_eq!(chain(&mut p, 0x1000), Err(ChainError::BadCount(0x1000, 0)));
+        // A block that is not preserved memory.
+        let mut p = Pages::new();
+        p.put(0x1000, 0, &BlockHeader { next: 0x9000, count: 1 })?;
+        assert_eq!(chain(&mut p, 0x1000), Err(ChainError::NotPreserved(0x9000)));
+        // Two valid blocks, and an empty chain.
+        let mut p = Pages::new();
+        p.put(0x1000, 0, &BlockHeader { next: 0x2000, count: per_block })?;
+        p.put(0x2000, 0, &BlockHeader { next: 0, count: 3 })?;
+        assert_eq!(chain(&mut p, 0x1000), Ok(per_block as usize + 3));
+        assert_eq!(chain(&mut p, 0), Ok(0));
+        Ok(())
+    }
 }

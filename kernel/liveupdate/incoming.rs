@@ -12,7 +12,9 @@
 
 use crate::block::{
     self,
-    ChainError, //
+    BlockSource,
+    ChainError,
+    Kho, //
 };
 use kernel::{
     alloc::AllocError,
@@ -27,8 +29,7 @@ use kernel::{
         },
         kho::{
             self,
-            PhysAddr,
-            RestoredMem, //
+            PhysAddr, //
         },
         SESSION_NAME_LENGTH,
     },
@@ -76,6 +77,7 @@ pub(crate) struct Data {
 }
 
 /// Why the incoming data was refused; printed in the one warning.
+#[derive(Debug)]
 enum Corrupt {
     /// The subtree could not be looked up.
     Retrieve(Error),
@@ -186,7 +188,7 @@ impl Data {
         match kho::retrieve_subtree(abi::KHO_ENTRY_NAME) {
             Err(e) if e == ENOENT => None,
             Err(e) => Self::refuse(Corrupt::Retrieve(e)),
-            Ok((pa, size)) => match Self::parse(pa, size) {
+            Ok((pa, size)) => match Self::parse(&mut Kho, pa, size) {
                 Ok(data) => Some(data),
                 Err(e) => Self::refuse(e),
             },
@@ -201,13 +203,16 @@ impl Data {
         None
     }
 
-    fn parse(pa: PhysAddr, size: usize) -> core::result::Result<Self, Corrupt> {
+    fn parse<S: BlockSource>(
+        src: &mut S,
+        pa: PhysAddr,
+        size: usize,
+    ) -> core::result::Result<Self, Corrupt> {
         if size < size_of::<LuoSer>() {
             return Err(Corrupt::Small(size));
         }
-        let header = RestoredMem::restore(pa).map_err(|_| Corrupt::Header(pa))?;
-        let header = header
-            .as_slice()
+        let header = src.restore(pa).map_err(|_| Corrupt::Header(pa))?;
+        let header = S::bytes(&header)
             .get(..size_of::<LuoSer>())
             .and_then(LuoSer::from_bytes_copy)
             .ok_or(Corrupt::Header(pa))?;
@@ -222,15 +227,19 @@ impl Data {
             flbs: KVec::new(),
         };
         // Read the FLB page first: it is a single page, freed whatever happens to the sessions.
-        let flbs = data.read_flbs(header.flbs_pa);
-        let sessions = data.read_sessions(header.sessions_pa);
+        let flbs = data.read_flbs(src, header.flbs_pa);
+        let sessions = data.read_sessions(src, header.sessions_pa);
         flbs.and(sessions)?;
         Ok(data)
     }
 
-    fn read_sessions(&mut self, head: PhysAddr) -> core::result::Result<(), Corrupt> {
+    fn read_sessions<S: BlockSource>(
+        &mut self,
+        src: &mut S,
+        head: PhysAddr,
+    ) -> core::result::Result<(), Corrupt> {
         let mut file_sets = KVec::<(u64, u64)>::new();
-        block::read_chain(head, size_of::<SessionSer>(), |entry| {
+        block::read_chain(src, head, size_of::<SessionSer>(), |entry| {
             let ser = SessionSer::from_bytes_copy(entry).ok_or(Corrupt::NoMemory)?;
             let index = self.sessions.len();
             let name: [u8; SESSION_NAME_LENGTH] = bytes(&ser.name);
@@ -265,7 +274,7 @@ impl Data {
         for (index, (session, &(head, count))) in
             self.sessions.iter_mut().zip(file_sets.iter()).enumerate()
         {
-            let r = read_files(session, head, count, index);
+            let r = read_files(src, session, head, count, index);
             if result.is_ok() {
                 result = r;
             }
@@ -273,12 +282,16 @@ impl Data {
         result
     }
 
-    fn read_flbs(&mut self, pa: PhysAddr) -> core::result::Result<(), Corrupt> {
+    fn read_flbs<S: BlockSource>(
+        &mut self,
+        src: &mut S,
+        pa: PhysAddr,
+    ) -> core::result::Result<(), Corrupt> {
         if pa == 0 {
             return Ok(());
         }
-        let page = RestoredMem::restore(pa).map_err(|_| Corrupt::Header(pa))?;
-        let bytes_ = page.as_slice();
+        let page = src.restore(pa).map_err(|_| Corrupt::Header(pa))?;
+        let bytes_ = S::bytes(&page);
         let header = bytes_
             .get(..size_of::<FlbHeader>())
             .and_then(FlbHeader::from_bytes_copy)
@@ -309,13 +322,14 @@ impl Data {
     }
 }
 
-fn read_files(
+fn read_files<S: BlockSource>(
+    src: &mut S,
     session: &mut SessionEntry,
     head: PhysAddr,
     count: u64,
     index: usize,
 ) -> core::result::Result<(), Corrupt> {
-    block::read_chain(head, size_of::<FileSer>(), |entry| {
+    block::read_chain(src, head, size_of::<FileSer>(), |entry| {
         let ser = FileSer::from_bytes_copy(entry).ok_or(Corrupt::NoMemory)?;
         let compatible = bytes(&ser.compatible);
         if c_string(&compatible).is_none() {
@@ -343,4 +357,218 @@ fn read_files(
         });
     }
     Ok(())
+}
+
+#[kunit_tests(luo_incoming)]
+mod tests {
+    use super::*;
+    use crate::block::testing::Pages;
+    use kernel::liveupdate::abi::{
+        BlockHeader,
+        FileSetSer, //
+    };
+
+    const HDR: PhysAddr = 0x1000;
+    const SESSIONS: PhysAddr = 0x2000;
+    const FLBS: PhysAddr = 0x3000;
+    const FILES: PhysAddr = 0x4000;
+    const BH: usize = size_of::<BlockHeader>();
+
+    fn name<const N: usize>(s: &[u8]) -> [c_char; N] {
+        let mut a = [0; N];
+        for (d, &b) in a.iter_mut().zip(s) {
+            *d = c_char::from_ne_bytes([b]);
+        }
+        a
+    }
+
+    /// A valid image: session "vm-a" with two files, session "vm-b" with none, one FLB.
+    fn image() -> Result<Pages> {
+        let mut p = Pages::new();
+        let header = LuoSer {
+            compatible: name(b"luo-v5"),
+            liveupdate_num: 7,
+            sessions_pa: SESSIONS,
+            flbs_pa: FLBS,
+        };
+        p.put(HDR, 0, &header)?;
+        p.put(SESSIONS, 0, &BlockHeader { next: 0, count: 2 })?;
+        let a = SessionSer {
+            name: name(b"vm-a"),
+            file_set_ser: FileSetSer { files: FILES, count: 2 },
+        };
+        p.put(SESSIONS, BH, &a)?;
+        let b = SessionSer {
+            name: name(b"vm-b"),
+            file_set_ser: FileSetSer { files: 0, count: 0 },
+        };
+        p.put(SESSIONS, BH + size_of::<SessionSer>(), &b)?;
+        p.put(FILES, 0, &BlockHeader { next: 0, count: 2 })?;
+        for (i, token) in [(0, 1u64), (1, 2)] {
+            let f = FileSer {
+                compatible: name(b"memfd-v2"),
+                data: 0x10 + token,
+                token,
+            };
+            p.put(FILES, BH + i * size_of::<FileSer>(), &f)?;
+        }
+        p.put(FLBS, 0, &FlbHeader { pgcnt: 1, count: 1 })?;
+        let flb = FlbSer {
+            name: name(b"test-flb"),
+            data: 5,
+            count: 2,
+        };
+        p.put(FLBS, size_of::<FlbHeader>(), &flb)?;
+        Ok(p)
+    }
+
+    fn parse(p: &mut Pages) -> core::result::Result<Data, Corrupt> {
+        Data::parse(p, HDR, size_of::<LuoSer>())
+    }
+
+    fn edit<T: FromBytes + kernel::transmute::AsBytes>(
+        p: &mut Pages,
+        pa: PhysAddr,
+        off: usize,
+        f: impl FnOnce(&mut T),
+    ) -> Result {
+        let page = p.page(pa)?;
+        let field = page.get_mut(off..off + size_of::<T>()).ok_or(EINVAL)?;
+        let mut v = T::from_bytes_copy(field).ok_or(EINVAL)?;
+        f(&mut v);
+        p.put(pa, off, &v)
+    }
+
+    #[test]
+    fn valid_image() -> Result {
+        let mut p = image()?;
+        let d = parse(&mut p).map_err(|_| EINVAL)?;
+        assert_eq!(d.liveupdate_num, 7);
+        assert_eq!(d.sessions.len(), 2);
+        assert_eq!(c_string(&d.sessions[0].name), Some(&b"vm-a"[..]));
+        assert_eq!(c_string(&d.sessions[1].name), Some(&b"vm-b"[..]));
+        assert_eq!(d.sessions[0].files.len(), 2);
+        assert_eq!(d.sessions[0].files[1].token, 2);
+        assert_eq!(d.sessions[0].files[1].data, 0x12);
+        assert_eq!(c_string(&d.sessions[0].files[0].compatible), Some(&b"memfd-v2"[..]));
+        assert_eq!(d.sessions[1].files.len(), 0);
+        assert_eq!(d.flbs.len(), 1);
+        assert_eq!((d.flbs[0].data, d.flbs[0].count), (5, 2));
+        // Every block was restored (and so freed) exactly once.
+        assert_eq!(p.restored.len(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_compatible() -> Result {
+        let mut p = image()?;
+        edit::<LuoSer>(&mut p, HDR, 0, |h| h.compatible = name(b"luo-v4"))?;
+        assert!(matches!(parse(&mut p), Err(Corrupt::Compatible(_))));
+        let mut p = image()?;
+        edit::<LuoSer>(&mut p, HDR, 0, |h| h.compatible = name(b"luo-v5x"))?;
+        assert!(matches!(parse(&mut p), Err(Corrupt::Compatible(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn small_or_missing_header() -> Result {
+        let mut p = image()?;
+        let r = Data::parse(&mut p, HDR, size_of::<LuoSer>() - 1);
+        assert!(matches!(r, Err(Corrupt::Small(31))));
+        let mut p = image()?;
+        let r = Data::parse(&mut p, 0x7000, size_of::<LuoSer>());
+        assert!(matches!(r, Err(Corrupt::Header(0x7000))));
+        Ok(())
+    }
+
+    #[test]
+    fn session_chain_cycle() -> Result {
+        let mut p = image()?;
+        edit::<BlockHeader>(&mut p, SESSIONS, 0, |h| h.next = SESSIONS)?;
+        let r = parse(&mut p);
+        assert!(matches!(r, Err(Corrupt::Chain(_, ChainError::Cycle(SESSIONS)))));
+        Ok(())
+    }
+
+    #[test]
+    fn session_count_beyond_capacity() -> Result {
+        let mut p = image()?;
+        edit::<BlockHeader>(&mut p, SESSIONS, 0, |h| h.count = 52)?;
+        let r = parse(&mut p);
+        assert!(matches!(r, Err(Corrupt::Chain(_, ChainError::BadCount(SESSIONS, 52)))));
+        Ok(())
+    }
+
+    #[test]
+    fn session_chain_outside_ram() -> Result {
+        let mut p = image()?;
+        edit::<LuoSer>(&mut p, HDR, 0, |h| h.sessions_pa = 1 << 50)?;
+        let r = parse(&mut p);
+        assert!(matches!(r, Err(Corrupt::Chain(_, ChainError::NotPreserved(_)))));
+        Ok(())
+    }
+
+    #[test]
+    fn unterminated_name() -> Result {
+        let mut p = image()?;
+        edit::<SessionSer>(&mut p, SESSIONS, BH, |s| s.name = name(&[b'A'; 64]))?;
+        assert!(matches!(parse(&mut p), Err(Corrupt::Unterminated(0))));
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_name() -> Result {
+        let mut p = image()?;
+        let off = BH + size_of::<SessionSer>();
+        edit::<SessionSer>(&mut p, SESSIONS, off, |s| s.name = name(b"vm-a"))?;
+        assert!(matches!(parse(&mut p), Err(Corrupt::Duplicate(1))));
+        Ok(())
+    }
+
+    #[test]
+    fn file_count_mismatch() -> Result {
+        let mut p = image()?;
+        edit::<SessionSer>(&mut p, SESSIONS, BH, |s| s.file_set_ser.count = 3)?;
+        let r = parse(&mut p);
+        assert!(matches!(
+            r,
+            Err(Corrupt::FileCount {
+                session: 0,
+                expected: 3,
+                found: 2
+            })
+        ));
+        // Files claimed without a chain.
+        let mut p = image()?;
+        let off = BH + size_of::<SessionSer>();
+        edit::<SessionSer>(&mut p, SESSIONS, off, |s| s.file_set_ser.count = 1)?;
+        assert!(matches!(parse(&mut p), Err(Corrupt::FileCount { session: 1, .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn unterminated_handler_compatible() -> Result {
+        let mut p = image()?;
+        edit::<FileSer>(&mut p, FILES, BH, |f| f.compatible = name(&[b'x'; 48]))?;
+        assert!(matches!(parse(&mut p), Err(Corrupt::Compat(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn flb_count_beyond_page() -> Result {
+        let mut p = image()?;
+        edit::<FlbHeader>(&mut p, FLBS, 0, |h| h.count = abi::FLB_MAX as u64 + 1)?;
+        assert!(matches!(parse(&mut p), Err(Corrupt::Flbs(64))));
+        Ok(())
+    }
+
+    #[test]
+    fn refused_data_is_still_freed() -> Result {
+        // A bad FLB page does not stop the session and file chains from being freed.
+        let mut p = image()?;
+        edit::<FlbHeader>(&mut p, FLBS, 0, |h| h.count = 1000)?;
+        assert!(parse(&mut p).is_err());
+        assert_eq!(p.restored.len(), 4);
+        Ok(())
+    }
 }
