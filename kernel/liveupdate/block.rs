@@ -384,7 +384,10 @@ mod tests {
         }
         let mut got = KVec::new();
         read_chain::<_, ChainError>(&mut pages, head, ENTRY, |e| {
-            got.push(u64::from_ne_bytes(e[..8].try_into().unwrap_or([0; 8])), GFP_KERNEL)?;
+            got.push(
+                u64::from_ne_bytes(e[..8].try_into().unwrap_or([0; 8])),
+                GFP_KERNEL,
+            )?;
             assert_eq!(e[ENTRY - 1], 0x5a);
             Ok(())
         })
@@ -423,24 +426,55 @@ mod tests {
         let per_block = abi::entries_per_block(ENTRY) as u64;
         let mut p = Pages::new();
         // A block that points to itself.
-        p.put(0x1000, 0, &BlockHeader { next: 0x1000, count: 1 })?;
+        p.put(
+            0x1000,
+            0,
+            &BlockHeader {
+                next: 0x1000,
+                count: 1,
+            },
+        )?;
         assert_eq!(chain(&mut p, 0x1000), Err(ChainError::Cycle(0x1000)));
         // Counts of zero and beyond capacity; the next block is still freed.
         let mut p = Pages::new();
-        p.put(0x1000, 0, &BlockHeader { next: 0x2000, count: per_block + 1 })?;
+        p.put(
+            0x1000,
+            0,
+            &BlockHeader {
+                next: 0x2000,
+                count: per_block + 1,
+            },
+        )?;
         p.put(0x2000, 0, &BlockHeader { next: 0, count: 1 })?;
-        assert_eq!(chain(&mut p, 0x1000), Err(ChainError::BadCount(0x1000, per_block + 1)));
+        assert_eq!(
+            chain(&mut p, 0x1000),
+            Err(ChainError::BadCount(0x1000, per_block + 1))
+        );
         assert_eq!(&p.restored[..], &[0x1000, 0x2000]);
         let mut p = Pages::new();
         p.put(0x1000, 0, &BlockHeader { next: 0, count: 0 })?;
         assert_eq!(chain(&mut p, 0x1000), Err(ChainError::BadCount(0x1000, 0)));
         // A block that is not preserved memory.
         let mut p = Pages::new();
-        p.put(0x1000, 0, &BlockHeader { next: 0x9000, count: 1 })?;
+        p.put(
+            0x1000,
+            0,
+            &BlockHeader {
+                next: 0x9000,
+                count: 1,
+            },
+        )?;
         assert_eq!(chain(&mut p, 0x1000), Err(ChainError::NotPreserved(0x9000)));
         // Two valid blocks, and an empty chain.
         let mut p = Pages::new();
-        p.put(0x1000, 0, &BlockHeader { next: 0x2000, count: per_block })?;
+        p.put(
+            0x1000,
+            0,
+            &BlockHeader {
+                next: 0x2000,
+                count: per_block,
+            },
+        )?;
         p.put(0x2000, 0, &BlockHeader { next: 0, count: 3 })?;
         assert_eq!(chain(&mut p, 0x1000), Ok(per_block as usize + 3));
         assert_eq!(chain(&mut p, 0), Ok(0));

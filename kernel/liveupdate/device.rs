@@ -17,7 +17,6 @@ use crate::{
         self,
         Session, //
     },
-    LocalModule,
     Luo, //
 };
 use kernel::{
@@ -225,6 +224,3 @@ pub(crate) fn register() -> Result {
     core::mem::forget(reg);
     Ok(())
 }
-
-#[allow(dead_code)]
-type Unused = LocalModule;

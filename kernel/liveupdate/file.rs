@@ -69,24 +69,35 @@ impl FileSet {
     /// Everything that can fail happens before the handler's `preserve`, and what was done is
     /// undone on failure: either the file is preserved, or nothing changed.
     pub(crate) fn preserve(&mut self, luo: &mut LuoLists<'_>, token: u64, fd: i32) -> Result {
+        self.preserve_with(luo, token, || {
+            let fd = u32::try_from(fd).map_err(|_| EBADF)?;
+            let file = LocalFile::fget(fd)?;
+            // SAFETY: Called from an ioctl; LUO never calls `fdget_pos`, so this thread has no
+            // active `fdget_pos` region on the file.
+            Ok(unsafe { LocalFile::assume_no_fdget_pos(file) })
+        })
+    }
+
+    /// Preserves the file `get` returns under `token`, with the checks and the order of errors
+    /// of `PRESERVE_FD`: token, room in the blocks, file, handler, identity.
+    fn preserve_with(
+        &mut self,
+        luo: &mut LuoLists<'_>,
+        token: u64,
+        get: impl FnOnce() -> Result<ARef<File>>,
+    ) -> Result {
         if self.files.iter().any(|f| f.token == token) {
             return Err(EEXIST);
         }
         self.blocks.grow(self.files.len() + 1)?;
-        let r = self.preserve_grown(luo, token, fd);
+        let r = get().and_then(|file| self.preserve_grown(luo, token, file));
         if r.is_err() {
             self.blocks.shrink(self.files.len());
         }
         r
     }
 
-    fn preserve_grown(&mut self, luo: &mut LuoLists<'_>, token: u64, fd: i32) -> Result {
-        let fd = u32::try_from(fd).map_err(|_| EBADF)?;
-        let file = LocalFile::fget(fd)?;
-        // SAFETY: Called from an ioctl; LUO never calls `fdget_pos`, so this thread has no
-        // active `fdget_pos` region on the file.
-        let file = unsafe { LocalFile::assume_no_fdget_pos(file) };
-
+    fn preserve_grown(&mut self, luo: &mut LuoLists<'_>, token: u64, file: ARef<File>) -> Result {
         let handler = luo
             .handlers
             .iter()
@@ -326,5 +337,252 @@ fn forget_id(preserved: &mut KVec<usize>, id: usize) {
     if let Some(i) = preserved.iter().position(|&p| p == id) {
         // `i` is in bounds: it was just found.
         let _ = preserved.remove(i);
+    }
+}
+
+#[kunit_tests(luo_file)]
+mod tests {
+    use super::*;
+    use crate::incoming::FileEntry;
+    use kernel::{
+        fs::{
+            anon_inode::{
+                self,
+                AnonInodeFile, //
+            },
+            file::flags::O_RDWR,
+        },
+        liveupdate::handler::{
+            FileHandler,
+            FileHandlerRegistration, //
+        },
+        sync::atomic::{
+            Atomic,
+            Relaxed, //
+        },
+    };
+
+    /// What the test handler was asked to do, in order: `op * 1000 + file number`.
+    static EVENTS: [Atomic<u64>; 64] = [const { Atomic::new(0) }; 64];
+    static NEXT: Atomic<usize> = Atomic::new(0);
+    /// The test files, by number: the addresses of their `struct file`.
+    static FILES: [Atomic<usize>; 8] = [const { Atomic::new(0) }; 8];
+    /// The file number whose freeze fails, or 0.
+    static FAIL_FREEZE: Atomic<u64> = Atomic::new(0);
+
+    const PRESERVE: u64 = 1;
+    const UNPRESERVE: u64 = 2;
+    const FREEZE: u64 = 3;
+    const UNFREEZE: u64 = 4;
+    const RETRIEVE: u64 = 5;
+    const FINISH: u64 = 6;
+    /// A handle whose retrieve fails with `ENOEXEC`.
+    const BAD: u64 = 99;
+
+    fn record(op: u64, n: u64) {
+        let i = NEXT.fetch_add(1, Relaxed);
+        if let Some(e) = EVENTS.get(i) {
+            e.store(op * 1000 + n, Relaxed);
+        }
+    }
+
+    fn events() -> Result<KVec<u64>> {
+        let mut v = KVec::new();
+        for e in EVENTS.iter().take(NEXT.load(Relaxed)) {
+            v.push(e.load(Relaxed), GFP_KERNEL)?;
+        }
+        NEXT.store(0, Relaxed);
+        Ok(v)
+    }
+
+    fn number(file: &File) -> Option<u64> {
+        // CAST: Only compared with the addresses recorded in `FILES`.
+        let addr = file.as_ptr() as usize;
+        FILES
+            .iter()
+            .position(|f| f.load(Relaxed) == addr)
+            .map(|i| i as u64)
+    }
+
+    struct TestFile;
+
+    #[vtable]
+    impl AnonInodeFile for TestFile {
+        type Ptr = ();
+    }
+
+    fn new_file(n: usize) -> Result<ARef<File>> {
+        let file = anon_inode::new_file::<TestFile>(c"[luo_kunit]", (), O_RDWR)?;
+        if let Some(slot) = FILES.get(n) {
+            // CAST: Recorded to recognise the file.
+            slot.store(file.as_ptr() as usize, Relaxed);
+        }
+        Ok(file)
+    }
+
+    struct TestHandler;
+
+    #[vtable]
+    impl FileHandler for TestHandler {
+        const COMPATIBLE: &'static CStr = c"luo-kunit-v1";
+        type Private = ();
+
+        fn can_preserve(file: &File) -> bool {
+            number(file).is_some_and(|n| n > 0)
+        }
+
+        fn preserve(file: &File) -> Result<(u64, ())> {
+            let n = number(file).ok_or(EINVAL)?;
+            record(PRESERVE, n);
+            Ok((n, ()))
+        }
+
+        fn unpreserve(_file: &File, data: u64, _private: ()) {
+            record(UNPRESERVE, data);
+        }
+
+        fn freeze(_file: &File, data: u64, _private: ()) -> Result<u64> {
+            record(FREEZE, data);
+            if FAIL_FREEZE.load(Relaxed) == data {
+                return Err(EAGAIN);
+            }
+            Ok(data)
+        }
+
+        fn unfreeze(_file: &File, data: u64, _private: ()) {
+            record(UNFREEZE, data);
+        }
+
+        fn retrieve(data: u64) -> Result<ARef<File>> {
+            record(RETRIEVE, data);
+            if data == BAD {
+                return Err(ENOEXEC);
+            }
+            anon_inode::new_file::<TestFile>(c"[luo_kunit]", (), O_RDWR)
+        }
+
+        fn finish(_file: Option<&File>, data: u64, _retrieve_status: i32) {
+            record(FINISH, data);
+        }
+    }
+
+    /// Runs `f` with the test handler registered; skipped when live update is disabled.
+    fn with_handler(f: impl FnOnce() -> Result) -> Result {
+        if !crate::enabled() {
+            return Ok(());
+        }
+        let _reg = KBox::pin_init(
+            FileHandlerRegistration::<TestHandler>::register(),
+            GFP_KERNEL,
+        )?;
+        NEXT.store(0, Relaxed);
+        FAIL_FREEZE.store(0, Relaxed);
+        f()
+    }
+
+    fn preserve(set: &mut FileSet, token: u64, file: &ARef<File>) -> Result {
+        let mut luo = crate::lock();
+        let luo: &mut Luo = &mut luo;
+        let mut lists = LuoLists {
+            handlers: &luo.handlers,
+            preserved: &mut luo.preserved,
+        };
+        set.preserve_with(&mut lists, token, || Ok(file.clone()))
+    }
+
+    fn unpreserve_all(set: &mut FileSet) {
+        set.unpreserve_all(&mut crate::lock().preserved);
+    }
+
+    /// Freeze runs first-preserved first; a failing freeze unfreezes the earlier files last
+    /// first; unpreserve runs last-preserved first.
+    #[test]
+    fn outgoing_order() -> Result {
+        with_handler(|| {
+            let files = [new_file(1)?, new_file(2)?, new_file(3)?];
+            let mut set = FileSet::new();
+            for (i, f) in files.iter().enumerate() {
+                preserve(&mut set, 10 + i as u64, f)?;
+            }
+            assert_eq!(&events()?[..], &[1001, 1002, 1003]);
+
+            FAIL_FREEZE.store(3, Relaxed);
+            assert_eq!(set.freeze().err(), Some(EAGAIN));
+            assert_eq!(&events()?[..], &[3001, 3002, 3003, 4002, 4001]);
+
+            FAIL_FREEZE.store(0, Relaxed);
+            let (head, count) = set.freeze()?;
+            assert!(head != 0);
+            assert_eq!(count, 3);
+            set.unfreeze();
+            assert_eq!(&events()?[..], &[3001, 3002, 3003, 4003, 4002, 4001]);
+
+            unpreserve_all(&mut set);
+            assert_eq!(&events()?[..], &[2003, 2002, 2001]);
+            Ok(())
+        })
+    }
+
+    /// Tokens are unique per session, objects in all sessions; a refused preserve changes
+    /// nothing.
+    #[test]
+    fn preserve_errors() -> Result {
+        with_handler(|| {
+            let (a, b) = (new_file(4)?, new_file(5)?);
+            let mut s1 = FileSet::new();
+            let mut s2 = FileSet::new();
+            preserve(&mut s1, 1, &a)?;
+            assert_eq!(preserve(&mut s1, 1, &b), Err(EEXIST));
+            assert_eq!(preserve(&mut s2, 2, &a), Err(EBUSY));
+            preserve(&mut s2, 1, &b)?;
+            // File number 0 is not the handler's: no handler takes it.
+            let other = new_file(0)?;
+            assert_eq!(preserve(&mut s2, 3, &other), Err(ENOENT));
+            assert_eq!(&events()?[..], &[1004, 1005]);
+            unpreserve_all(&mut s2);
+            unpreserve_all(&mut s1);
+            // Unpreserved, the object can be preserved again.
+            preserve(&mut s2, 2, &a)?;
+            unpreserve_all(&mut s2);
+            assert_eq!(&events()?[..], &[2005, 2004, 1004, 2004]);
+            Ok(())
+        })
+    }
+
+    /// Retrieve runs in any order, a success can be repeated, a failure is sticky; finish
+    /// runs last first, for retrieved and never-retrieved files alike.
+    #[test]
+    fn incoming_order() -> Result {
+        with_handler(|| {
+            let mut entries = KVec::new();
+            for (token, data) in [(1u64, 1u64), (2, 2), (3, BAD)] {
+                let mut compatible = [0u8; abi::HANDLER_COMPAT_LENGTH];
+                compatible[..12].copy_from_slice(b"luo-kunit-v1");
+                entries.push(
+                    FileEntry {
+                        compatible,
+                        data,
+                        token,
+                    },
+                    GFP_KERNEL,
+                )?;
+            }
+            let mut set = FileSet::from_incoming(&crate::lock(), &entries)?;
+            let mut preserved = KVec::new();
+            let f2 = set.retrieve(&mut preserved, 2)?;
+            let again = set.retrieve(&mut preserved, 2)?;
+            assert!(core::ptr::eq(f2.as_ptr(), again.as_ptr()));
+            assert_eq!(set.retrieve(&mut preserved, 3).err(), Some(ENOEXEC));
+            assert_eq!(set.retrieve(&mut preserved, 3).err(), Some(ENOEXEC));
+            assert_eq!(set.check_retrieve(3), Err(ENOEXEC));
+            assert_eq!(set.retrieve(&mut preserved, 4).err(), Some(ENOENT));
+            assert_eq!(&events()?[..], &[5002, 5099]);
+            set.can_finish()?;
+            set.finish(&mut preserved);
+            assert_eq!(&events()?[..], &[6099, 6002, 6001]);
+            assert!(preserved.is_empty());
+            assert_eq!(set.retrieve(&mut preserved, 1).err(), Some(ENOENT));
+            Ok(())
+        })
     }
 }

@@ -395,7 +395,10 @@ mod tests {
         p.put(SESSIONS, 0, &BlockHeader { next: 0, count: 2 })?;
         let a = SessionSer {
             name: name(b"vm-a"),
-            file_set_ser: FileSetSer { files: FILES, count: 2 },
+            file_set_ser: FileSetSer {
+                files: FILES,
+                count: 2,
+            },
         };
         p.put(SESSIONS, BH, &a)?;
         let b = SessionSer {
@@ -450,7 +453,10 @@ mod tests {
         assert_eq!(d.sessions[0].files.len(), 2);
         assert_eq!(d.sessions[0].files[1].token, 2);
         assert_eq!(d.sessions[0].files[1].data, 0x12);
-        assert_eq!(c_string(&d.sessions[0].files[0].compatible), Some(&b"memfd-v2"[..]));
+        assert_eq!(
+            c_string(&d.sessions[0].files[0].compatible),
+            Some(&b"memfd-v2"[..])
+        );
         assert_eq!(d.sessions[1].files.len(), 0);
         assert_eq!(d.flbs.len(), 1);
         assert_eq!((d.flbs[0].data, d.flbs[0].count), (5, 2));
@@ -486,7 +492,10 @@ mod tests {
         let mut p = image()?;
         edit::<BlockHeader>(&mut p, SESSIONS, 0, |h| h.next = SESSIONS)?;
         let r = parse(&mut p);
-        assert!(matches!(r, Err(Corrupt::Chain(_, ChainError::Cycle(SESSIONS)))));
+        assert!(matches!(
+            r,
+            Err(Corrupt::Chain(_, ChainError::Cycle(SESSIONS)))
+        ));
         Ok(())
     }
 
@@ -495,7 +504,10 @@ mod tests {
         let mut p = image()?;
         edit::<BlockHeader>(&mut p, SESSIONS, 0, |h| h.count = 52)?;
         let r = parse(&mut p);
-        assert!(matches!(r, Err(Corrupt::Chain(_, ChainError::BadCount(SESSIONS, 52)))));
+        assert!(matches!(
+            r,
+            Err(Corrupt::Chain(_, ChainError::BadCount(SESSIONS, 52)))
+        ));
         Ok(())
     }
 
@@ -504,7 +516,10 @@ mod tests {
         let mut p = image()?;
         edit::<LuoSer>(&mut p, HDR, 0, |h| h.sessions_pa = 1 << 50)?;
         let r = parse(&mut p);
-        assert!(matches!(r, Err(Corrupt::Chain(_, ChainError::NotPreserved(_)))));
+        assert!(matches!(
+            r,
+            Err(Corrupt::Chain(_, ChainError::NotPreserved(_)))
+        ));
         Ok(())
     }
 
@@ -542,7 +557,10 @@ mod tests {
         let mut p = image()?;
         let off = BH + size_of::<SessionSer>();
         edit::<SessionSer>(&mut p, SESSIONS, off, |s| s.file_set_ser.count = 1)?;
-        assert!(matches!(parse(&mut p), Err(Corrupt::FileCount { session: 1, .. })));
+        assert!(matches!(
+            parse(&mut p),
+            Err(Corrupt::FileCount { session: 1, .. })
+        ));
         Ok(())
     }
 

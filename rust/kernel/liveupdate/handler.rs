@@ -9,17 +9,30 @@
 //! at least one file of its handlers is preserved. Both are owned by their registrant, which
 //! promises to unregister them before it frees them. [`Handler`] and [`Flb`] are references to
 //! registered ones that call their operations with the argument conventions of the C API.
+//!
+//! Handlers written in Rust implement [`FileHandler`] and register with
+//! [`FileHandlerRegistration`], which gives them a C handler of their own.
 
 use crate::{
     bindings,
-    error::to_result,
+    error::{
+        to_result,
+        VTABLE_DEFAULT_ERROR, //
+    },
     fs::File,
     prelude::*,
-    sync::aref::ARef, //
+    sync::aref::ARef,
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    },
 };
-use core::ptr::{
-    null_mut,
-    NonNull, //
+use core::{
+    marker::PhantomData,
+    ptr::{
+        null_mut,
+        NonNull, //
+    },
 };
 
 use super::abi::{
@@ -406,5 +419,291 @@ impl Flb {
             // SAFETY: `args` is valid and names a valid FLB.
             unsafe { f(&mut args) };
         }
+    }
+}
+
+/// A file handler written in Rust, registered with [`FileHandlerRegistration`].
+///
+/// The orchestrator calls it like any handler of the C API, with the same ordering rules:
+/// [`FileHandler::can_preserve`] is asked in registration order and the first handler that
+/// accepts a file preserves it; `unpreserve` and `finish` run last-preserved first; `freeze` runs
+/// first-preserved first at reboot, and `unfreeze` undoes it in reverse if the reboot is
+/// aborted; `retrieve` runs in any order, once per file.
+///
+/// `data`, the `u64` returned by [`FileHandler::preserve`] and [`FileHandler::freeze`], is the
+/// handle of the file's serialized state that the next kernel gets back in
+/// [`FileHandler::retrieve`]; usually the physical address of a preserved block.
+#[vtable]
+pub trait FileHandler: Sized + Send + Sync + 'static {
+    /// The compatible string naming the handler's serialized format, at most 47 bytes.
+    const COMPATIBLE: &'static CStr;
+
+    /// What the handler keeps for a preserved file until it is unpreserved or the kernel
+    /// reboots.
+    type Private: ForeignOwnable + Send + Sync;
+
+    /// Returns whether the handler can preserve `file`; must be cheap.
+    fn can_preserve(file: &File) -> bool;
+
+    /// Preserves `file`: returns the handle of its serialized state and the private data.
+    fn preserve(file: &File) -> Result<(u64, Self::Private)>;
+
+    /// Undoes [`FileHandler::preserve`]: the file's session was closed before reboot.
+    fn unpreserve(file: &File, data: u64, private: Self::Private);
+
+    /// Makes the preserved state final just before kexec; returns the final handle.
+    fn freeze(
+        _file: &File,
+        _data: u64,
+        _private: <Self::Private as ForeignOwnable>::Borrowed<'_>,
+    ) -> Result<u64> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Undoes [`FileHandler::freeze`] when the reboot is aborted.
+    fn unfreeze(
+        _file: &File,
+        _data: u64,
+        _private: <Self::Private as ForeignOwnable>::Borrowed<'_>,
+    ) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Recreates, in the next kernel, the file whose serialized state is `data`.
+    fn retrieve(data: u64) -> Result<ARef<File>>;
+
+    /// Returns whether the incoming file may be finished now; `retrieve_status` is 0 if it was
+    /// not retrieved, 1 if it was, or the error its retrieve returned.
+    fn can_finish(_file: Option<&File>, _data: u64, _retrieve_status: i32) -> bool {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Ends the life of the incoming file's preserved state; `file` is the retrieved file, if
+    /// any.
+    fn finish(file: Option<&File>, data: u64, retrieve_status: i32);
+
+    /// Returns the identity of the object behind `file`: an object is preserved at most once.
+    /// By default, the file itself.
+    fn get_id(_file: &File) -> usize {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// The registration of a [`FileHandler`]: registered while this value lives.
+///
+/// # Invariants
+///
+/// `inner` is a `struct liveupdate_file_handler` whose operations are those of `T`, registered
+/// with `liveupdate_register_file_handler()` until the value is dropped.
+#[pin_data(PinnedDrop)]
+pub struct FileHandlerRegistration<T: FileHandler> {
+    #[pin]
+    inner: Opaque<bindings::liveupdate_file_handler>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The registration may be dropped, that is unregistered, from any thread.
+unsafe impl<T: FileHandler> Send for FileHandlerRegistration<T> {}
+// SAFETY: Shared references give no access to the handler.
+unsafe impl<T: FileHandler> Sync for FileHandlerRegistration<T> {}
+
+impl<T: FileHandler> FileHandlerRegistration<T> {
+    /// Registers `T`.
+    ///
+    /// Fails with [`EOPNOTSUPP`] when live update is disabled and [`EEXIST`] when a handler with
+    /// the same compatible string is registered.
+    pub fn register() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            inner <- Opaque::try_ffi_init(move |slot: *mut bindings::liveupdate_file_handler| {
+                let mut fh: bindings::liveupdate_file_handler = pin_init::zeroed();
+                fh.ops = &FileHandlerVTable::<T>::OPS;
+                fh.compatible = FileHandlerVTable::<T>::COMPATIBLE;
+                // SAFETY: The initializer can write to the provided `slot`.
+                unsafe { slot.write(fh) };
+                // SAFETY: `slot` holds a valid handler that stays pinned and unchanged until
+                // `drop` unregisters it.
+                // INVARIANT: On success the handler is registered.
+                to_result(unsafe { bindings::liveupdate_register_file_handler(slot) })
+            }),
+            _t: PhantomData,
+        })
+    }
+}
+
+#[pinned_drop]
+impl<T: FileHandler> PinnedDrop for FileHandlerRegistration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariants, the handler is registered.
+        unsafe { bindings::liveupdate_unregister_file_handler(self.inner.get()) };
+    }
+}
+
+/// The C operations of a [`FileHandler`].
+struct FileHandlerVTable<T: FileHandler>(PhantomData<T>);
+
+impl<T: FileHandler> FileHandlerVTable<T> {
+    const COMPATIBLE: [c_char; HANDLER_COMPAT_LENGTH] = {
+        let s = T::COMPATIBLE.to_bytes();
+        crate::build_assert::build_assert!(s.len() < HANDLER_COMPAT_LENGTH);
+        let mut out = [0 as c_char; HANDLER_COMPAT_LENGTH];
+        let mut i = 0;
+        while i < s.len() && i < HANDLER_COMPAT_LENGTH - 1 {
+            out[i] = c_char::from_ne_bytes([s[i]]);
+            i += 1;
+        }
+        out
+    };
+
+    const OPS: bindings::liveupdate_file_ops = bindings::liveupdate_file_ops {
+        can_preserve: Some(Self::can_preserve),
+        preserve: Some(Self::preserve),
+        unpreserve: Some(Self::unpreserve),
+        freeze: if T::HAS_FREEZE {
+            Some(Self::freeze)
+        } else {
+            None
+        },
+        unfreeze: if T::HAS_UNFREEZE {
+            Some(Self::unfreeze)
+        } else {
+            None
+        },
+        retrieve: Some(Self::retrieve),
+        can_finish: if T::HAS_CAN_FINISH {
+            Some(Self::can_finish)
+        } else {
+            None
+        },
+        finish: Some(Self::finish),
+        get_id: if T::HAS_GET_ID {
+            Some(Self::get_id)
+        } else {
+            None
+        },
+        owner: crate::module::this_module::<T::OwnerModule>().as_ptr(),
+    };
+
+    /// # Safety
+    ///
+    /// `file` must be valid for the duration of the call.
+    unsafe extern "C" fn can_preserve(
+        _fh: *mut bindings::liveupdate_file_handler,
+        file: *mut bindings::file,
+    ) -> bool {
+        // SAFETY: The caller guarantees that `file` is valid; the orchestrator holds no
+        // fdget_pos region on it.
+        T::can_preserve(unsafe { File::from_raw_file(file) })
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid and name a valid file.
+    unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
+        // SAFETY: The caller guarantees that `args` is valid and not aliased during the call.
+        let args = unsafe { &mut *args };
+        // SAFETY: The caller guarantees that `args.file` is valid.
+        let file = unsafe { File::from_raw_file(args.file) };
+        match T::preserve(file) {
+            Ok((data, private)) => {
+                args.serialized_data = data;
+                args.private_data = private.into_foreign();
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid and name a valid file preserved by `T`, with the private data its
+    /// `preserve` returned.
+    unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_file_op_args) {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: The caller guarantees that `args.file` is valid.
+        let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: `private_data` came from `into_foreign()` in `preserve`; unpreserve is its last
+        // use.
+        let private = unsafe { T::Private::from_foreign(args.private_data) };
+        T::unpreserve(file, args.serialized_data, private);
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Self::unpreserve`].
+    unsafe extern "C" fn freeze(args: *mut bindings::liveupdate_file_op_args) -> c_int {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: The caller guarantees that `args.file` is valid.
+        let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: `private_data` came from `into_foreign()` in `preserve` and is not released
+        // before `unpreserve`.
+        let private = unsafe { T::Private::borrow(args.private_data) };
+        match T::freeze(file, args.serialized_data, private) {
+            Ok(data) => {
+                args.serialized_data = data;
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Self::unpreserve`].
+    unsafe extern "C" fn unfreeze(args: *mut bindings::liveupdate_file_op_args) {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &mut *args };
+        // SAFETY: The caller guarantees that `args.file` is valid.
+        let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: As in `freeze`.
+        let private = unsafe { T::Private::borrow(args.private_data) };
+        T::unfreeze(file, args.serialized_data, private);
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid.
+    unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &mut *args };
+        match T::retrieve(args.serialized_data) {
+            Ok(file) => {
+                // The reference is handed over to the orchestrator.
+                args.file = ARef::into_raw(file).as_ptr().cast();
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid; `args.file` must be NULL or valid.
+    unsafe extern "C" fn can_finish(args: *mut bindings::liveupdate_file_op_args) -> bool {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &*args };
+        // SAFETY: The caller guarantees that a non-NULL `args.file` is valid.
+        let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
+        T::can_finish(file, args.serialized_data, args.retrieve_status)
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid; `args.file` must be NULL or valid.
+    unsafe extern "C" fn finish(args: *mut bindings::liveupdate_file_op_args) {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &*args };
+        // SAFETY: The caller guarantees that a non-NULL `args.file` is valid.
+        let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
+        T::finish(file, args.serialized_data, args.retrieve_status);
+    }
+
+    /// # Safety
+    ///
+    /// `file` must be valid for the duration of the call.
+    unsafe extern "C" fn get_id(file: *mut bindings::file) -> c_ulong {
+        // SAFETY: The caller guarantees that `file` is valid.
+        T::get_id(unsafe { File::from_raw_file(file) })
     }
 }
