@@ -74,6 +74,8 @@ pub(crate) struct Registry {
     links: KVec<(Handler, Flb)>,
     /// The previous kernel's FLB page.
     incoming: KVec<FlbEntry>,
+    /// Whether the previous kernel handed over an FLB page (empty or not).
+    has_incoming: bool,
 }
 
 impl Registry {
@@ -83,6 +85,7 @@ impl Registry {
             order: KVec::new(),
             links: KVec::new(),
             incoming: KVec::new(),
+            has_incoming: false,
         }
     }
 
@@ -124,6 +127,7 @@ impl Registry {
 /// Records the previous kernel's FLB page.
 pub(crate) fn set_incoming(entries: &[FlbEntry]) {
     let mut reg = FLBS.lock();
+    reg.has_incoming = true;
     reg.incoming.clear();
     if reg.incoming.extend_from_slice(entries, GFP_KERNEL).is_err() {
         pr_warn!("out of memory: the previous kernel's FLB data is dropped\n");
@@ -293,11 +297,7 @@ fn retrieve_locked(reg: &mut Registry, flb: Flb) -> Result {
         return Ok(());
     }
     let Some(entry) = entry else {
-        return Err(if reg.incoming.is_empty() {
-            ENODATA
-        } else {
-            ENOENT
-        });
+        return Err(if reg.has_incoming { ENOENT } else { ENODATA });
     };
     state.in_data = entry.data;
     state.in_count = entry.count;
@@ -319,26 +319,37 @@ fn retrieve_locked(reg: &mut Registry, flb: Flb) -> Result {
 }
 
 fn put_incoming_locked(reg: &mut Registry, flb: Flb) {
-    let Some(state) = reg.find(flb) else {
-        return;
-    };
-    state.in_count = state.in_count.saturating_sub(1);
-    if state.in_count > 0 {
-        return;
-    }
-    if state.in_status <= 0 {
-        if let Err(e) = retrieve_locked(reg, flb) {
-            pr_warn!(
-                "cannot retrieve FLB '{}' to finish it: {:?}\n",
-                kernel::str::BStr::from_bytes(flb.compatible()),
-                e
-            );
-            return;
+    // The incoming count comes from the previous kernel: retrieve first if nobody did, so that
+    // a put before any get counts down from it instead of finishing at once.
+    if reg.find(flb).is_none_or(|s| s.in_status <= 0) {
+        match retrieve_locked(reg, flb) {
+            Ok(()) => {}
+            // The previous kernel had no state for this FLB: there is nothing to finish.
+            Err(e) if e == ENOENT || e == ENODATA => return,
+            Err(e) => {
+                pr_warn!(
+                    "cannot retrieve FLB '{}' to finish it: {:?}\n",
+                    kernel::str::BStr::from_bytes(flb.compatible()),
+                    e
+                );
+                return;
+            }
         }
     }
     let Some(state) = reg.find(flb) else {
         return;
     };
+    if state.in_count == 0 {
+        pr_warn!(
+            "unbalanced put of incoming FLB '{}'\n",
+            kernel::str::BStr::from_bytes(flb.compatible())
+        );
+        return;
+    }
+    state.in_count -= 1;
+    if state.in_count > 0 {
+        return;
+    }
     flb.finish(state.in_obj);
     state.in_data = 0;
     state.in_obj = FlbObject::NONE;

@@ -19,7 +19,7 @@ __rust_helper size_t rust_helper_folio_size(const struct folio *folio)
 	return folio_size(folio);
 }
 
-__rust_helper phys_addr_t rust_helper_virt_to_phys(volatile void *address)
+__rust_helper phys_addr_t rust_helper_virt_to_phys(void *address)
 {
 	return virt_to_phys(address);
 }

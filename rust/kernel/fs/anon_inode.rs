@@ -48,7 +48,7 @@ use core::{
 /// impl AnonInodeFile for Counter {
 ///     type Ptr = Arc<Counter>;
 ///
-///     fn ioctl(this: ArcBorrow<'_, Counter>, _file: &File, cmd: u32, _arg: usize) -> Result<isize> {
+///     fn ioctl(this: ArcBorrow<'_, Self>, _: &File, cmd: u32, _arg: usize) -> Result<isize> {
 ///         match cmd {
 ///             1 => Ok(this.0 as isize),
 ///             _ => Err(ENOTTY),
@@ -89,7 +89,8 @@ pub trait AnonInodeFile: Sized {
 /// [`FileDescriptorReservation::fd_install`]) hands it to userspace; dropping it releases the
 /// file, which passes `data` back to [`AnonInodeFile::release`].
 ///
-/// [`FileDescriptorReservation::fd_install`]: crate::fs::file::FileDescriptorReservation::fd_install
+/// [`FileDescriptorReservation::fd_install`]:
+///     crate::fs::file::FileDescriptorReservation::fd_install
 pub fn new_file<T: AnonInodeFile>(name: &CStr, data: T::Ptr, flags: u32) -> Result<ARef<File>> {
     let flags = c_int::try_from(flags).map_err(|_| EINVAL)?;
     let private = data.into_foreign();
