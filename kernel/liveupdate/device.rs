@@ -189,11 +189,13 @@ fn create_session(ucmd: Ucmd) -> Result {
 fn retrieve_session(ucmd: Ucmd) -> Result {
     let mut arg = ucmd.read::<uapi::liveupdate_ioctl_retrieve_session>()?;
     let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
+    let wanted = arg.name;
+    let wanted = session::compared_name(&wanted);
     let luo = lock();
     let session = luo
         .incoming
         .iter()
-        .find(|s| session::strncmp_eq(s.name(), &arg.name))
+        .find(|s| s.name() == wanted)
         .ok_or(ENOENT)?
         .clone();
     let mut inner = session.lock();

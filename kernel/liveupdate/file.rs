@@ -354,7 +354,10 @@ mod tests {
         },
         liveupdate::handler::{
             FileHandler,
-            FileHandlerRegistration, //
+            FileHandlerRegistration,
+            FlbObject,
+            FlbOps,
+            FlbRegistration, //
         },
         sync::atomic::{
             Atomic,
@@ -584,5 +587,99 @@ mod tests {
             assert_eq!(set.retrieve(&mut preserved, 1).err(), Some(ENOENT));
             Ok(())
         })
+    }
+
+    const FLB_PRESERVE: u64 = 7;
+    const FLB_UNPRESERVE: u64 = 8;
+    const FLB_RETRIEVE: u64 = 9;
+    const FLB_FINISH: u64 = 10;
+
+    struct TestFlb;
+
+    impl FlbOps for TestFlb {
+        const COMPATIBLE: &'static CStr = c"luo-kunit-flb-v1";
+
+        fn preserve() -> Result<(u64, FlbObject)> {
+            record(FLB_PRESERVE, 0);
+            Ok((
+                0x77,
+                FlbObject::new(core::ptr::without_provenance_mut(0x1000)),
+            ))
+        }
+
+        fn unpreserve(data: u64, _obj: FlbObject) {
+            record(FLB_UNPRESERVE, data);
+        }
+
+        fn retrieve(data: u64) -> Result<FlbObject> {
+            record(FLB_RETRIEVE, data);
+            Ok(FlbObject::new(core::ptr::without_provenance_mut(0x2000)))
+        }
+
+        fn finish(obj: FlbObject) {
+            // CAST: The test's objects are plain numbers.
+            record(FLB_FINISH, obj.as_ptr() as u64);
+        }
+    }
+
+    /// The first preserved file preserves the FLB and the last unpreserved one unpreserves
+    /// it; incoming, the FLB is retrieved on first use, counted down from the previous
+    /// kernel's count and finished with the last file.
+    #[test]
+    fn flb_refcounts() -> Result {
+        if !crate::enabled() {
+            return Ok(());
+        }
+        let reg = KBox::pin_init(
+            FileHandlerRegistration::<TestHandler>::register(),
+            GFP_KERNEL,
+        )?;
+        let flb = KBox::pin_init(
+            FlbRegistration::<TestFlb>::register(reg.as_ref()),
+            GFP_KERNEL,
+        )?;
+        NEXT.store(0, Relaxed);
+        assert_eq!(flb.get_outgoing().err(), Some(ENOENT));
+
+        let (a, b) = (new_file(6)?, new_file(7)?);
+        let mut set = FileSet::new();
+        preserve(&mut set, 1, &a)?;
+        preserve(&mut set, 2, &b)?;
+        assert_eq!(&events()?[..], &[7000, 1006, 1007]);
+        let obj = flb.get_outgoing()?;
+        assert!(obj.as_ptr() == core::ptr::without_provenance_mut(0x1000));
+        flb.put_outgoing();
+        unpreserve_all(&mut set);
+        assert_eq!(&events()?[..], &[2007, 2006, 8119]);
+
+        let mut compatible = [0u8; abi::FLB_COMPAT_LENGTH];
+        compatible[..16].copy_from_slice(b"luo-kunit-flb-v1");
+        crate::flb::add_incoming_for_test(crate::incoming::FlbEntry {
+            compatible,
+            data: 0x55,
+            count: 2,
+        })?;
+        let mut entries = KVec::new();
+        for token in [1u64, 2] {
+            let mut compatible = [0u8; abi::HANDLER_COMPAT_LENGTH];
+            compatible[..12].copy_from_slice(b"luo-kunit-v1");
+            entries.push(
+                FileEntry {
+                    compatible,
+                    data: token,
+                    token,
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        let mut incoming = FileSet::from_incoming(&crate::lock(), &entries)?;
+        let mut preserved = KVec::new();
+        incoming.can_finish()?;
+        incoming.finish(&mut preserved);
+        assert_eq!(&events()?[..], &[6002, 9085, 6001, 10000 + 0x2000]);
+        assert_eq!(flb.get_incoming().err(), Some(ENODATA));
+        drop(flb);
+        drop(reg);
+        Ok(())
     }
 }

@@ -135,6 +135,12 @@ pub(crate) fn set_incoming(entries: &[FlbEntry]) {
     }
 }
 
+/// Adds an FLB to the incoming state, as if the previous kernel had handed it over.
+#[cfg(CONFIG_KUNIT)]
+pub(crate) fn add_incoming_for_test(entry: FlbEntry) -> Result {
+    Ok(FLBS.lock().incoming.push(entry, GFP_KERNEL)?)
+}
+
 /// Writes an empty FLB page.
 pub(crate) fn init_page(page: &mut [u8]) -> Result {
     let header = FlbHeader { pgcnt: 1, count: 0 };

@@ -66,6 +66,8 @@ pub(crate) struct SessionInner {
 #[pin_data]
 pub(crate) struct Session {
     name: [u8; SESSION_NAME_LENGTH],
+    /// Length of `name` before its NUL.
+    name_len: usize,
     incoming: bool,
     #[pin]
     inner: Mutex<SessionInner>,
@@ -78,9 +80,12 @@ impl Session {
         buf.get_mut(..name.len())
             .ok_or(EINVAL)?
             .copy_from_slice(name);
+        // Computed out of `pin_init!`, where `name` names the field being initialized.
+        let name_len = name.len();
         Arc::pin_init(
             pin_init!(Self {
                 name: buf,
+                name_len,
                 incoming,
                 inner <- new_mutex!(
                     SessionInner {
@@ -96,7 +101,7 @@ impl Session {
 
     /// Returns the session's name, without its NUL.
     pub(crate) fn name(&self) -> &[u8] {
-        c_string(&self.name).unwrap_or(&[])
+        self.name.get(..self.name_len).unwrap_or(&[])
     }
 
     /// Locks the session's mutable state.
@@ -228,10 +233,10 @@ fn remove(list: &mut KVec<Arc<Session>>, session: &Arc<Session>) {
     }
 }
 
-/// Compares two session names as `strncmp(a, b, 64) == 0` does: up to the first NUL.
-pub(crate) fn strncmp_eq(a: &[u8], b: &[u8; SESSION_NAME_LENGTH]) -> bool {
-    let b = c_string(b).unwrap_or(b);
-    a == b
+/// Returns the part of a userspace name that `strncmp(name, other, 64)` compares: up to its
+/// first NUL, or all 64 bytes.
+pub(crate) fn compared_name(name: &[u8; SESSION_NAME_LENGTH]) -> &[u8] {
+    c_string(name).unwrap_or(name)
 }
 
 /// Rebuilds the incoming sessions from the previous kernel's data, on the first open of

@@ -707,3 +707,186 @@ impl<T: FileHandler> FileHandlerVTable<T> {
         T::get_id(unsafe { File::from_raw_file(file) })
     }
 }
+
+impl FlbObject {
+    /// Wraps an object pointer of the C API; the orchestrator never dereferences it.
+    pub fn new(ptr: *mut c_void) -> Self {
+        Self(ptr)
+    }
+}
+
+/// File-lifecycle-bound global state written in Rust, registered with [`FlbRegistration`].
+///
+/// `preserve` runs when the first file of a handler the FLB is registered with is preserved
+/// and `unpreserve` when the last one is unpreserved; in the next kernel, `retrieve` runs on
+/// first use and `finish` when the last file that needed it is finished.
+pub trait FlbOps: Sized + Send + Sync + 'static {
+    /// The compatible string naming the FLB's serialized format, at most 47 bytes.
+    const COMPATIBLE: &'static CStr;
+
+    /// Creates the outgoing state: returns its serialized handle and live object.
+    fn preserve() -> Result<(u64, FlbObject)>;
+
+    /// Drops the outgoing state.
+    fn unpreserve(data: u64, obj: FlbObject);
+
+    /// Recreates the incoming state from the previous kernel's handle.
+    fn retrieve(data: u64) -> Result<FlbObject>;
+
+    /// Ends the incoming state.
+    fn finish(obj: FlbObject);
+}
+
+/// The registration of [`FlbOps`] `T` with one file handler: registered while this value lives.
+///
+/// # Invariants
+///
+/// `inner` is a `struct liveupdate_flb` with the operations of `T`, registered with the file
+/// handler `handler` until the value is dropped.
+#[pin_data(PinnedDrop)]
+pub struct FlbRegistration<T: FlbOps> {
+    #[pin]
+    inner: Opaque<bindings::liveupdate_flb>,
+    handler: *mut bindings::liveupdate_file_handler,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The registration may be used and dropped from any thread, as the C API allows.
+unsafe impl<T: FlbOps> Send for FlbRegistration<T> {}
+// SAFETY: The C API's FLB functions may be called concurrently.
+unsafe impl<T: FlbOps> Sync for FlbRegistration<T> {}
+
+impl<T: FlbOps> FlbRegistration<T> {
+    /// Registers `T` with the registered handler `handler`, which must outlive the returned
+    /// registration.
+    pub fn register<H: FileHandler>(
+        handler: Pin<&FileHandlerRegistration<H>>,
+    ) -> impl PinInit<Self, Error> + '_ {
+        let fh = handler.inner.get();
+        try_pin_init!(Self {
+            inner <- Opaque::try_ffi_init(move |slot: *mut bindings::liveupdate_flb| {
+                let mut flb: bindings::liveupdate_flb = pin_init::zeroed();
+                flb.ops = &FlbVTable::<T>::OPS;
+                flb.compatible = FlbVTable::<T>::COMPATIBLE;
+                // SAFETY: The initializer can write to the provided `slot`.
+                unsafe { slot.write(flb) };
+                // SAFETY: `fh` is a registered handler and `slot` a valid FLB that stays pinned
+                // and unchanged until `drop` unregisters it.
+                // INVARIANT: On success the FLB is registered with `fh`.
+                to_result(unsafe { bindings::liveupdate_register_flb(fh, slot) })
+            }),
+            handler: fh,
+            _t: PhantomData,
+        })
+    }
+
+    /// Takes a reference on the incoming object, retrieving it on first use.
+    pub fn get_incoming(&self) -> Result<FlbObject> {
+        let mut obj = null_mut();
+        // SAFETY: The FLB is registered and `obj` is valid for writes.
+        to_result(unsafe { bindings::liveupdate_flb_get_incoming(self.inner.get(), &mut obj) })?;
+        Ok(FlbObject(obj))
+    }
+
+    /// Drops a reference taken by [`FlbRegistration::get_incoming`].
+    pub fn put_incoming(&self) {
+        // SAFETY: The FLB is registered.
+        unsafe { bindings::liveupdate_flb_put_incoming(self.inner.get()) };
+    }
+
+    /// Takes a reference on the outgoing object; [`ENOENT`] if no file needs it.
+    pub fn get_outgoing(&self) -> Result<FlbObject> {
+        let mut obj = null_mut();
+        // SAFETY: The FLB is registered and `obj` is valid for writes.
+        to_result(unsafe { bindings::liveupdate_flb_get_outgoing(self.inner.get(), &mut obj) })?;
+        Ok(FlbObject(obj))
+    }
+
+    /// Drops a reference taken by [`FlbRegistration::get_outgoing`].
+    pub fn put_outgoing(&self) {
+        // SAFETY: The FLB is registered.
+        unsafe { bindings::liveupdate_flb_put_outgoing(self.inner.get()) };
+    }
+}
+
+#[pinned_drop]
+impl<T: FlbOps> PinnedDrop for FlbRegistration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariants, the FLB is registered with `handler`.
+        unsafe { bindings::liveupdate_unregister_flb(self.handler, self.inner.get()) };
+    }
+}
+
+/// The C operations of [`FlbOps`] `T`.
+struct FlbVTable<T: FlbOps>(PhantomData<T>);
+
+impl<T: FlbOps> FlbVTable<T> {
+    const COMPATIBLE: [c_char; FLB_COMPAT_LENGTH] = {
+        let s = T::COMPATIBLE.to_bytes();
+        crate::build_assert::build_assert!(s.len() < FLB_COMPAT_LENGTH);
+        let mut out = [0 as c_char; FLB_COMPAT_LENGTH];
+        let mut i = 0;
+        while i < s.len() && i < FLB_COMPAT_LENGTH - 1 {
+            out[i] = c_char::from_ne_bytes([s[i]]);
+            i += 1;
+        }
+        out
+    };
+
+    const OPS: bindings::liveupdate_flb_ops = bindings::liveupdate_flb_ops {
+        preserve: Some(Self::preserve),
+        unpreserve: Some(Self::unpreserve),
+        retrieve: Some(Self::retrieve),
+        finish: Some(Self::finish),
+        owner: core::ptr::null_mut(),
+    };
+
+    /// # Safety
+    ///
+    /// `args` must be valid.
+    unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_flb_op_args) -> c_int {
+        // SAFETY: The caller guarantees that `args` is valid and not aliased during the call.
+        let args = unsafe { &mut *args };
+        match T::preserve() {
+            Ok((data, obj)) => {
+                args.data = data;
+                args.obj = obj.0;
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid.
+    unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_flb_op_args) {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &*args };
+        T::unpreserve(args.data, FlbObject(args.obj));
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid.
+    unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_flb_op_args) -> c_int {
+        // SAFETY: The caller guarantees that `args` is valid and not aliased during the call.
+        let args = unsafe { &mut *args };
+        match T::retrieve(args.data) {
+            Ok(obj) => {
+                args.obj = obj.0;
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `args` must be valid.
+    unsafe extern "C" fn finish(args: *mut bindings::liveupdate_flb_op_args) {
+        // SAFETY: The caller guarantees that `args` is valid.
+        let args = unsafe { &*args };
+        T::finish(FlbObject(args.obj));
+    }
+}
