@@ -134,19 +134,20 @@ impl MiscDevice for LuoDevice {
     }
 }
 
-/// The name of a session's file: "[luo_session] <name>".
-fn file_name(name: &[u8]) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(16 + name.len(), GFP_KERNEL)?;
-    buf.extend_from_slice(b"[luo_session] ", GFP_KERNEL)?;
-    buf.extend_from_slice(name, GFP_KERNEL)?;
-    buf.push(0, GFP_KERNEL)?;
-    Ok(buf)
-}
-
-/// Creates the file of `session` named after it.
+/// Creates the file of `session`, named "[luo_session] <name>".
 pub(crate) fn session_file(session: &Arc<Session>) -> Result<ARef<File>> {
-    let name = file_name(session.name())?;
-    let name = CStr::from_bytes_with_nul(&name).map_err(|_| EINVAL)?;
+    const PREFIX: &[u8] = b"[luo_session] ";
+    let mut buf = [0u8; PREFIX.len() + SESSION_NAME_LENGTH];
+    let name = session.name();
+    let len = PREFIX.len() + name.len();
+    // The name has at most 63 bytes, so the buffer keeps a NUL after it.
+    buf.get_mut(..PREFIX.len())
+        .ok_or(EINVAL)?
+        .copy_from_slice(PREFIX);
+    buf.get_mut(PREFIX.len()..len)
+        .ok_or(EINVAL)?
+        .copy_from_slice(name);
+    let name = CStr::from_bytes_with_nul(buf.get(..=len).ok_or(EINVAL)?).map_err(|_| EINVAL)?;
     anon_inode::new_file::<Session>(name, session.clone(), O_RDWR)
 }
 
@@ -189,13 +190,17 @@ fn create_session(ucmd: Ucmd) -> Result {
 fn retrieve_session(ucmd: Ucmd) -> Result {
     let mut arg = ucmd.read::<uapi::liveupdate_ioctl_retrieve_session>()?;
     let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
-    let wanted = arg.name;
-    let wanted = session::compared_name(&wanted);
+    // `strncmp(name, wanted, 64)` semantics: what follows the first NUL does not count.
+    let mut key = [0u8; SESSION_NAME_LENGTH];
+    let wanted = session::compared_name(&arg.name);
+    key.get_mut(..wanted.len())
+        .ok_or(EINVAL)?
+        .copy_from_slice(wanted);
     let luo = lock();
     let session = luo
         .incoming
-        .iter()
-        .find(|s| s.name() == wanted)
+        .as_ref()
+        .and_then(|t| t.get(&key))
         .ok_or(ENOENT)?
         .clone();
     let mut inner = session.lock();

@@ -31,9 +31,11 @@ use kernel::{
     liveupdate::{
         abi,
         handler::Handler,
-        kho, //
+        kho,
+        SESSION_NAME_LENGTH, //
     },
     prelude::*,
+    rbtree::RBTree,
     sync::{
         atomic::{
             Atomic,
@@ -93,8 +95,9 @@ pub(crate) struct Luo {
     handlers: KVec<Handler>,
     /// Sessions created in this kernel, in creation order.
     outgoing: KVec<Arc<Session>>,
-    /// Sessions restored from the previous kernel.
-    incoming: KVec<Arc<Session>>,
+    /// Sessions restored from the previous kernel, by NUL-padded name; `None` until
+    /// `/dev/liveupdate` was first opened.
+    incoming: Option<RBTree<[u8; SESSION_NAME_LENGTH], Arc<Session>>>,
     /// Preserved pages for the outgoing sessions' serialized form, one entry per session.
     session_blocks: block::BlockSet,
     /// Identities ([`Handler::id`]) of the objects preserved or retrieved in any session.
@@ -122,7 +125,7 @@ impl Luo {
         Self {
             handlers: KVec::new(),
             outgoing: KVec::new(),
-            incoming: KVec::new(),
+            incoming: None,
             session_blocks: block::BlockSet::new(size_of::<abi::SessionSer>()),
             preserved: KVec::new(),
             out: None,

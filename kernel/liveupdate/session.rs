@@ -38,6 +38,7 @@ use kernel::{
     },
     new_mutex,
     prelude::*,
+    rbtree::RBTree,
     sync::{
         lock::mutex::MutexGuard,
         Arc,
@@ -217,19 +218,18 @@ impl AnonInodeFile for Session {
                 return;
             }
             inner.files.finish(&mut luo.preserved);
-            remove(&mut luo.incoming, &this);
+            if let Some(incoming) = luo.incoming.as_mut() {
+                drop(incoming.remove(&this.name));
+            }
         } else {
             inner.files.unpreserve_all(&mut luo.preserved);
-            remove(&mut luo.outgoing, &this);
+            // Outgoing sessions are serialized in creation order, which must be kept.
+            if let Some(i) = luo.outgoing.iter().position(|s| Arc::ptr_eq(s, &this)) {
+                // `i` is in bounds: it was just found.
+                drop(luo.outgoing.remove(i));
+            }
             luo.session_blocks.shrink(luo.outgoing.len());
         }
-    }
-}
-
-fn remove(list: &mut KVec<Arc<Session>>, session: &Arc<Session>) {
-    if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, session)) {
-        // `i` is in bounds: it was just found.
-        let _ = list.remove(i);
     }
 }
 
@@ -254,19 +254,35 @@ fn deserialize_pending(luo: &mut Luo) -> Result {
     let Some(data) = luo.pending.take() else {
         return Ok(());
     };
-    luo.incoming.reserve(data.sessions.len(), GFP_KERNEL)?;
-    for s in data.sessions.iter() {
-        let mut files = FileSet::from_incoming(luo, &s.files)?;
-        let session = match Session::new(c_string(&s.name).unwrap_or(&[]), true, FileSet::new()) {
-            Ok(session) => session,
-            Err(e) => {
-                files.drop_incoming();
-                return Err(e);
-            }
-        };
-        session.lock().files = files;
-        // Within the capacity reserved above.
-        let _ = luo.incoming.push_within_capacity(session);
+    let mut incoming = RBTree::new();
+    // As in the C implementation, the sessions rebuilt before a failure are kept (and stay
+    // unreachable: opening the device fails from then on).
+    let r = data
+        .sessions
+        .iter()
+        .try_for_each(|s| add_incoming(luo, &mut incoming, s));
+    luo.incoming = Some(incoming);
+    r
+}
+
+fn add_incoming(
+    luo: &Luo,
+    incoming: &mut RBTree<[u8; SESSION_NAME_LENGTH], Arc<Session>>,
+    s: &crate::incoming::SessionEntry,
+) -> Result {
+    let mut files = FileSet::from_incoming(luo, &s.files)?;
+    let session = match Session::new(c_string(&s.name).unwrap_or(&[]), true, FileSet::new()) {
+        Ok(session) => session,
+        Err(e) => {
+            files.drop_incoming();
+            return Err(e);
+        }
+    };
+    session.lock().files = files;
+    // Names are unique: the previous kernel's data was refused otherwise.
+    if let Err(e) = incoming.try_create_and_insert(session.name, session.clone(), GFP_KERNEL) {
+        session.lock().files.drop_incoming();
+        return Err(e);
     }
     Ok(())
 }
