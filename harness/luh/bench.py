@@ -392,10 +392,12 @@ def _notes(mem, failures):
              f"finished and closed; compare it with the cold boot of the same {mem} MiB VM.",
              ""]
     notes += ["## Reading the figures", "",
-              "- Until the Rust LUO, KHO and memfd handler land, both flavors run upstream's C "
-              "code; the rust flavor differs only by `CONFIG_RUST` and the Rust ABI module. "
-              "Ratios away from 1.00 are then the noise of a shared, TCG-emulated machine, which "
-              "sets the bar later figures have to clear.",
+              "- The rust flavor runs the Rust LUO core (`kernel/liveupdate/luo.rs`: device, "
+              "sessions, files, FLBs, luo-v5 serialization); KHO and the memfd handler are still "
+              "upstream's C in both flavors. The **scale** figures measure the core itself; the "
+              "memfd-heavy ones (blackout, throughput, memory) are dominated by KHO and the memfd "
+              "handler, so ratios away from 1.00 there are mostly the noise of a shared, "
+              "TCG-emulated machine.",
               "- Parts of a few milliseconds (old-kernel serialize + shutdown, FINISH) are within "
               "the cut uncertainty; compare totals.", ""]
     if failures:

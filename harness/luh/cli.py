@@ -98,7 +98,8 @@ SUITE_NAMES = (
     ["harness-unit", "series", "crate:cargo-test", "crate:lint"]
     + [f"kselftest:{t}" for t in KSELFTESTS]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS]
-    + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy"]
+    + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy",
+       "rustdoc", "c-core-gone"]
     + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
     + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke"]
     + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
@@ -110,7 +111,7 @@ def _wanted(name, globs):
 
 
 def run_arch(arch, flavors, build_flavors, cross, globs, add):
-    _, trees, builds, progs = _prepare(arch, build_flavors)
+    tc, trees, builds, progs = _prepare(arch, build_flavors)
     ours = [f for f in tree.our_rust_files() if not f.startswith("tools/")]
     for f in flavors:
         stage(f"suites on {arch}/{f}")
@@ -136,6 +137,10 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 add(suites.rustfmtcheck(arch, trees["rust"], ours))
             if _wanted("clippy", globs):
                 add(suites.clippy(arch, builds["rust"], ours))
+            if _wanted("rustdoc", globs):
+                add(suites.rustdoc(arch, trees["rust"], builds["rust"], tc, ours))
+            if _wanted("c-core-gone", globs):
+                add(suites.c_core_gone(arch, builds["rust"]))
             if crate.supported(arch):
                 for n in sorted(suites.CORRUPT_CASES):
                     if _wanted(f"corrupt:{n}", globs):

@@ -193,6 +193,53 @@ def clippy(arch, build, ours):
     return s
 
 
+def rustdoc(arch, srctree, build, tc, ours):
+    """make rustdoc (the kernel crate's API docs): no warning may point into our files."""
+    t0 = time.monotonic()
+    log = LOGS / f"rustdoc-{arch}.log"
+    p = run(kbuild.make_cmd(srctree, build.outdir, arch, tc, ["rustdoc"]), log=log, check=False)
+    text = open(log, errors="replace").read()
+    s = Suite(arch, "rust", "rustdoc", log=str(log))
+    locs = [m.group(1) for m in (_WARN_AT.match(line) for line in text.splitlines()) if m]
+    mine = sorted({loc for loc in locs if any(loc.endswith("/" + f) for f in ours)})
+    if p.returncode != 0:
+        s.cases = [Case("our code", FAIL, f"make rustdoc failed (exit {p.returncode})")]
+    elif mine:
+        s.cases = [Case("our code", FAIL, "rustdoc warnings in: " + ", ".join(mine))]
+    else:
+        s.cases = [Case("our code", PASS)]
+    s.note = f"{text.count(chr(10) + 'warning:')} warning lines in the whole run"
+    s.seconds = time.monotonic() - t0
+    return s
+
+
+# The C core the rust flavor replaces: none of its objects may be built or linked.
+C_CORE = ("luo_core", "luo_session", "luo_file", "luo_flb", "kho_block")
+
+
+def c_core_gone(arch, build):
+    """The rust build links no object of upstream's C LUO core and has no C core symbol."""
+    s = Suite(arch, "rust", "c-core-gone")
+    members = run(["ar", "t", build.outdir / "kernel" / "liveupdate" / "built-in.a"]).stdout.split()
+    linked = [m for m in members if any(m.endswith(f"/{o}.o") for o in C_CORE)]
+    # Functions only the C core defines (static ones included: nm lists them too).
+    nm = kbuild.ARCH_INFO[arch]["cross"] + "nm"
+    syms = run([nm, build.outdir / "vmlinux"]).stdout.split("\n")
+    c_syms = [ln.split()[-1] for ln in syms
+              if re.search(r" [tT] (luo_session_create|luo_preserve_file|kho_block_set_grow|"
+                           r"luo_flb_file_preserve|luo_early_startup)$", ln)]
+    s.cases = [
+        Case("no C core object in kernel/liveupdate/built-in.a", FAIL if linked else PASS,
+             "linked: " + ", ".join(linked) if linked else ""),
+        Case("no C core function in vmlinux", FAIL if c_syms else PASS, ", ".join(c_syms)),
+        Case("the Rust core is linked", PASS if any(m.endswith("/luo.o") for m in members)
+             else FAIL, "" if any(m.endswith("/luo.o") for m in members)
+             else "luo.o missing from kernel/liveupdate/built-in.a"),
+    ]
+    s.note = "members: " + " ".join(m.rsplit("/", 1)[-1] for m in members)
+    return s
+
+
 def rustfmtcheck(arch, srctree, ours):
     """make LLVM=1 rustfmtcheck over the rust tree; our files must be clean."""
     t0 = time.monotonic()
