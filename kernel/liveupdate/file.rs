@@ -389,6 +389,15 @@ mod tests {
         }
     }
 
+    /// Forgets the events and the files of earlier tests (whose addresses may be reused).
+    fn reset() {
+        NEXT.store(0, Relaxed);
+        FAIL_FREEZE.store(0, Relaxed);
+        for f in FILES.iter() {
+            f.store(0, Relaxed);
+        }
+    }
+
     fn events() -> Result<KVec<u64>> {
         let mut v = KVec::new();
         for e in EVENTS.iter().take(NEXT.load(Relaxed)) {
@@ -478,8 +487,7 @@ mod tests {
             FileHandlerRegistration::<TestHandler>::register(),
             GFP_KERNEL,
         )?;
-        NEXT.store(0, Relaxed);
-        FAIL_FREEZE.store(0, Relaxed);
+        reset();
         f()
     }
 
@@ -638,7 +646,7 @@ mod tests {
             FlbRegistration::<TestFlb>::register(reg.as_ref()),
             GFP_KERNEL,
         )?;
-        NEXT.store(0, Relaxed);
+        reset();
         assert_eq!(flb.get_outgoing().err(), Some(ENOENT));
 
         let (a, b) = (new_file(6)?, new_file(7)?);
