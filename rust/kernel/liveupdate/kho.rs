@@ -18,9 +18,14 @@ use crate::{
         from_err_ptr,
         to_result, //
     },
-    prelude::*, //
+    folio::Folio,
+    prelude::*,
+    sync::aref::ARef, //
 };
-use core::ptr::NonNull;
+use core::{
+    mem::ManuallyDrop,
+    ptr::NonNull, //
+};
 
 /// A physical address as the handover ABI stores it.
 pub type PhysAddr = u64;
@@ -115,12 +120,11 @@ impl Drop for PreservedMem {
 ///
 /// # Invariants
 ///
-/// `folio` is a folio restored by `kho_restore_folio()` and owned by this value; `ptr` is its
-/// address and `len` its size.
+/// `folio` was restored by `kho_restore_folio()` and is mapped in the kernel's linear map at
+/// `ptr`.
 pub struct RestoredMem {
-    folio: NonNull<bindings::folio>,
+    folio: ARef<Folio>,
     ptr: NonNull<u8>,
-    len: usize,
 }
 
 // SAFETY: The folio is owned by the value and may be freed from any thread.
@@ -135,40 +139,104 @@ impl RestoredMem {
     /// preserved and that was not restored yet; memory outside RAM, in the middle of a block or
     /// restored twice is refused.
     pub fn restore(phys: PhysAddr) -> Result<Self> {
-        // SAFETY: `kho_restore_folio()` validates any address: it returns NULL unless `phys` is the
-        // head of a block preserved by the previous kernel that was not restored yet.
-        let folio = NonNull::new(unsafe { bindings::kho_restore_folio(phys) }).ok_or(EINVAL)?;
-        // SAFETY: `folio` is a live folio owned by us.
-        let ptr = unsafe { bindings::folio_address(folio.as_ptr()) };
-        // SAFETY: `folio` is a live folio owned by us.
-        let len = unsafe { bindings::folio_size(folio.as_ptr()) };
-        let Some(ptr) = NonNull::new(ptr.cast::<u8>()) else {
-            // SAFETY: We own the folio's only reference.
-            unsafe { bindings::folio_put(folio.as_ptr()) };
-            return Err(EINVAL);
-        };
-        // INVARIANT: `folio` was just restored and is ours; `ptr` and `len` describe it.
-        Ok(Self { folio, ptr, len })
+        let folio = restore_folio(phys)?;
+        // SAFETY: `folio` is a live folio; restored folios are in the linear map.
+        let ptr = NonNull::new(unsafe { bindings::folio_address(folio.as_raw()) }.cast::<u8>());
+        // INVARIANT: `folio` was just restored; `ptr` is its address.
+        Ok(Self {
+            ptr: ptr.ok_or(EINVAL)?,
+            folio,
+        })
     }
 
     /// Returns the memory's contents.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: By the type invariants, `ptr` points to `len` bytes owned by `self`; restored
-        // memory keeps the previous kernel's contents, and every byte value is valid for `u8`.
-        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: By the type invariants, `ptr` points to the folio's bytes, owned by `self`;
+        // restored memory keeps the previous kernel's contents, and any byte is a valid `u8`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.folio.size()) }
     }
 
     /// Returns the memory's contents for writing.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: As in `as_slice`; `&mut self` makes this the only reference.
-        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.folio.size()) }
     }
 }
 
-impl Drop for RestoredMem {
+/// Restores the folio the previous kernel preserved at `phys`.
+///
+/// Fails with [`EINVAL`] unless `phys` is the head of a block the previous kernel preserved
+/// and that was not restored yet.
+pub fn restore_folio(phys: PhysAddr) -> Result<ARef<Folio>> {
+    // SAFETY: `kho_restore_folio()` validates any address: it returns NULL unless `phys` is the
+    // head of a block preserved by the previous kernel that was not restored yet.
+    let folio = NonNull::new(unsafe { bindings::kho_restore_folio(phys) }).ok_or(EINVAL)?;
+    // SAFETY: A restored folio comes with one reference, which is now ours.
+    Ok(unsafe { Folio::from_raw_owned(folio) })
+}
+
+/// A folio that is preserved across kexec while this value lives.
+///
+/// Dropping the value unpreserves the folio; [`PreservedFolio::keep`] leaves it preserved for the
+/// next kernel.
+///
+/// # Invariants
+///
+/// `folio` was preserved with `kho_preserve_folio()` and is not unpreserved yet.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::folio::Folio;
+/// use kernel::liveupdate::kho::{self, PreservedFolio};
+///
+/// # if !kho::is_enabled() { return Ok(()); }
+/// let folio = Folio::alloc(1, GFP_KERNEL)?;
+/// let preserved = PreservedFolio::new(folio.clone())?;
+/// assert_eq!(preserved.folio().pfn(), folio.pfn());
+/// drop(preserved);
+/// // Unpreserved, it can be preserved again.
+/// drop(PreservedFolio::new(folio)?);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct PreservedFolio {
+    folio: ManuallyDrop<ARef<Folio>>,
+}
+
+impl PreservedFolio {
+    /// Preserves `folio` (all its pages, at its order).
+    ///
+    /// KHO records a folio once, not a count: preserving a folio that is already preserved
+    /// succeeds, and the first unpreserve ends both. Callers keep one [`PreservedFolio`] per
+    /// folio.
+    pub fn new(folio: ARef<Folio>) -> Result<Self> {
+        // SAFETY: `folio` is a valid folio we hold a reference on.
+        to_result(unsafe { bindings::kho_preserve_folio(folio.as_raw()) })?;
+        // INVARIANT: Preserved just now.
+        Ok(Self {
+            folio: ManuallyDrop::new(folio),
+        })
+    }
+
+    /// Returns the preserved folio.
+    pub fn folio(&self) -> &Folio {
+        &self.folio
+    }
+
+    /// Leaves the folio preserved for the next kernel and returns it.
+    pub fn keep(self) -> ARef<Folio> {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the folio is taken exactly once.
+        unsafe { ManuallyDrop::take(&mut this.folio) }
+    }
+}
+
+impl Drop for PreservedFolio {
     fn drop(&mut self) {
-        // SAFETY: By the type invariants, we own the folio's reference; it is dropped only here.
-        unsafe { bindings::folio_put(self.folio.as_ptr()) };
+        // SAFETY: By the type invariants, the folio is preserved; it is unpreserved only here.
+        unsafe { bindings::kho_unpreserve_folio(self.folio.as_raw()) };
+        // SAFETY: `folio` is not used after this.
+        drop(unsafe { ManuallyDrop::take(&mut self.folio) });
     }
 }
 
