@@ -80,6 +80,27 @@ impl FlbObject {
     }
 }
 
+/// Returns a NUL-padded C string field without its padding.
+fn field_bytes<const N: usize>(field: &[c_char; N]) -> &[u8] {
+    // SAFETY: `c_char` and `u8` have the same size and alignment, and every value is valid.
+    let bytes: &[u8; N] = unsafe { &*field.as_ptr().cast() };
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(N);
+    &bytes[..len]
+}
+
+/// Builds a NUL-padded C string field from `s`, which must be shorter than the field.
+const fn compat_field<const N: usize>(s: &CStr) -> [c_char; N] {
+    let s = s.to_bytes();
+    crate::build_assert::build_assert!(s.len() < N);
+    let mut out = [0 as c_char; N];
+    let mut i = 0;
+    while i < s.len() && i < N - 1 {
+        out[i] = c_char::from_ne_bytes([s[i]]);
+        i += 1;
+    }
+    out
+}
+
 /// Takes a reference on `module` unless it is being removed.
 fn module_get(module: *mut bindings::module) -> bool {
     // SAFETY: `try_module_get()` accepts NULL (built-in code) and any live module; a handler or
@@ -158,11 +179,7 @@ impl Handler {
 
     /// Returns the compatible string without its NUL padding.
     pub fn compatible(&self) -> &[u8] {
-        let c = &self.fh().compatible;
-        // SAFETY: `c_char` and `u8` have the same size and alignment, and every value is valid.
-        let bytes: &[u8; HANDLER_COMPAT_LENGTH] = unsafe { &*c.as_ptr().cast() };
-        let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        &bytes[..len]
+        field_bytes(&self.fh().compatible)
     }
 
     /// Returns the compatible string as a C string.
@@ -358,11 +375,7 @@ impl Flb {
 
     /// Returns the compatible string without its NUL padding.
     pub fn compatible(&self) -> &[u8] {
-        let c = &self.flb().compatible;
-        // SAFETY: `c_char` and `u8` have the same size and alignment, and every value is valid.
-        let bytes: &[u8; FLB_COMPAT_LENGTH] = unsafe { &*c.as_ptr().cast() };
-        let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        &bytes[..len]
+        field_bytes(&self.flb().compatible)
     }
 
     /// Takes a reference on the FLB's owner module; `false` if it is going away.
@@ -542,17 +555,7 @@ impl<T: FileHandler> PinnedDrop for FileHandlerRegistration<T> {
 struct FileHandlerVTable<T: FileHandler>(PhantomData<T>);
 
 impl<T: FileHandler> FileHandlerVTable<T> {
-    const COMPATIBLE: [c_char; HANDLER_COMPAT_LENGTH] = {
-        let s = T::COMPATIBLE.to_bytes();
-        crate::build_assert::build_assert!(s.len() < HANDLER_COMPAT_LENGTH);
-        let mut out = [0 as c_char; HANDLER_COMPAT_LENGTH];
-        let mut i = 0;
-        while i < s.len() && i < HANDLER_COMPAT_LENGTH - 1 {
-            out[i] = c_char::from_ne_bytes([s[i]]);
-            i += 1;
-        }
-        out
-    };
+    const COMPATIBLE: [c_char; HANDLER_COMPAT_LENGTH] = compat_field(T::COMPATIBLE);
 
     const OPS: bindings::liveupdate_file_ops = bindings::liveupdate_file_ops {
         can_preserve: Some(Self::can_preserve),
@@ -821,17 +824,7 @@ impl<T: FlbOps> PinnedDrop for FlbRegistration<T> {
 struct FlbVTable<T: FlbOps>(PhantomData<T>);
 
 impl<T: FlbOps> FlbVTable<T> {
-    const COMPATIBLE: [c_char; FLB_COMPAT_LENGTH] = {
-        let s = T::COMPATIBLE.to_bytes();
-        crate::build_assert::build_assert!(s.len() < FLB_COMPAT_LENGTH);
-        let mut out = [0 as c_char; FLB_COMPAT_LENGTH];
-        let mut i = 0;
-        while i < s.len() && i < FLB_COMPAT_LENGTH - 1 {
-            out[i] = c_char::from_ne_bytes([s[i]]);
-            i += 1;
-        }
-        out
-    };
+    const COMPATIBLE: [c_char; FLB_COMPAT_LENGTH] = compat_field(T::COMPATIBLE);
 
     const OPS: bindings::liveupdate_flb_ops = bindings::liveupdate_flb_ops {
         preserve: Some(Self::preserve),
