@@ -82,44 +82,50 @@ impl BlockSet {
     /// Writes `entries` into the blocks and links them: returns the physical address of the
     /// first block, or 0 if there are no entries.
     ///
-    /// Fails with [`ENOSPC`] if the blocks cannot hold the entries, which [`BlockSet::grow`]
-    /// prevents.
-    pub(crate) fn write<'a>(
+    /// Allocates nothing, so that it cannot fail at reboot for lack of memory: [`BlockSet::grow`]
+    /// made room beforehand. Fails with [`ENOSPC`] if there is not enough room all the same, and
+    /// with [`EINVAL`] if `T` is not this set's entry size.
+    pub(crate) fn write<T: AsBytes>(
         &mut self,
-        entries: impl Iterator<Item = &'a [u8]>,
+        entries: impl ExactSizeIterator<Item = T>,
     ) -> Result<PhysAddr> {
-        let per_block = self.per_block();
-        let entry_size = self.entry_size;
-        let mut counts = KVec::with_capacity(self.blocks.len(), GFP_KERNEL)?;
-        for _ in 0..self.blocks.len() {
-            counts.push(0usize, GFP_KERNEL)?;
+        if size_of::<T>() != self.entry_size {
+            return Err(EINVAL);
+        }
+        let (per_block, n) = (self.per_block(), entries.len());
+        let used = self.blocks_for(n);
+        if used > self.blocks.len() {
+            return Err(ENOSPC);
         }
         for (i, entry) in entries.enumerate() {
-            let (b, slot) = (i / per_block, i % per_block);
-            let block = self.blocks.get_mut(b).ok_or(ENOSPC)?;
-            let count = counts.get_mut(b).ok_or(ENOSPC)?;
-            let off = size_of::<BlockHeader>() + slot * entry_size;
-            block
-                .as_mut_slice()
-                .get_mut(off..off + entry_size)
-                .ok_or(EINVAL)?
-                .copy_from_slice(entry.get(..entry_size).ok_or(EINVAL)?);
-            *count = slot + 1;
+            let off = size_of::<BlockHeader>() + (i % per_block) * self.entry_size;
+            self.blocks
+                .get_mut(i / per_block)
+                .and_then(|b| b.as_mut_slice().get_mut(off..off + size_of::<T>()))
+                .ok_or(ENOSPC)?
+                .copy_from_slice(entry.as_bytes());
         }
-        // Link the blocks back to front; unused trailing blocks (none after `shrink`) are left out.
+        // Link the used blocks back to front; `shrink` leaves no unused one.
         let mut next: PhysAddr = 0;
-        for (block, &count) in self.blocks.iter_mut().zip(counts.iter()).rev() {
-            if count == 0 {
-                continue;
-            }
+        for (b, block) in self.blocks.iter_mut().enumerate().take(used).rev() {
             let header = BlockHeader {
                 next,
-                count: count as u64,
+                count: (n - b * per_block).min(per_block) as u64,
             };
-            block.as_mut_slice()[..size_of::<BlockHeader>()].copy_from_slice(header.as_bytes());
+            block
+                .as_mut_slice()
+                .get_mut(..size_of::<BlockHeader>())
+                .ok_or(EINVAL)?
+                .copy_from_slice(header.as_bytes());
             next = block.phys();
         }
         Ok(next)
+    }
+
+    /// Returns the physical address of the first block, or 0 if there is none: after
+    /// [`BlockSet::write`], the head of the chain.
+    pub(crate) fn head(&self) -> PhysAddr {
+        self.blocks.first().map_or(0, |b| b.phys())
     }
 
     /// Returns the blocks, for the KUnit tests.
@@ -203,18 +209,18 @@ impl From<AllocError> for ChainError {
     }
 }
 
-/// Reads the chain of `entry_size`-byte entries that starts at `head`, calling `each` on every
-/// entry in order, and frees its blocks.
+/// Reads the chain of `T` entries that starts at `head`, calling `each` on every entry in
+/// order, and frees its blocks.
 ///
 /// Every block is restored (validated by KHO) before it is read. When the chain or an entry is
 /// refused, the blocks after the bad one are still restored and freed as far as they can be
 /// reached safely, and the first error is returned.
-pub(crate) fn read_chain<S: BlockSource, E: From<ChainError>>(
+pub(crate) fn read_chain<S: BlockSource, T: FromBytes, E: From<ChainError>>(
     src: &mut S,
     head: PhysAddr,
-    entry_size: usize,
-    mut each: impl FnMut(&[u8]) -> core::result::Result<(), E>,
+    mut each: impl FnMut(T) -> core::result::Result<(), E>,
 ) -> core::result::Result<(), E> {
+    let entry_size = size_of::<T>();
     let per_block = abi::entries_per_block(entry_size) as u64;
     let mut visited = KVec::<PhysAddr>::new();
     let mut next = head;
@@ -254,7 +260,10 @@ pub(crate) fn read_chain<S: BlockSource, E: From<ChainError>>(
         }
         for i in 0..count as usize {
             let off = size_of::<BlockHeader>() + i * entry_size;
-            let Some(entry) = bytes.get(off..off + entry_size) else {
+            let entry = bytes
+                .get(off..off + entry_size)
+                .and_then(T::from_bytes_copy);
+            let Some(entry) = entry else {
                 failed = Some(ChainError::BadCount(pa, count).into());
                 break;
             };
@@ -375,15 +384,16 @@ mod tests {
         for i in 0..n {
             entries.push(entry(i), GFP_KERNEL)?;
         }
-        let head = set.write(entries.iter().map(|e| &e[..]))?;
+        let head = set.write(entries.iter().copied())?;
         assert_eq!(head, set.blocks()[0].phys());
+        assert_eq!(head, set.head());
 
         let mut pages = Pages::new();
         for b in set.blocks() {
             pages.page(b.phys())?.copy_from_slice(b.as_slice());
         }
         let mut got = KVec::new();
-        read_chain::<_, ChainError>(&mut pages, head, ENTRY, |e| {
+        read_chain::<_, [u8; ENTRY], ChainError>(&mut pages, head, |e| {
             got.push(
                 u64::from_ne_bytes(e[..8].try_into().unwrap_or([0; 8])),
                 GFP_KERNEL,
@@ -414,7 +424,7 @@ mod tests {
 
     fn chain(pages: &mut Pages, head: PhysAddr) -> core::result::Result<usize, ChainError> {
         let mut n = 0;
-        read_chain::<_, ChainError>(pages, head, ENTRY, |_| {
+        read_chain::<_, [u8; ENTRY], ChainError>(pages, head, |_| {
             n += 1;
             Ok(())
         })?;

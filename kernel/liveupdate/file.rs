@@ -32,8 +32,7 @@ use kernel::{
         kho::PhysAddr,
     },
     prelude::*,
-    sync::aref::ARef,
-    transmute::AsBytes, //
+    sync::aref::ARef, //
 };
 
 /// A preserved file of a session.
@@ -150,13 +149,10 @@ impl FileSet {
         self.blocks.shrink(0);
     }
 
-    /// Freezes every file, first preserved first, and writes their serialized form: returns the
-    /// head of the file chain and the file count. If a handler fails, the files frozen before it
-    /// are unfrozen, last first.
-    pub(crate) fn freeze(&mut self) -> Result<(PhysAddr, u64)> {
-        if self.files.is_empty() {
-            return Ok((0, 0));
-        }
+    /// Freezes every file, first preserved first, and writes their serialized form (see
+    /// [`FileSet::serialized`]). If a handler fails, the files frozen before it are unfrozen,
+    /// last first.
+    pub(crate) fn freeze(&mut self) -> Result {
         let mut failed = None;
         for (i, f) in self.files.iter_mut().enumerate() {
             let Some(file) = &f.file else {
@@ -180,31 +176,22 @@ impl FileSet {
             self.unfreeze_first(i);
             return Err(e);
         }
-        self.write()
-            .inspect_err(|_| self.unfreeze_first(self.files.len()))
+        let entries = self.files.iter().map(|f| FileSer {
+            compatible: f.handler.compatible_field(),
+            data: f.data,
+            token: f.token,
+        });
+        if let Err(e) = self.blocks.write(entries) {
+            self.unfreeze_first(self.files.len());
+            return Err(e);
+        }
+        Ok(())
     }
 
-    /// Writes the serialized form of the frozen files into the blocks.
-    fn write(&mut self) -> Result<(PhysAddr, u64)> {
-        let mut entries = KVec::with_capacity(self.files.len(), GFP_KERNEL)?;
-        for f in self.files.iter() {
-            let mut compatible = [0u8; abi::HANDLER_COMPAT_LENGTH];
-            let c = f.handler.compatible();
-            compatible
-                .get_mut(..c.len())
-                .ok_or(EINVAL)?
-                .copy_from_slice(c);
-            entries.push(
-                FileSer {
-                    compatible: compatible.map(|b| c_char::from_ne_bytes([b])),
-                    data: f.data,
-                    token: f.token,
-                },
-                GFP_KERNEL,
-            )?;
-        }
-        let head = self.blocks.write(entries.iter().map(|e| e.as_bytes()))?;
-        Ok((head, self.files.len() as u64))
+    /// Returns the serialized form of the set as the session entry records it: the head of the
+    /// file chain (0 if there are no files) and the file count.
+    pub(crate) fn serialized(&self) -> (PhysAddr, u64) {
+        (self.blocks.head(), self.files.len() as u64)
     }
 
     /// Unfreezes the first `n` files, last first, and clears their serialized form.
@@ -522,7 +509,8 @@ mod tests {
             assert_eq!(&events()?[..], &[3001, 3002, 3003, 4002, 4001]);
 
             FAIL_FREEZE.store(0, Relaxed);
-            let (head, count) = set.freeze()?;
+            set.freeze()?;
+            let (head, count) = set.serialized();
             assert!(head != 0);
             assert_eq!(count, 3);
             set.unfreeze();

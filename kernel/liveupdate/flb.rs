@@ -162,11 +162,8 @@ pub(crate) fn serialize(page: &mut [u8]) -> Result {
         if state.out_count == 0 {
             continue;
         }
-        let mut name = [0u8; abi::FLB_COMPAT_LENGTH];
-        let c = flb.compatible();
-        name.get_mut(..c.len()).ok_or(EINVAL)?.copy_from_slice(c);
         let ser = FlbSer {
-            name: name.map(|b| c_char::from_ne_bytes([b])),
+            name: flb.compatible_field(),
             data: state.out_data,
             count: state.out_count,
         };

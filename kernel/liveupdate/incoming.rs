@@ -239,8 +239,7 @@ impl Data {
         head: PhysAddr,
     ) -> core::result::Result<(), Corrupt> {
         let mut file_sets = KVec::<(u64, u64)>::new();
-        block::read_chain(src, head, size_of::<SessionSer>(), |entry| {
-            let ser = SessionSer::from_bytes_copy(entry).ok_or(Corrupt::NoMemory)?;
+        block::read_chain(src, head, |ser: SessionSer| {
             let index = self.sessions.len();
             let name: [u8; SESSION_NAME_LENGTH] = bytes(&ser.name);
             let Some(short) = c_string(&name) else {
@@ -329,8 +328,7 @@ fn read_files<S: BlockSource>(
     count: u64,
     index: usize,
 ) -> core::result::Result<(), Corrupt> {
-    block::read_chain(src, head, size_of::<FileSer>(), |entry| {
-        let ser = FileSer::from_bytes_copy(entry).ok_or(Corrupt::NoMemory)?;
+    block::read_chain(src, head, |ser: FileSer| {
         let compatible = bytes(&ser.compatible);
         if c_string(&compatible).is_none() {
             return Err(Corrupt::Compat("file handler"));

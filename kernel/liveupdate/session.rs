@@ -30,6 +30,7 @@ use kernel::{
     },
     liveupdate::{
         abi::{
+            FileSetSer,
             LuoSer,
             SessionSer, //
         },
@@ -293,41 +294,37 @@ fn add_incoming(
 /// reverse order and nothing is handed over.
 pub(crate) fn serialize(luo: &mut LuoGuard) -> Result {
     let luo: &mut Luo = luo;
-    let mut entries = KVec::<SessionSer>::with_capacity(luo.outgoing.len(), GFP_KERNEL)?;
-    let mut failed = None;
+    let mut frozen = 0;
+    let mut result = Ok(());
     for session in luo.outgoing.iter() {
-        let mut inner = session.lock();
-        match inner.files.freeze() {
-            Ok((head, count)) => {
-                // Within the capacity reserved above.
-                let _ = entries.push_within_capacity(SessionSer {
-                    name: session.name.map(|b| c_char::from_ne_bytes([b])),
-                    file_set_ser: kernel::liveupdate::abi::FileSetSer { files: head, count },
-                });
-            }
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
+        if let Err(e) = session.lock().files.freeze() {
+            result = Err(e);
+            break;
         }
+        frozen += 1;
     }
-    let written = match failed {
-        Some(e) => Err(e),
-        None => write_sessions(luo, &entries),
-    };
-    if written.is_err() {
-        for session in luo.outgoing.iter().take(entries.len()).rev() {
+    if result.is_ok() {
+        result = write_sessions(luo);
+    }
+    if result.is_err() {
+        for session in luo.outgoing.iter().take(frozen).rev() {
             session.lock().files.unfreeze();
         }
         luo.session_blocks.clear();
     }
-    written
+    result
 }
 
-fn write_sessions(luo: &mut Luo, entries: &[SessionSer]) -> Result {
-    let head = luo
-        .session_blocks
-        .write(entries.iter().map(|e| e.as_bytes()))?;
+/// Writes the session entries, the header's `sessions_pa` and the FLB page; allocates nothing.
+fn write_sessions(luo: &mut Luo) -> Result {
+    let entries = luo.outgoing.iter().map(|session| {
+        let (files, count) = session.lock().files.serialized();
+        SessionSer {
+            name: session.name.map(|b| c_char::from_ne_bytes([b])),
+            file_set_ser: FileSetSer { files, count },
+        }
+    });
+    let head = luo.session_blocks.write(entries)?;
     let out = luo.out.as_mut().ok_or(EINVAL)?;
     let header = out.header.mem_mut().as_mut_slice();
     let bytes = header.get_mut(..size_of::<LuoSer>()).ok_or(EINVAL)?;

@@ -182,6 +182,11 @@ impl Handler {
         field_bytes(&self.fh().compatible)
     }
 
+    /// Returns the compatible string as its NUL-padded C field, as the handover ABI stores it.
+    pub fn compatible_field(&self) -> [c_char; HANDLER_COMPAT_LENGTH] {
+        self.fh().compatible
+    }
+
     /// Returns the compatible string as a C string.
     pub fn compatible_cstr(&self) -> &CStr {
         // SAFETY: By the type invariants, `compatible` is NUL-terminated and unchanged.
@@ -376,6 +381,11 @@ impl Flb {
     /// Returns the compatible string without its NUL padding.
     pub fn compatible(&self) -> &[u8] {
         field_bytes(&self.flb().compatible)
+    }
+
+    /// Returns the compatible string as its NUL-padded C field, as the handover ABI stores it.
+    pub fn compatible_field(&self) -> [c_char; FLB_COMPAT_LENGTH] {
+        self.flb().compatible
     }
 
     /// Takes a reference on the FLB's owner module; `false` if it is going away.
