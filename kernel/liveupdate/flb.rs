@@ -116,10 +116,12 @@ impl Registry {
         self.states.last_mut().ok_or(EINVAL)
     }
 
-    fn linked(&self, handler: Handler) -> impl DoubleEndedIterator<Item = Flb> + '_ {
+    /// Returns the FLB of link `i` if that link is `handler`'s. Callers walk the links by index
+    /// so that they can take the registry mutably for each FLB and allocate nothing.
+    fn linked_at(&self, handler: Handler, i: usize) -> Option<Flb> {
         self.links
-            .iter()
-            .filter(move |(h, _)| *h == handler)
+            .get(i)
+            .filter(|(h, _)| *h == handler)
             .map(|&(_, f)| f)
     }
 }
@@ -223,52 +225,29 @@ fn put_outgoing_locked(state: &mut State) {
 /// preserves the FLB. On failure the references taken are dropped again.
 pub(crate) fn file_preserve(handler: Handler) -> Result {
     let mut reg = FLBS.lock();
-    let reg = &mut *reg;
-    let mut done = 0;
-    let mut result = Ok(());
-    for flb in reg
-        .links
-        .iter()
-        .filter(|(h, _)| *h == handler)
-        .map(|&(_, f)| f)
-    {
-        let r = match reg.states.iter_mut().find(|s| s.flb == flb) {
-            Some(state) => preserve_one(state),
-            None => Err(EINVAL),
+    for i in 0..reg.links.len() {
+        let Some(flb) = reg.linked_at(handler, i) else {
+            continue;
         };
+        let r = reg.find(flb).map_or(Err(EINVAL), preserve_one);
         if let Err(e) = r {
-            result = Err(e);
-            break;
-        }
-        done += 1;
-    }
-    if result.is_err() {
-        let taken: KVec<Flb> = collect(reg.linked(handler).take(done));
-        for flb in taken.iter().rev() {
-            if let Some(state) = reg.find(*flb) {
-                put_outgoing_locked(state);
+            // Drop the references taken for the FLBs linked before this one, last first.
+            for j in (0..i).rev() {
+                if let Some(state) = reg.linked_at(handler, j).and_then(|f| reg.find(f)) {
+                    put_outgoing_locked(state);
+                }
             }
+            return Err(e);
         }
     }
-    result
-}
-
-fn collect(it: impl Iterator<Item = Flb>) -> KVec<Flb> {
-    let mut v = KVec::new();
-    for f in it {
-        if v.push(f, GFP_KERNEL).is_err() {
-            break;
-        }
-    }
-    v
+    Ok(())
 }
 
 /// Drops the references of a file of `handler` that is unpreserved, in reverse order.
 pub(crate) fn file_unpreserve(handler: Handler) {
     let mut reg = FLBS.lock();
-    let linked: KVec<Flb> = collect(reg.linked(handler));
-    for flb in linked.iter().rev() {
-        if let Some(state) = reg.find(*flb) {
+    for i in (0..reg.links.len()).rev() {
+        if let Some(state) = reg.linked_at(handler, i).and_then(|f| reg.find(f)) {
             put_outgoing_locked(state);
         }
     }
@@ -277,9 +256,10 @@ pub(crate) fn file_unpreserve(handler: Handler) {
 /// Drops the incoming references of a file of `handler` that is finished, in reverse order.
 pub(crate) fn file_finish(handler: Handler) {
     let mut reg = FLBS.lock();
-    let linked: KVec<Flb> = collect(reg.linked(handler));
-    for flb in linked.iter().rev() {
-        put_incoming_locked(&mut reg, *flb);
+    for i in (0..reg.links.len()).rev() {
+        if let Some(flb) = reg.linked_at(handler, i) {
+            put_incoming_locked(&mut reg, flb);
+        }
     }
 }
 
@@ -458,8 +438,10 @@ pub(crate) fn unregister(handler: Handler, flb: Flb) {
 /// Unlinks every FLB of `handler`, which is being unregistered.
 pub(crate) fn unregister_all(handler: Handler) {
     let mut reg = FLBS.lock();
-    let linked: KVec<Flb> = collect(reg.linked(handler));
-    for flb in linked.iter() {
-        unregister_locked(&mut reg, handler, *flb);
+    // From the last link down: removing link `i` leaves the indices below it unchanged.
+    for i in (0..reg.links.len()).rev() {
+        if let Some(flb) = reg.linked_at(handler, i) {
+            unregister_locked(&mut reg, handler, flb);
+        }
     }
 }
