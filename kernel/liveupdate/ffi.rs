@@ -43,11 +43,7 @@ pub(crate) unsafe extern "C" fn liveupdate_register_file_handler(
     };
     {
         let mut luo = lock();
-        if let Some(other) = luo
-            .handlers
-            .iter()
-            .find(|h| h.compatible() == handler.compatible())
-        {
+        if let Some(other) = luo.handler_by_compatible(handler.compatible()) {
             pr_err!(
                 "File handler registration failed: Compatible string '{}' already registered.\n",
                 other.compatible_cstr()

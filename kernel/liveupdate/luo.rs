@@ -223,7 +223,11 @@ fn setup_outgoing() -> Result {
         sessions_pa: 0,
         flbs_pa: flbs.phys(),
     };
-    header_mem.as_mut_slice()[..size_of::<abi::LuoSer>()].copy_from_slice(header.as_bytes());
+    header_mem
+        .as_mut_slice()
+        .get_mut(..size_of::<abi::LuoSer>())
+        .ok_or(EINVAL)?
+        .copy_from_slice(header.as_bytes());
     let header = kho::Subtree::add(abi::KHO_ENTRY_NAME, header_mem, size_of::<abi::LuoSer>())?;
     luo.out = Some(Outgoing { header, flbs });
     Ok(())
