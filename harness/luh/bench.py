@@ -41,7 +41,8 @@ def memfd_configs(sizes, smoke):
     cfgs = []
     for g in sizes:
         cfgs.append((f"{g}G-4K", g * GIB, 4, False, 100))
-    cfgs.append((f"{sizes[0]}G-2M-THP", sizes[0] * GIB, 4, True, 100))
+    for g in sizes:
+        cfgs.append((f"{g}G-2M-THP", g * GIB, 4, True, 100))
     cfgs.append((f"{sizes[-1]}G-sparse-1%", sizes[-1] * GIB, 4, False, 1))
     return cfgs
 
@@ -146,6 +147,10 @@ def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
     meta = int(p1["memfree_filled"]) - int(p1["memfree_preserved"])
     fig.add("memory", "allocated by PRESERVE_FD per GiB preserved", name, flavor,
             meta / gib / 1024, "KiB")
+    # What the memfds hold once preserved (st_blocks): the populated bytes, unless
+    # preserving filled the holes.
+    fig.add("memory", "memfd memory after PRESERVE_FD (st_blocks)", name, flavor,
+            int(p1["held_preserved"]) / MIB, "MiB")
     fig.add("memory", "MemFree after update and finish", name, flavor,
             int(v2["memfree_end"]) / MIB, "MiB")
     if int(v2["bad"]):

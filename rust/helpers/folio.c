@@ -43,6 +43,11 @@ __rust_helper void *rust_helper_folio_address(const struct folio *folio)
 	return folio_address(folio);
 }
 
+__rust_helper unsigned long rust_helper_folio_index(const struct folio *folio)
+{
+	return folio->index;
+}
+
 __rust_helper bool rust_helper_folio_test_dirty(const struct folio *folio)
 {
 	return folio_test_dirty(folio);

@@ -6,7 +6,8 @@
 //!
 //! A folio is the unit in which the page cache, the page allocator and Kexec HandOver deal with
 //! memory. [`Folio`] is a reference-counted handle: `ARef<Folio>` owns one reference
-//! (`folio_get()` / `folio_put()`).
+//! (`folio_get()` / `folio_put()`); a [`PinnedFolio`] owns one pin (`FOLL_PIN`), which also
+//! keeps the folio from being migrated.
 
 use crate::{
     alloc::Flags,
@@ -18,7 +19,10 @@ use crate::{
     },
     types::Opaque,
 };
-use core::ptr::NonNull;
+use core::{
+    ops::Deref,
+    ptr::NonNull, //
+};
 
 /// A physical address.
 pub type PhysAddr = u64;
@@ -138,6 +142,13 @@ impl Folio {
         (self.pfn() as PhysAddr) << bindings::PAGE_SHIFT
     }
 
+    /// Returns the folio's offset in pages within its file; meaningful while the folio is in a
+    /// file's page cache.
+    pub fn index(&self) -> usize {
+        // SAFETY: By the type invariants, the folio is valid.
+        unsafe { bindings::folio_index(self.as_raw()) }
+    }
+
     /// Returns whether the folio holds data not yet written back (or, for shmem, data at all).
     pub fn test_dirty(&self) -> bool {
         // SAFETY: By the type invariants, the folio is valid.
@@ -148,5 +159,52 @@ impl Folio {
     pub fn test_uptodate(&self) -> bool {
         // SAFETY: By the type invariants, the folio is valid.
         unsafe { bindings::folio_test_uptodate(self.as_raw()) }
+    }
+}
+
+/// A folio pinned with `FOLL_PIN`: resident, not migrated, and released with `unpin_folio()`.
+///
+/// Pins are taken by the functions that find folios for long-term use (for instance a memfd's
+/// folios, pinned by [`crate::liveupdate::memfd`]); this type only owns and releases one.
+///
+/// # Invariants
+///
+/// `ptr` points to a valid folio on which this value owns one `FOLL_PIN` pin.
+pub struct PinnedFolio {
+    ptr: NonNull<bindings::folio>,
+}
+
+// SAFETY: A pin may be released from any thread.
+unsafe impl Send for PinnedFolio {}
+// SAFETY: Shared references only read the folio's properties.
+unsafe impl Sync for PinnedFolio {}
+
+impl PinnedFolio {
+    /// Takes over one pin on the folio at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid folio on which the caller owns one `FOLL_PIN` pin, which is
+    /// handed to the returned value.
+    pub unsafe fn from_raw(ptr: NonNull<bindings::folio>) -> Self {
+        // INVARIANT: The caller hands over one pin.
+        Self { ptr }
+    }
+}
+
+impl Deref for PinnedFolio {
+    type Target = Folio;
+
+    fn deref(&self) -> &Folio {
+        // SAFETY: By the type invariants, the pin keeps the folio's reference count positive
+        // while `self` lives.
+        unsafe { Folio::from_raw(self.ptr.as_ptr()) }
+    }
+}
+
+impl Drop for PinnedFolio {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, we own one pin on the folio.
+        unsafe { bindings::unpin_folio(self.ptr.as_ptr()) };
     }
 }

@@ -24,6 +24,8 @@
 pub mod abi;
 pub mod handler;
 pub mod kho;
+#[cfg(CONFIG_LIVEUPDATE_MEMFD)]
+pub mod memfd;
 
 use crate::{
     ioctl::{

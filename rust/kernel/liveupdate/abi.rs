@@ -2,8 +2,9 @@
 
 //! The handover ABI of the Live Update Orchestrator, `luo-v5`.
 //!
-//! C headers: [`include/linux/kho/abi/luo.h`](srctree/include/linux/kho/abi/luo.h) and
-//! [`include/linux/kho/abi/block.h`](srctree/include/linux/kho/abi/block.h)
+//! C headers: [`include/linux/kho/abi/luo.h`](srctree/include/linux/kho/abi/luo.h),
+//! [`include/linux/kho/abi/block.h`](srctree/include/linux/kho/abi/block.h) and, for the memfd
+//! handler's `memfd-v2`, [`include/linux/kho/abi/memfd.h`](srctree/include/linux/kho/abi/memfd.h)
 //!
 //! These are the structs one kernel writes into preserved memory and the next kernel reads, so
 //! their layout is the contract between two kernels that may be built from different sources
@@ -28,7 +29,9 @@ pub use bindings::{
     luo_flb_header_ser as FlbHeader,
     luo_flb_ser as FlbSer,
     luo_ser as LuoSer,
-    luo_session_ser as SessionSer, //
+    luo_session_ser as SessionSer,
+    memfd_luo_folio_ser as MemfdFolioSer,
+    memfd_luo_ser as MemfdSer, //
 };
 
 /// The name of the KHO subtree that holds a [`LuoSer`].
@@ -72,7 +75,77 @@ abi_struct!(
     luo_flb_header_ser: 16,
     luo_flb_ser: 64,
     kho_block_header_ser: 16,
+    memfd_luo_ser: 48,
+    memfd_luo_folio_ser: 16,
 );
+
+// SAFETY: `struct kho_vmalloc` is a `u64`-sized union of a physical address and a pointer (any
+// bit pattern is valid for both), a `u32` and two `u16`s.
+unsafe impl FromBytes for bindings::kho_vmalloc {}
+
+// SAFETY: The fields add up to the struct's size (asserted below), so there is no padding.
+unsafe impl AsBytes for bindings::kho_vmalloc {}
+
+static_assert!(size_of::<bindings::kho_vmalloc>() == 16);
+static_assert!(
+    size_of::<bindings::kho_vmalloc__bindgen_ty_1>() + 4 + 2 + 2 == size_of::<bindings::kho_vmalloc>()
+);
+
+/// The compatible string of the memfd handler's format.
+pub const MEMFD_COMPATIBLE: &crate::str::CStr = c"memfd-v2";
+
+/// [`MemfdFolioSer`] flag: the folio holds data from the user.
+pub const MEMFD_FOLIO_DIRTY: u64 = 1 << 0;
+
+/// [`MemfdFolioSer`] flag: the folio's contents are valid (it was zeroed or written).
+pub const MEMFD_FOLIO_UPTODATE: u64 = 1 << 1;
+
+/// The seals `memfd-v2` can carry (`MEMFD_LUO_ALL_SEALS`).
+pub const MEMFD_ALL_SEALS: u32 = bindings::F_SEAL_SEAL
+    | bindings::F_SEAL_SHRINK
+    | bindings::F_SEAL_GROW
+    | bindings::F_SEAL_WRITE
+    | bindings::F_SEAL_FUTURE_WRITE
+    | bindings::F_SEAL_EXEC;
+
+/// Width of [`MemfdFolioSer`]'s `pfn` bit field.
+pub const MEMFD_PFN_BITS: u32 = 52;
+
+/// Width of [`MemfdFolioSer`]'s `flags` bit field.
+pub const MEMFD_FLAG_BITS: u32 = 12;
+
+/// Returns the [`MemfdFolioSer`] of the folio at page frame `pfn` with `flags`, at page `index`.
+///
+/// Fails with [`EINVAL`](crate::error::code::EINVAL) if `pfn` or `flags` do not fit their bit
+/// fields. The entry's `pfn()` and `flags()` read them back.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::liveupdate::abi::{memfd_folio, MEMFD_FOLIO_DIRTY, MEMFD_FOLIO_UPTODATE};
+/// use kernel::transmute::AsBytes;
+///
+/// let e = memfd_folio(0x12345, MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE, 7)?;
+/// assert_eq!((e.pfn(), e.flags()), (0x12345, 3));
+/// // C's bit fields on a little-endian machine: pfn in bits 0..52, flags in 52..64.
+/// # #[cfg(target_endian = "little")]
+/// assert_eq!(e.as_bytes(), &[0x45, 0x23, 0x01, 0, 0, 0, 0x30, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
+/// assert!(memfd_folio(1 << 52, 0, 0).is_err());
+/// assert!(memfd_folio(1, 1 << 12, 0).is_err());
+/// # Ok::<(), Error>(())
+/// ```
+pub fn memfd_folio(pfn: u64, flags: u64, index: u64) -> crate::error::Result<MemfdFolioSer> {
+    if pfn >> MEMFD_PFN_BITS != 0 || flags >> MEMFD_FLAG_BITS != 0 {
+        return Err(crate::error::code::EINVAL);
+    }
+    let mut entry = MemfdFolioSer {
+        index,
+        ..pin_init::zeroed()
+    };
+    entry.set_pfn(pfn);
+    entry.set_flags(flags);
+    Ok(entry)
+}
 
 /// Number of `entry_size`-byte entries one block holds.
 ///

@@ -13,17 +13,21 @@
 //! preserved block, so a corrupt address gives an error instead of a read of arbitrary memory.
 
 use crate::{
+    alloc::VVec,
     bindings,
     error::{
         from_err_ptr,
         to_result, //
     },
     folio::Folio,
+    page::PAGE_SIZE,
     prelude::*,
-    sync::aref::ARef, //
+    sync::aref::ARef,
+    transmute::AsBytes, //
 };
 use core::{
     mem::ManuallyDrop,
+    ops::Deref,
     ptr::NonNull, //
 };
 
@@ -175,10 +179,190 @@ pub fn restore_folio(phys: PhysAddr) -> Result<ARef<Folio>> {
     Ok(unsafe { Folio::from_raw_owned(folio) })
 }
 
+/// A folio the previous kernel preserved, restored in this one and owned by this value alone.
+///
+/// Unlike an [`ARef<Folio>`], which may share the folio with the page cache or other users, a
+/// restored folio is known to be in no mapping, on no LRU list and referenced by nobody else, so
+/// it can be handed to code that takes ownership of a fresh folio (for instance to insert it into
+/// a page cache). Dropping the value frees the folio.
+///
+/// # Invariants
+///
+/// `folio` was returned by `kho_restore_folio()`; `folio` holds its only reference, and it was
+/// not put into any mapping or list.
+pub struct RestoredFolio {
+    folio: ARef<Folio>,
+}
+
+impl RestoredFolio {
+    /// Restores the folio the previous kernel preserved at `phys`.
+    ///
+    /// Fails with [`EINVAL`] unless `phys` is the head of a block the previous kernel preserved
+    /// and that was not restored yet.
+    pub fn restore(phys: PhysAddr) -> Result<Self> {
+        // INVARIANT: A folio is restored once, with a single reference.
+        Ok(Self {
+            folio: restore_folio(phys)?,
+        })
+    }
+
+    /// Returns the folio.
+    pub fn folio(&self) -> &Folio {
+        &self.folio
+    }
+}
+
+/// A vmalloc'd vector whose memory is preserved across kexec while this value lives.
+///
+/// KHO records the vector's pages in a chain of chunks described by a `struct kho_vmalloc`,
+/// [`PreservedVVec::descriptor`], which the user stores in its own preserved data; the next
+/// kernel maps the same pages again with [`RestoredVmalloc::restore`]. The elements may still be
+/// written after preservation: the next kernel sees them as they are at kexec. Dropping the value
+/// unpreserves and frees the memory.
+///
+/// # Invariants
+///
+/// `desc` describes the preservation of `vec`'s allocation by `kho_preserve_vmalloc()`, which is
+/// not unpreserved yet; `vec` is not empty and is never reallocated.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::alloc::VVec;
+/// use kernel::liveupdate::kho::{self, PreservedVVec};
+///
+/// # if !kho::is_enabled() { return Ok(()); }
+/// let mut v = VVec::<u64>::with_capacity(1000, GFP_KERNEL)?;
+/// for i in 0..1000 {
+///     v.push(i, GFP_KERNEL)?;
+/// }
+/// let mut p = PreservedVVec::new(v)?;
+/// p.as_mut_slice()[3] = 42;
+/// assert_eq!(p.as_slice()[3], 42);
+/// // 8000 bytes span two pages.
+/// assert_eq!(p.descriptor().total_pages, 2);
+/// assert!(PreservedVVec::new(VVec::<u64>::new()).is_err());
+/// # Ok::<(), Error>(())
+/// ```
+pub struct PreservedVVec<T> {
+    vec: VVec<T>,
+    desc: bindings::kho_vmalloc,
+}
+
+// SAFETY: The vector is owned by the value; KHO's records may be updated from any thread.
+unsafe impl<T: Send> Send for PreservedVVec<T> {}
+// SAFETY: Shared references give only `&[T]` access.
+unsafe impl<T: Sync> Sync for PreservedVVec<T> {}
+
+impl<T: AsBytes> PreservedVVec<T> {
+    /// Preserves the memory of `vec`, which must not be empty.
+    ///
+    /// Fails with [`EINVAL`] for an empty vector and [`ENOMEM`]; `vec` is freed on failure.
+    pub fn new(vec: VVec<T>) -> Result<Self> {
+        if vec.is_empty() || size_of::<T>() == 0 {
+            return Err(EINVAL);
+        }
+        let mut desc: bindings::kho_vmalloc = pin_init::zeroed();
+        // SAFETY: A non-empty `VVec` of a sized type owns a `vmalloc()` allocation starting at
+        // `as_ptr()`, which stays allocated and unmoved while `vec` is not reallocated; `desc`
+        // is valid for writes.
+        to_result(unsafe {
+            bindings::kho_preserve_vmalloc(vec.as_ptr().cast_mut().cast(), &mut desc)
+        })?;
+        // INVARIANT: Preserved just now; the vector is never reallocated (no `&mut VVec` is
+        // handed out).
+        Ok(Self { vec, desc })
+    }
+}
+
+impl<T> PreservedVVec<T> {
+    /// Returns the description of the preservation, to be stored for the next kernel.
+    pub fn descriptor(&self) -> bindings::kho_vmalloc {
+        self.desc
+    }
+
+    /// Returns the elements.
+    pub fn as_slice(&self) -> &[T] {
+        &self.vec
+    }
+
+    /// Returns the elements for writing.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.vec
+    }
+}
+
+impl<T> Drop for PreservedVVec<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `desc` describes a preservation that is still in
+        // place; it is undone only here, before `vec` frees the memory.
+        unsafe { bindings::kho_unpreserve_vmalloc(&mut self.desc) };
+    }
+}
+
+/// Memory the previous kernel preserved with [`PreservedVVec`] (or `kho_preserve_vmalloc()`),
+/// mapped again in this one.
+///
+/// Dropping the value unmaps and frees the memory.
+///
+/// # Invariants
+///
+/// `ptr` was returned by `kho_restore_vmalloc()` for a preservation of `len` bytes, and is
+/// owned by this value.
+pub struct RestoredVmalloc {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: The mapping is owned by the value and may be freed from any thread.
+unsafe impl Send for RestoredVmalloc {}
+// SAFETY: Shared references only give `&[u8]` access.
+unsafe impl Sync for RestoredVmalloc {}
+
+impl RestoredVmalloc {
+    /// Maps again the memory that `desc`, read from the previous kernel, describes.
+    ///
+    /// Fails with [`EINVAL`] if `desc` or the chunks it points to are not a valid
+    /// preservation: unknown flags, page counts that do not add up, or pages that were not
+    /// preserved (the C KHO checks the chunks it follows).
+    pub fn restore(desc: &bindings::kho_vmalloc) -> Result<Self> {
+        let len = (desc.total_pages as usize)
+            .checked_mul(PAGE_SIZE)
+            .ok_or(EINVAL)?;
+        if len == 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: `desc` is a valid `struct kho_vmalloc`; `kho_restore_vmalloc()` accepts only
+        // a description of pages that were preserved and not restored yet.
+        let ptr = unsafe { bindings::kho_restore_vmalloc(desc) };
+        // INVARIANT: On success `ptr` maps `total_pages` pages and is ours.
+        Ok(Self {
+            ptr: NonNull::new(ptr.cast::<u8>()).ok_or(EINVAL)?,
+            len,
+        })
+    }
+
+    /// Returns the memory's contents.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: By the type invariants, `ptr` maps `len` bytes owned by `self`; restored
+        // memory keeps the previous kernel's contents, and any byte is a valid `u8`.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RestoredVmalloc {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `ptr` came from `kho_restore_vmalloc()`, whose
+        // mapping and pages `vfree()` releases; it is freed only here.
+        unsafe { bindings::vfree(self.ptr.as_ptr().cast()) };
+    }
+}
+
 /// A folio that is preserved across kexec while this value lives.
 ///
-/// Dropping the value unpreserves the folio; [`PreservedFolio::keep`] leaves it preserved for the
-/// next kernel.
+/// The value holds the folio through `F`, a reference ([`ARef<Folio>`], the default) or a pin
+/// ([`PinnedFolio`](crate::folio::PinnedFolio)). Dropping it unpreserves the folio, then releases `F`;
+/// [`PreservedFolio::keep`] leaves the folio preserved for the next kernel and returns `F`.
 ///
 /// # Invariants
 ///
@@ -199,18 +383,18 @@ pub fn restore_folio(phys: PhysAddr) -> Result<ARef<Folio>> {
 /// drop(PreservedFolio::new(folio)?);
 /// # Ok::<(), Error>(())
 /// ```
-pub struct PreservedFolio {
-    folio: ManuallyDrop<ARef<Folio>>,
+pub struct PreservedFolio<F: Deref<Target = Folio> = ARef<Folio>> {
+    folio: ManuallyDrop<F>,
 }
 
-impl PreservedFolio {
+impl<F: Deref<Target = Folio>> PreservedFolio<F> {
     /// Preserves `folio` (all its pages, at its order).
     ///
     /// KHO records a folio once, not a count: preserving a folio that is already preserved
     /// succeeds, and the first unpreserve ends both. Callers keep one [`PreservedFolio`] per
-    /// folio.
-    pub fn new(folio: ARef<Folio>) -> Result<Self> {
-        // SAFETY: `folio` is a valid folio we hold a reference on.
+    /// folio. On failure `folio` is released.
+    pub fn new(folio: F) -> Result<Self> {
+        // SAFETY: `folio` is a valid folio that `F` keeps alive.
         to_result(unsafe { bindings::kho_preserve_folio(folio.as_raw()) })?;
         // INVARIANT: Preserved just now.
         Ok(Self {
@@ -224,14 +408,14 @@ impl PreservedFolio {
     }
 
     /// Leaves the folio preserved for the next kernel and returns it.
-    pub fn keep(self) -> ARef<Folio> {
+    pub fn keep(self) -> F {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so the folio is taken exactly once.
         unsafe { ManuallyDrop::take(&mut this.folio) }
     }
 }
 
-impl Drop for PreservedFolio {
+impl<F: Deref<Target = Folio>> Drop for PreservedFolio<F> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants, the folio is preserved; it is unpreserved only here.
         unsafe { bindings::kho_unpreserve_folio(self.folio.as_raw()) };

@@ -128,6 +128,14 @@ fn check(fd: impl AsFd, size: u64, pct: u64, seed: u64) -> Result<u64, String> {
     Ok(bad)
 }
 
+/// Bytes of memory the memfds hold (their `st_blocks`), holes excluded.
+fn held_bytes(fds: &[OwnedFd]) -> Result<u64, String> {
+    fds.iter().try_fold(0u64, |sum, fd| {
+        let st = rustix::fs::fstat(fd).map_err(|e| format!("fstat: {e}"))?;
+        Ok(sum + st.st_blocks as u64 * 512)
+    })
+}
+
 fn memfd_preserve(o: &Opts) -> Result<(), String> {
     if o.count == 0 || o.total % (o.count * PAGE) != 0 {
         return Err("--total must be a multiple of --count pages".into());
@@ -151,6 +159,7 @@ fn memfd_preserve(o: &Opts) -> Result<(), String> {
     let fill_s = secs(t);
     let free1 = meminfo("MemFree");
     let huge = meminfo("ShmemHugePages");
+    let held_filled = held_bytes(&fds)?;
     let dev = Device::open().map_err(|e| e.to_string())?;
     let t = Instant::now();
     let session = dev.create_session(SESSION).map_err(|e| e.to_string())?;
@@ -161,6 +170,7 @@ fn memfd_preserve(o: &Opts) -> Result<(), String> {
     }
     let preserve_s = secs(t);
     let free2 = meminfo("MemFree");
+    let held_preserved = held_bytes(&fds)?;
     report(&[
         ("phase", "preserve".into()),
         ("count", o.count.to_string()),
@@ -172,6 +182,8 @@ fn memfd_preserve(o: &Opts) -> Result<(), String> {
         ("memfree_start", free0.to_string()),
         ("memfree_filled", free1.to_string()),
         ("memfree_preserved", free2.to_string()),
+        ("held_filled", held_filled.to_string()),
+        ("held_preserved", held_preserved.to_string()),
     ]);
     drop(fds);
     drop(dev);

@@ -1,0 +1,593 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Live update of memfds: the `memfd-v2` file handler of the Live Update Orchestrator.
+//!
+//! A VMM keeps guest RAM in memfds; this handler lets them survive a kexec. PRESERVE_FD pins the
+//! folios the memfd holds and preserves them with KHO, freezes the memfd's size and writes a
+//! `struct memfd_luo_ser` (include/linux/kho/abi/memfd.h) pointing to a preserved array of
+//! `struct memfd_luo_folio_ser`. The next kernel builds a new memfd around the same folios.
+//! The bytes are upstream's `memfd-v2`, so memfds move between this kernel and upstream's C
+//! handler in both directions.
+//!
+//! Where this handler differs from upstream's (Documentation/core-api/liveupdate.rst):
+//!
+//! - Sparse memfds stay sparse: only populated folios are preserved, a hole stays a hole and
+//!   reads as zeros. Holes written after PRESERVE_FD are caught at reboot: `freeze` pins and
+//!   preserves the folios that appeared since (the VMM has stopped its vCPUs by then).
+//! - Seals, permission bits and the file position are captured again at reboot.
+//! - The access mode and permission bits travel in `memfd_luo_ser.flags`, which upstream
+//!   neither sets nor reads: a read-only memfd comes back read-only, and an `MFD_NOEXEC_SEAL`
+//!   memfd comes back non-executable and writable instead of write-sealed.
+
+use kernel::{
+    alloc::{
+        KVVec,
+        VVec, //
+    },
+    folio::PinnedFolio,
+    fs::File,
+    liveupdate::{
+        abi::{
+            memfd_folio,
+            MemfdFolioSer,
+            MemfdSer,
+            MEMFD_ALL_SEALS,
+            MEMFD_COMPATIBLE,
+            MEMFD_FOLIO_DIRTY,
+            MEMFD_FOLIO_UPTODATE, //
+        },
+        handler::{
+            FileHandler,
+            FileHandlerRegistration, //
+        },
+        kho::{
+            PreservedFolio,
+            PreservedMem,
+            PreservedVVec,
+            RestoredFolio,
+            RestoredMem,
+            RestoredVmalloc, //
+        },
+        memfd::{
+            Memfd,
+            MemfdGuard,
+            NewMemfd,
+            F_SEAL_EXEC,
+            F_SEAL_WRITE,
+            O_ACCMODE,
+            O_RDWR, //
+        },
+    },
+    new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        Mutex, //
+    },
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+    types::ScopeGuard, //
+};
+
+module! {
+    type: MemfdLuo,
+    name: "memfd_luo",
+    authors: ["The Live Update in Rust authors"],
+    description: "Live update support for memfds (memfd-v2)",
+    license: "GPL",
+}
+
+/// `memfd_luo_ser.flags`: the access mode and permission bits below are recorded.
+///
+/// Upstream's `memfd-v2` defines no flag and ignores the field, so a kernel that does not know
+/// these bits retrieves the memfd as upstream does (read-write, executable).
+const FLAG_EXT: u32 = 1 << 0;
+/// `memfd_luo_ser.flags`: the access mode (`O_RDONLY`, `O_WRONLY`, `O_RDWR`) in bits 1..3.
+const FLAG_ACCESS_SHIFT: u32 = 1;
+/// `memfd_luo_ser.flags`: the inode's permission bits in bits 3..12.
+const FLAG_MODE_SHIFT: u32 = 3;
+/// The flag bits this version knows.
+const FLAGS_KNOWN: u32 = (1 << 12) - 1;
+
+/// Permission bits of a memfd retrieved from a kernel that did not record them.
+const MODE_EXEC: u32 = 0o777;
+const MODE_NOEXEC: u32 = 0o666;
+
+/// The access mode and permission bits of a memfd in the next kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileMode {
+    access: u32,
+    mode: u32,
+}
+
+impl FileMode {
+    fn encode(self) -> u32 {
+        FLAG_EXT | (self.access << FLAG_ACCESS_SHIFT) | ((self.mode & 0o777) << FLAG_MODE_SHIFT)
+    }
+
+    /// Decodes `memfd_luo_ser.flags`; without [`FLAG_EXT`] (upstream's C handler wrote it),
+    /// the memfd is read-write, and executable unless its seals say that it was not: sealing
+    /// `F_SEAL_EXEC` on an executable memfd implies the write seals, so `F_SEAL_EXEC` without
+    /// them means the memfd had no execute bits.
+    fn decode(flags: u32, seals: u32) -> Result<Self> {
+        if flags & !FLAGS_KNOWN != 0 {
+            return Err(EINVAL);
+        }
+        if flags & FLAG_EXT == 0 {
+            if flags != 0 {
+                return Err(EINVAL);
+            }
+            let noexec = seals & F_SEAL_EXEC != 0 && seals & F_SEAL_WRITE == 0;
+            return Ok(Self {
+                access: O_RDWR,
+                mode: if noexec { MODE_NOEXEC } else { MODE_EXEC },
+            });
+        }
+        let access = (flags >> FLAG_ACCESS_SHIFT) & O_ACCMODE;
+        if access == O_ACCMODE {
+            return Err(EINVAL);
+        }
+        Ok(Self {
+            access,
+            mode: (flags >> FLAG_MODE_SHIFT) & 0o777,
+        })
+    }
+}
+
+/// A populated folio of a preserved memfd: pinned, and preserved with KHO.
+type Kept = PreservedFolio<PinnedFolio>;
+
+/// What the handler keeps for a preserved memfd.
+struct State {
+    /// The `memfd_luo_ser`, at the start of the block.
+    ser: PreservedMem,
+    /// The memfd's populated folios, in index order.
+    folios: KVVec<Kept>,
+    /// Pages in `folios`.
+    pages: usize,
+    /// The serialized `folios`, or `None` if there are none.
+    array: Option<PreservedVVec<MemfdFolioSer>>,
+    /// `array` lacks folios added to `folios` (serializing them failed).
+    stale: bool,
+}
+
+struct MemfdHandler;
+
+struct MemfdLuo {
+    _registration: Option<Pin<KBox<FileHandlerRegistration<MemfdHandler>>>>,
+}
+
+impl kernel::Module for MemfdLuo {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        match KBox::pin_init(FileHandlerRegistration::register(), GFP_KERNEL) {
+            Ok(registration) => Ok(Self {
+                _registration: Some(registration),
+            }),
+            // Live update is disabled.
+            Err(e) if e == EOPNOTSUPP => Ok(Self {
+                _registration: None,
+            }),
+            Err(e) => {
+                pr_err!("Could not register luo filesystem handler: {:?}\n", e);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Number of pages that hold `size` bytes.
+fn size_pages(size: u64) -> u64 {
+    size.div_ceil(PAGE_SIZE as u64)
+}
+
+/// The serialized entry of a kept folio.
+fn folio_entry(kept: &Kept) -> Result<MemfdFolioSer> {
+    let folio = kept.folio();
+    memfd_folio(
+        folio.pfn() as u64,
+        MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
+        folio.index() as u64,
+    )
+}
+
+/// Preserves the pinned folios `pins`, appending them to `out` (which has room for them).
+fn keep_folios(memfd: &MemfdGuard<'_>, pins: KVVec<PinnedFolio>, out: &mut KVVec<Kept>) -> Result {
+    out.reserve(pins.len(), GFP_KERNEL)?;
+    for pin in pins {
+        memfd.prepare_folio(&pin);
+        let kept = PreservedFolio::new(pin)?;
+        // Cannot fail: room was reserved above.
+        out.push_within_capacity(kept).map_err(|_| ENOMEM)?;
+    }
+    Ok(())
+}
+
+/// Serializes `folios` into a preserved array.
+fn serialize(folios: &[Kept]) -> Result<Option<PreservedVVec<MemfdFolioSer>>> {
+    if folios.is_empty() {
+        return Ok(None);
+    }
+    let mut entries = VVec::with_capacity(folios.len(), GFP_KERNEL)?;
+    for kept in folios {
+        entries.push_within_capacity(folio_entry(kept)?).map_err(|_| ENOMEM)?;
+    }
+    Ok(Some(PreservedVVec::new(entries)?))
+}
+
+/// Pages held by `folios`.
+fn count_pages(folios: &[Kept]) -> usize {
+    folios.iter().map(|k| k.folio().nr_pages()).sum()
+}
+
+impl State {
+    /// Rewrites the `memfd_luo_ser` from the memfd's current seals, mode and position.
+    fn write_ser(&mut self, memfd: &Memfd, size: u64) -> Result {
+        let seals = memfd.seals()?;
+        if seals & !MEMFD_ALL_SEALS != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let mode = FileMode {
+            access: memfd.access(),
+            mode: memfd.mode(),
+        };
+        let mut ser = MemfdSer {
+            pos: memfd.pos().try_into().map_err(|_| EINVAL)?,
+            size,
+            seals,
+            flags: mode.encode(),
+            nr_folios: self.folios.len() as u64,
+            folios: pin_init::zeroed(),
+        };
+        if let Some(array) = &self.array {
+            ser.folios = array.descriptor();
+        }
+        self.ser
+            .as_mut_slice()
+            .get_mut(..size_of::<MemfdSer>())
+            .ok_or(EINVAL)?
+            .copy_from_slice(ser.as_bytes());
+        Ok(())
+    }
+
+    /// Preserves the folios that filled holes since the memfd was preserved, and serializes
+    /// the array again if it changed.
+    ///
+    /// On failure every folio preserved so far stays preserved and the previous array stays in
+    /// place, so the state is consistent; the next freeze tries again.
+    fn catch_up(&mut self, memfd: &MemfdGuard<'_>, size: u64) -> Result {
+        if memfd.nr_pages() != self.pages {
+            self.add_new_folios(memfd, size)?;
+        }
+        if self.stale {
+            self.array = serialize(&self.folios)?;
+            self.stale = false;
+        }
+        Ok(())
+    }
+
+    fn add_new_folios(&mut self, memfd: &MemfdGuard<'_>, size: u64) -> Result {
+        memfd.swap_in()?;
+        let last = match size_pages(size).checked_sub(1) {
+            Some(last) => usize::try_from(last).map_err(|_| EFBIG)?,
+            None => return Ok(()),
+        };
+        // The holes between the kept folios, in index order.
+        let mut pins = KVVec::new();
+        let mut next = 0usize;
+        for kept in self.folios.iter() {
+            let folio = kept.folio();
+            if folio.index() > next {
+                memfd.pin_present(next, folio.index() - 1, &mut pins)?;
+            }
+            next = folio.index() + folio.nr_pages();
+        }
+        if next <= last {
+            memfd.pin_present(next, last, &mut pins)?;
+        }
+        if pins.is_empty() {
+            return Ok(());
+        }
+
+        let mut added = KVVec::new();
+        keep_folios(memfd, pins, &mut added)?;
+        let mut merged = KVVec::with_capacity(self.folios.len() + added.len(), GFP_KERNEL)?;
+        let mut old = core::mem::take(&mut self.folios)
+            .into_iter()
+            .peekable();
+        let mut new = added.into_iter().peekable();
+        // Both are sorted by index and disjoint, and `merged` has room for all: nothing below
+        // fails.
+        loop {
+            let take_old = match (old.peek(), new.peek()) {
+                (Some(o), Some(n)) => o.folio().index() < n.folio().index(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_old { old.next() } else { new.next() };
+            if let Some(kept) = next {
+                if let Err(kept) = merged.push_within_capacity(kept) {
+                    // Unreachable; keep the folio preserved rather than lose it.
+                    core::mem::forget(kept);
+                }
+            }
+        }
+        self.pages = count_pages(&merged);
+        self.folios = merged;
+        self.stale = true;
+        Ok(())
+    }
+}
+
+#[vtable]
+impl FileHandler for MemfdHandler {
+    const COMPATIBLE: &'static CStr = MEMFD_COMPATIBLE;
+    type Private = Pin<KBox<Mutex<State>>>;
+
+    fn can_preserve(file: &File) -> bool {
+        Memfd::from_file(file).is_some()
+    }
+
+    fn preserve(file: &File) -> Result<(u64, Self::Private)> {
+        let memfd = Memfd::from_file(file).ok_or(EINVAL)?;
+        let guard = memfd.lock();
+        guard.set_frozen(true);
+        let unfreeze = ScopeGuard::new(|| guard.set_frozen(false));
+
+        let ser = PreservedMem::new(size_of::<MemfdSer>())?;
+        let seals = memfd.seals()?;
+        if seals & !MEMFD_ALL_SEALS != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let size = u64::try_from(memfd.size()).map_err(|_| EINVAL)?;
+        // The array counts folios in a u64, but upstream's C handler refuses more than
+        // UINT_MAX pages (the limit of memfd_pin_folios()); so does this one, so that every
+        // memfd it preserves can be retrieved by either.
+        let pages = size_pages(size);
+        if pages > u64::from(u32::MAX) {
+            return Err(EFBIG);
+        }
+
+        let mut folios = KVVec::new();
+        if let Some(last) = pages.checked_sub(1) {
+            guard.swap_in()?;
+            let mut pins = KVVec::new();
+            guard.pin_present(0, usize::try_from(last).map_err(|_| EFBIG)?, &mut pins)?;
+            keep_folios(&guard, pins, &mut folios)?;
+        }
+        let mut state = State {
+            ser,
+            pages: count_pages(&folios),
+            array: serialize(&folios)?,
+            folios,
+            stale: false,
+        };
+        state.write_ser(memfd, size)?;
+        let data = state.ser.phys();
+        let private = KBox::pin_init(new_mutex!(state), GFP_KERNEL)?;
+        unfreeze.dismiss();
+        Ok((data, private))
+    }
+
+    fn unpreserve(file: &File, _data: u64, private: Self::Private) {
+        if let Some(memfd) = Memfd::from_file(file) {
+            memfd.lock().set_frozen(false);
+        }
+        // Unpreserves the array, the folios (and unpins them) and the `memfd_luo_ser`.
+        drop(private);
+    }
+
+    fn freeze(file: &File, data: u64, private: Pin<&Mutex<State>>) -> Result<u64> {
+        let memfd = Memfd::from_file(file).ok_or(EINVAL)?;
+        let mut state = private.lock();
+        let guard = memfd.lock();
+        let size = u64::try_from(memfd.size()).map_err(|_| EINVAL)?;
+        state.catch_up(&guard, size)?;
+        state.write_ser(memfd, size)?;
+        Ok(data)
+    }
+
+    fn retrieve(data: u64) -> Result<ARef<File>> {
+        let ser = RestoredMem::restore(data)?;
+        let ser = MemfdSer::from_bytes_copy(ser.as_slice().get(..size_of::<MemfdSer>()).ok_or(EINVAL)?)
+            .ok_or(EINVAL)?;
+        let entries = match Entries::restore(&ser) {
+            Ok(entries) => entries,
+            Err(e) => {
+                pr_err!("refusing the preserved folio array: {:?}\n", e);
+                return Err(e);
+            }
+        };
+        let res = rebuild(&ser, &entries);
+        if let Err(e) = res {
+            pr_err!("failed to retrieve a memfd: {:?}\n", e);
+        }
+        res
+    }
+
+    fn finish(_file: Option<&File>, data: u64, retrieve_status: i32) {
+        // Retrieved, or the failed retrieve freed what it could.
+        if retrieve_status != 0 {
+            return;
+        }
+        let Ok(ser) = RestoredMem::restore(data) else {
+            pr_warn!("cannot restore the state of a memfd at {:#x}\n", data);
+            return;
+        };
+        let Some(ser) = ser
+            .as_slice()
+            .get(..size_of::<MemfdSer>())
+            .and_then(MemfdSer::from_bytes_copy)
+        else {
+            return;
+        };
+        match Entries::restore(&ser) {
+            Ok(entries) => entries.discard(0),
+            Err(e) => pr_warn!("cannot free the folios of a memfd: {:?}\n", e),
+        }
+    }
+
+    fn get_id(file: &File) -> usize {
+        Memfd::from_file(file).map_or(core::ptr::from_ref(file) as usize, Memfd::id)
+    }
+}
+
+/// The folio array of a preserved memfd, mapped in the next kernel.
+struct Entries {
+    array: Option<RestoredVmalloc>,
+    count: usize,
+}
+
+impl Entries {
+    /// Maps the array `ser` points to and checks that it holds `nr_folios` entries.
+    fn restore(ser: &MemfdSer) -> Result<Self> {
+        let nr_folios = ser.nr_folios;
+        if nr_folios == 0 {
+            return Ok(Self {
+                array: None,
+                count: 0,
+            });
+        }
+        let count = usize::try_from(nr_folios).map_err(|_| EINVAL)?;
+        let desc = ser.folios;
+        let array = RestoredVmalloc::restore(&desc)?;
+        let bytes = count
+            .checked_mul(size_of::<MemfdFolioSer>())
+            .ok_or(EINVAL)?;
+        if bytes > array.as_slice().len() {
+            return Err(EINVAL);
+        }
+        Ok(Self {
+            array: Some(array),
+            count,
+        })
+    }
+
+    /// Returns entry `i`.
+    fn get(&self, i: usize) -> Option<MemfdFolioSer> {
+        let bytes = self.array.as_ref()?.as_slice();
+        let start = i.checked_mul(size_of::<MemfdFolioSer>())?;
+        let end = start.checked_add(size_of::<MemfdFolioSer>())?;
+        MemfdFolioSer::from_bytes_copy(bytes.get(start..end)?)
+    }
+
+    /// Restores and frees the folios of entries `from..`.
+    fn discard(&self, from: usize) {
+        let mut lost = 0usize;
+        for i in from..self.count {
+            let Some(entry) = self.get(i) else { break };
+            let pfn = entry.pfn();
+            // Upstream's C handler skips a zero pfn; so does this one.
+            if pfn != 0 && RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT).is_err() {
+                lost += 1;
+            }
+        }
+        if lost != 0 {
+            pr_warn!("{} preserved folios could not be restored and freed\n", lost);
+        }
+    }
+}
+
+/// Builds the memfd that `ser` describes from the folios in `entries`.
+///
+/// On failure, the folios not yet in the memfd are freed; those in it go with the memfd.
+fn rebuild(ser: &MemfdSer, entries: &Entries) -> Result<ARef<File>> {
+    let seals = ser.seals;
+    let size = ser.size;
+    let mut added = 0usize;
+    let res = (|| {
+        if seals & !MEMFD_ALL_SEALS != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let mode = FileMode::decode(ser.flags, seals)?;
+        let size_i = i64::try_from(size).map_err(|_| EINVAL)?;
+        let pos = i64::try_from(ser.pos).map_err(|_| EINVAL)?;
+        let pages = size_pages(size);
+        let mut memfd = NewMemfd::create(mode.access, mode.mode, seals, size_i, pos)?;
+        while added < entries.count {
+            let entry = entries.get(added).ok_or(EINVAL)?;
+            added += 1;
+            let pfn = entry.pfn();
+            if pfn == 0 {
+                continue;
+            }
+            let flags = entry.flags();
+            if flags & !(MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE) != 0 {
+                return Err(EINVAL);
+            }
+            let folio = RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT)?;
+            let index = entry.index;
+            let nr = folio.folio().nr_pages() as u64;
+            // Inside the file, and aligned to the folio's size as the page cache requires.
+            if index >= pages || index % nr != 0 {
+                return Err(EINVAL);
+            }
+            memfd.add_folio(
+                folio,
+                usize::try_from(index).map_err(|_| EINVAL)?,
+                flags & MEMFD_FOLIO_UPTODATE != 0,
+                flags & MEMFD_FOLIO_DIRTY != 0,
+            )?;
+        }
+        Ok(memfd.finish())
+    })();
+    if res.is_err() {
+        entries.discard(added);
+    }
+    res
+}
+
+#[kunit_tests(memfd_luo)]
+mod tests {
+    use super::*;
+
+    const ALL_WRITE: u32 = F_SEAL_WRITE | kernel::liveupdate::memfd::F_SEAL_SHRINK;
+
+    #[test]
+    fn mode_from_upstream() -> Result {
+        // Upstream's C handler writes no flags: read-write; executable unless F_SEAL_EXEC was
+        // applied without the write seals it implies on an executable memfd.
+        let m = |seals| FileMode::decode(0, seals);
+        assert_eq!(m(0)?, FileMode { access: O_RDWR, mode: 0o777 });
+        assert_eq!(m(F_SEAL_EXEC)?, FileMode { access: O_RDWR, mode: 0o666 });
+        assert_eq!(m(F_SEAL_EXEC | ALL_WRITE)?, FileMode { access: O_RDWR, mode: 0o777 });
+        Ok(())
+    }
+
+    #[test]
+    fn mode_round_trip() -> Result {
+        use kernel::liveupdate::memfd::{O_RDONLY, O_WRONLY};
+        for access in [O_RDONLY, O_WRONLY, O_RDWR] {
+            for mode in [0, 0o600, 0o666, 0o777, 0o751] {
+                let fm = FileMode { access, mode };
+                let flags = fm.encode();
+                assert_eq!(flags & !FLAGS_KNOWN, 0);
+                assert_eq!(FileMode::decode(flags, F_SEAL_EXEC | ALL_WRITE)?, fm);
+            }
+        }
+        // O_RDONLY, 0o640: bit 0, access 0 in bits 1..3, 0o640 in bits 3..12.
+        assert_eq!(FileMode { access: 0, mode: 0o640 }.encode(), 1 | (0o640 << 3));
+        Ok(())
+    }
+
+    #[test]
+    fn mode_refused() {
+        // Unknown bits, an access mode of 3, bits without the "recorded" bit.
+        assert_eq!(FileMode::decode(1 << 12, 0), Err(EINVAL));
+        assert_eq!(FileMode::decode(FLAG_EXT | (O_ACCMODE << FLAG_ACCESS_SHIFT), 0), Err(EINVAL));
+        assert_eq!(FileMode::decode(0o644 << FLAG_MODE_SHIFT, 0), Err(EINVAL));
+    }
+
+    #[test]
+    fn pages_of_size() {
+        let p = PAGE_SIZE as u64;
+        assert_eq!(size_pages(0), 0);
+        assert_eq!(size_pages(1), 1);
+        assert_eq!(size_pages(p), 1);
+        assert_eq!(size_pages(p + 1), 2);
+        assert_eq!(size_pages((u64::from(u32::MAX) + 1) * p), u64::from(u32::MAX) + 1);
+    }
+}

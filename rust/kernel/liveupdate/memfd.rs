@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! memfds as the live update memfd handler sees them.
+//!
+//! C headers: [`include/linux/shmem_luo.h`](srctree/include/linux/shmem_luo.h) and
+//! [`include/linux/memfd.h`](srctree/include/linux/memfd.h)
+//!
+//! A [`Memfd`] is a file the memfd handler may preserve: an unlinked shmem file, that is a memfd
+//! not backed by hugetlb. Under its inode lock ([`Memfd::lock`]) its size can be frozen and the
+//! folios it holds pinned, without filling holes. In the next kernel a [`NewMemfd`] is built
+//! around the folios the previous kernel preserved, charged to the retrieving task's memory
+//! cgroup and accounted to the file like pages it faulted in.
+
+use crate::{
+    alloc::KVVec,
+    bindings,
+    error::{
+        from_err_ptr,
+        to_result, //
+    },
+    folio::PinnedFolio,
+    fs::File,
+    liveupdate::kho::RestoredFolio,
+    prelude::*,
+    sync::aref::ARef, //
+};
+use core::{
+    ops::Deref,
+    ptr::NonNull, //
+};
+
+pub use bindings::{
+    F_SEAL_EXEC,
+    F_SEAL_FUTURE_WRITE,
+    F_SEAL_GROW,
+    F_SEAL_SEAL,
+    F_SEAL_SHRINK,
+    F_SEAL_WRITE,
+    O_ACCMODE,
+    O_RDONLY,
+    O_RDWR,
+    O_WRONLY, //
+};
+
+/// How many folios one call of `memfd_pin_present_folios()` pins at most.
+const PIN_BATCH: u32 = 1024;
+
+/// A memfd the live update memfd handler can preserve.
+///
+/// # Invariants
+///
+/// The file is a shmem file with no name (`shmem_luo_can_preserve()` returned true for it).
+#[repr(transparent)]
+pub struct Memfd(File);
+
+impl Memfd {
+    /// Returns `file` as a memfd, or `None` if it is not an unlinked shmem file (hugetlb memfds
+    /// and files with a name on tmpfs are not).
+    pub fn from_file(file: &File) -> Option<&Memfd> {
+        // SAFETY: `file` is a valid file.
+        if unsafe { bindings::shmem_luo_can_preserve(file.as_ptr()) } {
+            // SAFETY: `Memfd` is a transparent wrapper of `File`.
+            // INVARIANT: Checked just now.
+            Some(unsafe { &*core::ptr::from_ref(file).cast::<Memfd>() })
+        } else {
+            None
+        }
+    }
+
+    /// Returns the file.
+    pub fn file(&self) -> &File {
+        &self.0
+    }
+
+    fn raw(&self) -> *mut bindings::file {
+        self.0.as_ptr()
+    }
+
+    /// Returns an identity of the memfd's contents: the address of its inode, shared by all
+    /// files opened on it.
+    pub fn id(&self) -> usize {
+        // SAFETY: The file is valid, and `f_inode` is set at open and never changes.
+        unsafe { (*self.raw()).f_inode as usize }
+    }
+
+    /// Returns the access mode the file was opened with: `O_RDONLY`, `O_WRONLY` or `O_RDWR`.
+    pub fn access(&self) -> u32 {
+        self.0.flags() & bindings::O_ACCMODE
+    }
+
+    /// Returns the file position, read without locking (a snapshot).
+    pub fn pos(&self) -> i64 {
+        // SAFETY: By the type invariants, the file is a memfd.
+        unsafe { bindings::shmem_luo_pos(self.raw()) }
+    }
+
+    /// Returns the size in bytes.
+    pub fn size(&self) -> i64 {
+        // SAFETY: By the type invariants, the file is a memfd.
+        unsafe { bindings::shmem_luo_size(self.raw()) }
+    }
+
+    /// Returns the inode's permission bits (`0o777` at most).
+    pub fn mode(&self) -> u32 {
+        // SAFETY: By the type invariants, the file is a memfd.
+        u32::from(unsafe { bindings::shmem_luo_mode(self.raw()) })
+    }
+
+    /// Returns the memfd's seals (`F_SEAL_*`).
+    pub fn seals(&self) -> Result<u32> {
+        // SAFETY: The file is valid.
+        let seals = unsafe { bindings::memfd_get_seals(self.raw()) };
+        to_result(seals)?;
+        u32::try_from(seals).map_err(|_| EINVAL)
+    }
+
+    /// Returns the number of pages the memfd holds in memory and in swap.
+    pub fn nr_pages(&self) -> usize {
+        // SAFETY: By the type invariants, the file is a memfd.
+        unsafe { bindings::shmem_luo_nr_pages(self.raw()) }
+    }
+
+    /// Takes the memfd's inode lock, which serializes against `ftruncate()`, `fallocate()`,
+    /// sealing and writes that grow the file.
+    pub fn lock(&self) -> MemfdGuard<'_> {
+        // SAFETY: By the type invariants, the file is a memfd.
+        unsafe { bindings::shmem_luo_lock(self.raw()) };
+        // INVARIANT: Locked just now.
+        MemfdGuard { memfd: self }
+    }
+}
+
+/// A [`Memfd`] whose inode lock is held.
+///
+/// # Invariants
+///
+/// The inode lock of `memfd` is held by this value.
+pub struct MemfdGuard<'a> {
+    memfd: &'a Memfd,
+}
+
+impl Deref for MemfdGuard<'_> {
+    type Target = Memfd;
+
+    fn deref(&self) -> &Memfd {
+        self.memfd
+    }
+}
+
+impl Drop for MemfdGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, we hold the lock.
+        unsafe { bindings::shmem_luo_unlock(self.memfd.raw()) };
+    }
+}
+
+impl MemfdGuard<'_> {
+    /// Freezes or unfreezes the memfd's size: while frozen, `ftruncate()`, `fallocate()` and
+    /// writes past the end fail with `EPERM`, while stores inside the size keep working.
+    pub fn set_frozen(&self, frozen: bool) {
+        // SAFETY: By the type invariants, the file is a memfd and its inode lock is held.
+        unsafe { bindings::shmem_luo_freeze(self.raw(), frozen) };
+    }
+
+    /// Reads the memfd's swapped-out pages back into memory, so that
+    /// [`MemfdGuard::pin_present`] sees all its data.
+    pub fn swap_in(&self) -> Result {
+        // SAFETY: By the type invariants, the file is a memfd and its inode lock is held.
+        to_result(unsafe { bindings::shmem_luo_swapin(self.raw()) })
+    }
+
+    /// Pins the folios the memfd holds between page indices `first` and `last` (inclusive) and
+    /// appends them to `out` in index order; holes are not filled.
+    ///
+    /// Folios in memory that cannot be pinned long-term (movable zone, CMA) are migrated
+    /// first. On failure `out` is as it was.
+    pub fn pin_present(&self, first: usize, last: usize, out: &mut KVVec<PinnedFolio>) -> Result {
+        let old_len = out.len();
+        let res = self.pin_into(first, last, out);
+        if res.is_err() {
+            out.truncate(old_len);
+        }
+        res
+    }
+
+    fn pin_into(&self, first: usize, last: usize, out: &mut KVVec<PinnedFolio>) -> Result {
+        let mut batch = [core::ptr::null_mut::<bindings::folio>(); PIN_BATCH as usize];
+        let mut next = first;
+        while next <= last {
+            out.reserve(PIN_BATCH as usize, GFP_KERNEL)?;
+            // SAFETY: By the type invariants, the file is a memfd; `next` and `batch` are valid
+            // for writes, the latter of `PIN_BATCH` pointers.
+            let n = unsafe {
+                bindings::memfd_pin_present_folios(
+                    self.raw(),
+                    &mut next,
+                    last,
+                    batch.as_mut_ptr(),
+                    PIN_BATCH,
+                )
+            };
+            // A negative count is an errno, with nothing pinned.
+            let Ok(n) = usize::try_from(n) else {
+                return Err(Error::from_errno(i32::try_from(n).unwrap_or(-22)));
+            };
+            if n == 0 {
+                break;
+            }
+            for ptr in batch.iter().take(n).filter_map(|&ptr| NonNull::new(ptr)) {
+                // SAFETY: `memfd_pin_present_folios()` pinned each of the first `n` folios once
+                // for us.
+                let folio = unsafe { PinnedFolio::from_raw(ptr) };
+                // Room for `PIN_BATCH` more was reserved above, so this succeeds; were it to
+                // fail, the pin would be released.
+                let _ = out.push_within_capacity(folio);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a folio of this memfd ready to be handed over: marks it dirty, and zeroes it if it
+    /// was allocated (by `fallocate()`) but never written, so that it is up to date.
+    pub fn prepare_folio(&self, folio: &PinnedFolio) {
+        // SAFETY: The folio is pinned, and the memfd it belongs to cannot be truncated while its
+        // inode lock is held.
+        unsafe { bindings::shmem_luo_prepare_folio(folio.as_raw()) };
+    }
+}
+
+/// A memfd being rebuilt from preserved folios in the next kernel.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::liveupdate::memfd::{self, Memfd, NewMemfd};
+///
+/// let seals = memfd::F_SEAL_GROW | memfd::F_SEAL_EXEC;
+/// let file = NewMemfd::create(memfd::O_RDONLY, 0o640, seals, 12345, 77)?.finish();
+/// let m = Memfd::from_file(&file).ok_or(EINVAL)?;
+/// assert_eq!(m.access(), memfd::O_RDONLY);
+/// assert_eq!(m.mode(), 0o640);
+/// // F_SEAL_EXEC on a non-executable memfd does not imply the write seals.
+/// assert_eq!(m.seals()?, seals);
+/// assert_eq!((m.size(), m.pos(), m.nr_pages()), (12345, 77, 0));
+/// {
+///     let locked = m.lock();
+///     locked.set_frozen(true);
+///     let mut pins = KVVec::new();
+///     locked.pin_present(0, 3, &mut pins)?;
+///     // An empty memfd: nothing is pinned and no hole is filled.
+///     assert!(pins.is_empty());
+///     assert_eq!(m.nr_pages(), 0);
+///     locked.set_frozen(false);
+/// }
+/// assert!(NewMemfd::create(memfd::O_ACCMODE, 0o600, 0, 0, 0).is_err());
+/// assert!(NewMemfd::create(memfd::O_RDWR, 0o7777, 0, 0, 0).is_err());
+/// assert!(NewMemfd::create(memfd::O_RDWR, 0o600, 0, -1, 0).is_err());
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// # Invariants
+///
+/// `file` was created by `shmem_luo_create()`; `pages` pages were added to it and not yet
+/// accounted with `shmem_luo_account()`.
+pub struct NewMemfd {
+    file: ARef<File>,
+    pages: usize,
+}
+
+impl NewMemfd {
+    /// Creates an empty memfd of `size` bytes opened with access mode `access` (`O_RDONLY`,
+    /// `O_WRONLY` or `O_RDWR`), with permission bits `mode` (at most `0o777`), seals `seals` and
+    /// file position `pos`.
+    ///
+    /// The permission bits are set before the seals, so `F_SEAL_EXEC` on a non-executable memfd
+    /// does not imply the write seals. Fails with [`EINVAL`] for an invalid mode, access mode,
+    /// size or position, and with the errors of `memfd_add_seals()`.
+    pub fn create(access: u32, mode: u32, seals: u32, size: i64, pos: i64) -> Result<Self> {
+        let mode = u16::try_from(mode).map_err(|_| EINVAL)?;
+        // SAFETY: `shmem_luo_create()` validates all its arguments.
+        let raw = unsafe { bindings::shmem_luo_create(access, mode, seals, size, pos) };
+        let raw = from_err_ptr(raw).map(NonNull::new)?.ok_or(ENOMEM)?;
+        // SAFETY: `shmem_luo_create()` returned a new file holding one reference, which we now
+        // own. `File` is a transparent wrapper of `struct file`.
+        let file = unsafe { ARef::from_raw(raw.cast::<File>()) };
+        // INVARIANT: Created just now, with no pages.
+        Ok(Self { file, pages: 0 })
+    }
+
+    /// Inserts `folio` at page `index` (a multiple of its size) of the memfd, charging it to
+    /// the current task's memory cgroup.
+    ///
+    /// `uptodate` and `dirty` give the state of its contents. On failure the folio is freed and
+    /// the memfd is unchanged.
+    pub fn add_folio(
+        &mut self,
+        folio: RestoredFolio,
+        index: usize,
+        uptodate: bool,
+        dirty: bool,
+    ) -> Result {
+        let f = folio.folio();
+        // SAFETY: The file came from `shmem_luo_create()`. A restored folio is referenced by
+        // `folio` alone and is in no mapping or list; `shmem_luo_add_folio()` takes its own
+        // reference when it inserts it, and leaves ours to `folio`.
+        to_result(unsafe {
+            bindings::shmem_luo_add_folio(self.file.as_ptr(), f.as_raw(), index, uptodate, dirty)
+        })?;
+        self.pages += f.nr_pages();
+        Ok(())
+    }
+
+    /// Returns the memfd's file, with all added pages accounted.
+    pub fn finish(mut self) -> ARef<File> {
+        self.account();
+        self.file.clone()
+    }
+
+    fn account(&mut self) {
+        if self.pages != 0 {
+            // Page counts are bounded by the size of memory, so they fit in a `long`.
+            let pages = self.pages as isize;
+            // SAFETY: The file came from `shmem_luo_create()`, and `pages` pages were added to
+            // it but not yet accounted.
+            unsafe { bindings::shmem_luo_account(self.file.as_ptr(), pages) };
+            // INVARIANT: Accounted now.
+            self.pages = 0;
+        }
+    }
+}
+
+impl Drop for NewMemfd {
+    fn drop(&mut self) {
+        self.account();
+    }
+}
