@@ -28,8 +28,7 @@ use kernel::{
     fs::File,
     liveupdate::{
         abi::{
-            memfd_folio,
-            MemfdFolioSer,
+            MemfdFolio,
             MemfdSer,
             MEMFD_ALL_SEALS,
             MEMFD_COMPATIBLE,
@@ -149,7 +148,7 @@ struct State {
     /// Pages in `folios`.
     pages: usize,
     /// The serialized `folios`, or `None` if there are none.
-    array: Option<PreservedVVec<MemfdFolioSer>>,
+    array: Option<PreservedVVec<MemfdFolio>>,
     /// `array` lacks folios added to `folios` (serializing them failed).
     stale: bool,
 }
@@ -183,36 +182,62 @@ fn size_pages(size: u64) -> u64 {
     size.div_ceil(PAGE_SIZE as u64)
 }
 
-/// The serialized entry of a kept folio.
-fn folio_entry(kept: &Kept) -> Result<MemfdFolioSer> {
-    let folio = kept.folio();
-    memfd_folio(
-        folio.pfn() as u64,
-        MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
-        folio.index() as u64,
-    )
+/// Pins and preserves the folios the memfd holds between pages `first` and `last`, appending
+/// them to `out` and their entries to `entries`, in index order; returns the number of pages
+/// added.
+fn keep_present(
+    memfd: &MemfdGuard<'_>,
+    first: usize,
+    last: usize,
+    out: &mut KVVec<Kept>,
+    entries: &mut VVec<MemfdFolio>,
+) -> Result<usize> {
+    let mut pages = 0;
+    memfd.for_each_present(first, last, |pin| {
+        let place = memfd.prepare_folio(&pin);
+        let entry = MemfdFolio::new(
+            place.pfn as u64,
+            MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
+            place.index as u64,
+        )?;
+        let kept = PreservedFolio::new(pin)?;
+        entries.push(entry, GFP_KERNEL)?;
+        out.push(kept, GFP_KERNEL)?;
+        pages += place.pages;
+        Ok(())
+    })?;
+    Ok(pages)
 }
 
-/// Preserves the pinned folios `pins`, appending them to `out` (which has room for them).
-fn keep_folios(memfd: &MemfdGuard<'_>, pins: KVVec<PinnedFolio>, out: &mut KVVec<Kept>) -> Result {
-    out.reserve(pins.len(), GFP_KERNEL)?;
-    for pin in pins {
-        memfd.prepare_folio(&pin);
-        let kept = PreservedFolio::new(pin)?;
-        // Cannot fail: room was reserved above.
-        out.push_within_capacity(kept).map_err(|_| ENOMEM)?;
+/// Preserves `entries`, copied first to an allocation of their size if they use much less
+/// than theirs (KHO preserves the whole allocation).
+fn preserve_entries(entries: VVec<MemfdFolio>) -> Result<Option<PreservedVVec<MemfdFolio>>> {
+    if entries.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    if entries.capacity() - entries.len() <= entries.len() / 8 {
+        return Ok(Some(PreservedVVec::new(entries)?));
+    }
+    let mut exact = VVec::with_capacity(entries.len(), GFP_KERNEL)?;
+    exact.extend_from_slice(&entries, GFP_KERNEL)?;
+    Ok(Some(PreservedVVec::new(exact)?))
 }
 
 /// Serializes `folios` into a preserved array.
-fn serialize(folios: &[Kept]) -> Result<Option<PreservedVVec<MemfdFolioSer>>> {
+fn serialize(folios: &[Kept]) -> Result<Option<PreservedVVec<MemfdFolio>>> {
     if folios.is_empty() {
         return Ok(None);
     }
     let mut entries = VVec::with_capacity(folios.len(), GFP_KERNEL)?;
     for kept in folios {
-        entries.push_within_capacity(folio_entry(kept)?).map_err(|_| ENOMEM)?;
+        // Only after holes were filled since PRESERVE_FD; not worth a cheaper way.
+        let folio = kept.folio();
+        let entry = MemfdFolio::new(
+            folio.pfn() as u64,
+            MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
+            folio.index() as u64,
+        )?;
+        entries.push_within_capacity(entry).map_err(|_| ENOMEM)?;
     }
     Ok(Some(PreservedVVec::new(entries)?))
 }
@@ -275,28 +300,25 @@ impl State {
             None => return Ok(()),
         };
         // The holes between the kept folios, in index order.
-        let mut pins = KVVec::new();
+        let mut added = KVVec::new();
+        let mut entries = VVec::new();
         let mut next = 0usize;
         for kept in self.folios.iter() {
             let folio = kept.folio();
             if folio.index() > next {
-                memfd.pin_present(next, folio.index() - 1, &mut pins)?;
+                keep_present(memfd, next, folio.index() - 1, &mut added, &mut entries)?;
             }
             next = folio.index() + folio.nr_pages();
         }
         if next <= last {
-            memfd.pin_present(next, last, &mut pins)?;
+            keep_present(memfd, next, last, &mut added, &mut entries)?;
         }
-        if pins.is_empty() {
+        if added.is_empty() {
             return Ok(());
         }
 
-        let mut added = KVVec::new();
-        keep_folios(memfd, pins, &mut added)?;
         let mut merged = KVVec::with_capacity(self.folios.len() + added.len(), GFP_KERNEL)?;
-        let mut old = core::mem::take(&mut self.folios)
-            .into_iter()
-            .peekable();
+        let mut old = core::mem::take(&mut self.folios).into_iter().peekable();
         let mut new = added.into_iter().peekable();
         // Both are sorted by index and disjoint, and `merged` has room for all: nothing below
         // fails.
@@ -352,16 +374,19 @@ impl FileHandler for MemfdHandler {
         }
 
         let mut folios = KVVec::new();
+        let mut entries = VVec::new();
+        let mut held = 0;
         if let Some(last) = pages.checked_sub(1) {
             guard.swap_in()?;
-            let mut pins = KVVec::new();
-            guard.pin_present(0, usize::try_from(last).map_err(|_| EFBIG)?, &mut pins)?;
-            keep_folios(&guard, pins, &mut folios)?;
+            let last = usize::try_from(last).map_err(|_| EFBIG)?;
+            // As many folios as pages at most: exact for 4 KiB folios, trimmed below otherwise.
+            entries.reserve(memfd.nr_pages(), GFP_KERNEL)?;
+            held = keep_present(&guard, 0, last, &mut folios, &mut entries)?;
         }
         let mut state = State {
             ser,
-            pages: count_pages(&folios),
-            array: serialize(&folios)?,
+            pages: held,
+            array: preserve_entries(entries)?,
             folios,
             stale: false,
         };
@@ -392,8 +417,9 @@ impl FileHandler for MemfdHandler {
 
     fn retrieve(data: u64) -> Result<ARef<File>> {
         let ser = RestoredMem::restore(data)?;
-        let ser = MemfdSer::from_bytes_copy(ser.as_slice().get(..size_of::<MemfdSer>()).ok_or(EINVAL)?)
-            .ok_or(EINVAL)?;
+        let ser =
+            MemfdSer::from_bytes_copy(ser.as_slice().get(..size_of::<MemfdSer>()).ok_or(EINVAL)?)
+                .ok_or(EINVAL)?;
         let entries = match Entries::restore(&ser) {
             Ok(entries) => entries,
             Err(e) => {
@@ -454,9 +480,7 @@ impl Entries {
         let count = usize::try_from(nr_folios).map_err(|_| EINVAL)?;
         let desc = ser.folios;
         let array = RestoredVmalloc::restore(&desc)?;
-        let bytes = count
-            .checked_mul(size_of::<MemfdFolioSer>())
-            .ok_or(EINVAL)?;
+        let bytes = count.checked_mul(size_of::<MemfdFolio>()).ok_or(EINVAL)?;
         if bytes > array.as_slice().len() {
             return Err(EINVAL);
         }
@@ -467,11 +491,11 @@ impl Entries {
     }
 
     /// Returns entry `i`.
-    fn get(&self, i: usize) -> Option<MemfdFolioSer> {
+    fn get(&self, i: usize) -> Option<MemfdFolio> {
         let bytes = self.array.as_ref()?.as_slice();
-        let start = i.checked_mul(size_of::<MemfdFolioSer>())?;
-        let end = start.checked_add(size_of::<MemfdFolioSer>())?;
-        MemfdFolioSer::from_bytes_copy(bytes.get(start..end)?)
+        let start = i.checked_mul(size_of::<MemfdFolio>())?;
+        let end = start.checked_add(size_of::<MemfdFolio>())?;
+        MemfdFolio::from_bytes_copy(bytes.get(start..end)?)
     }
 
     /// Restores and frees the folios of entries `from..`.
@@ -486,7 +510,10 @@ impl Entries {
             }
         }
         if lost != 0 {
-            pr_warn!("{} preserved folios could not be restored and freed\n", lost);
+            pr_warn!(
+                "{} preserved folios could not be restored and freed\n",
+                lost
+            );
         }
     }
 }
@@ -551,9 +578,27 @@ mod tests {
         // Upstream's C handler writes no flags: read-write; executable unless F_SEAL_EXEC was
         // applied without the write seals it implies on an executable memfd.
         let m = |seals| FileMode::decode(0, seals);
-        assert_eq!(m(0)?, FileMode { access: O_RDWR, mode: 0o777 });
-        assert_eq!(m(F_SEAL_EXEC)?, FileMode { access: O_RDWR, mode: 0o666 });
-        assert_eq!(m(F_SEAL_EXEC | ALL_WRITE)?, FileMode { access: O_RDWR, mode: 0o777 });
+        assert_eq!(
+            m(0)?,
+            FileMode {
+                access: O_RDWR,
+                mode: 0o777
+            }
+        );
+        assert_eq!(
+            m(F_SEAL_EXEC)?,
+            FileMode {
+                access: O_RDWR,
+                mode: 0o666
+            }
+        );
+        assert_eq!(
+            m(F_SEAL_EXEC | ALL_WRITE)?,
+            FileMode {
+                access: O_RDWR,
+                mode: 0o777
+            }
+        );
         Ok(())
     }
 
@@ -569,7 +614,14 @@ mod tests {
             }
         }
         // O_RDONLY, 0o640: bit 0, access 0 in bits 1..3, 0o640 in bits 3..12.
-        assert_eq!(FileMode { access: 0, mode: 0o640 }.encode(), 1 | (0o640 << 3));
+        assert_eq!(
+            FileMode {
+                access: 0,
+                mode: 0o640
+            }
+            .encode(),
+            1 | (0o640 << 3)
+        );
         Ok(())
     }
 
@@ -577,7 +629,10 @@ mod tests {
     fn mode_refused() {
         // Unknown bits, an access mode of 3, bits without the "recorded" bit.
         assert_eq!(FileMode::decode(1 << 12, 0), Err(EINVAL));
-        assert_eq!(FileMode::decode(FLAG_EXT | (O_ACCMODE << FLAG_ACCESS_SHIFT), 0), Err(EINVAL));
+        assert_eq!(
+            FileMode::decode(FLAG_EXT | (O_ACCMODE << FLAG_ACCESS_SHIFT), 0),
+            Err(EINVAL)
+        );
         assert_eq!(FileMode::decode(0o644 << FLAG_MODE_SHIFT, 0), Err(EINVAL));
     }
 
@@ -588,6 +643,9 @@ mod tests {
         assert_eq!(size_pages(1), 1);
         assert_eq!(size_pages(p), 1);
         assert_eq!(size_pages(p + 1), 2);
-        assert_eq!(size_pages((u64::from(u32::MAX) + 1) * p), u64::from(u32::MAX) + 1);
+        assert_eq!(
+            size_pages((u64::from(u32::MAX) + 1) * p),
+            u64::from(u32::MAX) + 1
+        );
     }
 }

@@ -160,12 +160,18 @@ int shmem_luo_swapin(struct file *file)
 /**
  * shmem_luo_prepare_folio - make a preserved folio's state final
  * @folio: a pinned folio of a memfd whose inode lock is held
+ * @pfn: set to the folio's page frame number
+ * @index: set to the folio's page index in the file
  *
  * A folio that fallocate() allocated but nothing wrote is zeroed and marked
  * up to date, and every folio is marked dirty, so that the next kernel gets
- * it as one holding data, which reclaim must not drop.
+ * it as one holding data, which reclaim must not drop.  The folio's place is
+ * returned in the same call, as the handler records it next.
+ *
+ * Return: the number of pages in the folio.
  */
-void shmem_luo_prepare_folio(struct folio *folio)
+long shmem_luo_prepare_folio(struct folio *folio, unsigned long *pfn,
+			     pgoff_t *index)
 {
 	if (!folio_test_uptodate(folio)) {
 		folio_lock(folio);
@@ -178,6 +184,10 @@ void shmem_luo_prepare_folio(struct folio *folio)
 	}
 	if (!folio_test_dirty(folio))
 		folio_mark_dirty(folio);
+
+	*pfn = folio_pfn(folio);
+	*index = folio->index;
+	return folio_nr_pages(folio);
 }
 
 /**
@@ -248,14 +258,15 @@ err_put:
  * @dirty: whether it holds data that must not be dropped
  *
  * The folio is charged to the current task's memory cgroup and to the
- * file's block accounting, then added to the page cache and the LRU; the
- * caller still owns its reference.  Call shmem_luo_account() with the pages
- * added once done.
+ * file's block accounting, then added to the page cache and the LRU.  The
+ * caller's reference is consumed, on failure too (the folio is then freed).
+ * Call shmem_luo_account() with the pages added once done.
  *
- * Return: 0, or a negative errno with the folio left out of the file.
+ * Return: the number of pages added, or a negative errno with the folio left
+ * out of the file.
  */
-int shmem_luo_add_folio(struct file *file, struct folio *folio, pgoff_t index,
-			bool uptodate, bool dirty)
+long shmem_luo_add_folio(struct file *file, struct folio *folio, pgoff_t index,
+			 bool uptodate, bool dirty)
 {
 	struct inode *inode = file_inode(file);
 	struct address_space *mapping = inode->i_mapping;
@@ -263,8 +274,10 @@ int shmem_luo_add_folio(struct file *file, struct folio *folio, pgoff_t index,
 	long nr = folio_nr_pages(folio);
 	int err;
 
-	if (!IS_ALIGNED(index, nr))
+	if (!IS_ALIGNED(index, nr)) {
+		folio_put(folio);
 		return -EINVAL;
+	}
 
 	__folio_set_locked(folio);
 	__folio_set_swapbacked(folio);
@@ -291,7 +304,8 @@ int shmem_luo_add_folio(struct file *file, struct folio *folio, pgoff_t index,
 	folio_add_lru(folio);
 unlock:
 	folio_unlock(folio);
-	return err;
+	folio_put(folio);
+	return err ? err : nr;
 }
 
 /**

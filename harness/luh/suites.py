@@ -218,7 +218,7 @@ C_CORE = ("luo_core", "luo_session", "luo_file", "luo_flb", "kho_block")
 
 
 def c_core_gone(arch, build):
-    """The rust build links no object of upstream's C LUO core and has no C core symbol."""
+    """The rust build links no object of upstream's C LUO core or C memfd handler."""
     s = Suite(arch, "rust", "c-core-gone")
     members = run(["ar", "t", build.outdir / "kernel" / "liveupdate" / "built-in.a"]).stdout.split()
     linked = [m for m in members if any(m.endswith(f"/{o}.o") for o in C_CORE)]
@@ -227,11 +227,20 @@ def c_core_gone(arch, build):
     syms = run([nm, build.outdir / "vmlinux"]).stdout.split("\n")
     c_syms = [ln.split()[-1] for ln in syms
               if re.search(r" [tT] (luo_session_create|luo_preserve_file|kho_block_set_grow|"
-                           r"luo_flb_file_preserve|luo_early_startup)$", ln)]
+                           r"luo_flb_file_preserve|luo_early_startup|memfd_luo_preserve|"
+                           r"memfd_luo_retrieve|memfd_luo_init)$", ln)]
+    # mm/memfd_luo.o: compiled from mm/memfd_luo.rs by rustc (or clippy-driver).
+    cmd = build.outdir / "mm" / ".memfd_luo.o.cmd"
+    cmd_text = cmd.read_text() if cmd.exists() else ""
+    first = cmd_text.split("\n", 1)[0]
+    memfd_rust = ("memfd_luo.rs" in first and "memfd_luo.c" not in first
+                  and ("rustc" in first or "clippy-driver" in first))
     s.cases = [
         Case("no C core object in kernel/liveupdate/built-in.a", FAIL if linked else PASS,
              "linked: " + ", ".join(linked) if linked else ""),
         Case("no C core function in vmlinux", FAIL if c_syms else PASS, ", ".join(c_syms)),
+        Case("mm/memfd_luo.o is built from mm/memfd_luo.rs", PASS if memfd_rust else FAIL,
+             "" if memfd_rust else f"{cmd} does not show rustc on mm/memfd_luo.rs"),
         Case("the Rust core is linked", PASS if any(m.endswith("/luo.o") for m in members)
              else FAIL, "" if any(m.endswith("/luo.o") for m in members)
              else "luo.o missing from kernel/liveupdate/built-in.a"),

@@ -24,11 +24,12 @@ loff_t shmem_luo_pos(struct file *file);
 umode_t shmem_luo_mode(struct file *file);
 unsigned long shmem_luo_nr_pages(struct file *file);
 int shmem_luo_swapin(struct file *file);
-void shmem_luo_prepare_folio(struct folio *folio);
+long shmem_luo_prepare_folio(struct folio *folio, unsigned long *pfn,
+			     pgoff_t *index);
 struct file *shmem_luo_create(unsigned int accmode, umode_t mode,
 			      unsigned int seals, loff_t size, loff_t pos);
-int shmem_luo_add_folio(struct file *file, struct folio *folio, pgoff_t index,
-			bool uptodate, bool dirty);
+long shmem_luo_add_folio(struct file *file, struct folio *folio, pgoff_t index,
+			 bool uptodate, bool dirty);
 void shmem_luo_account(struct file *file, long pages);
 
 #endif /* _LINUX_SHMEM_LUO_H */

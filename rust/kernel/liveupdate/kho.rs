@@ -210,6 +210,14 @@ impl RestoredFolio {
     pub fn folio(&self) -> &Folio {
         &self.folio
     }
+
+    /// Hands the folio's only reference to the caller, as a raw pointer.
+    ///
+    /// The folio is in no mapping or list and nobody else references it; the caller must drop
+    /// the reference with `folio_put()` or hand it to a function that takes it over.
+    pub fn into_raw(self) -> NonNull<bindings::folio> {
+        ARef::into_raw(self.folio).cast()
+    }
 }
 
 /// A vmalloc'd vector whose memory is preserved across kexec while this value lives.
@@ -361,8 +369,9 @@ impl Drop for RestoredVmalloc {
 /// A folio that is preserved across kexec while this value lives.
 ///
 /// The value holds the folio through `F`, a reference ([`ARef<Folio>`], the default) or a pin
-/// ([`PinnedFolio`](crate::folio::PinnedFolio)). Dropping it unpreserves the folio, then releases `F`;
-/// [`PreservedFolio::keep`] leaves the folio preserved for the next kernel and returns `F`.
+/// ([`PinnedFolio`](crate::folio::PinnedFolio)). Dropping it unpreserves the folio, then
+/// releases `F`; [`PreservedFolio::keep`] leaves the folio preserved for the next kernel and
+/// returns `F`.
 ///
 /// # Invariants
 ///

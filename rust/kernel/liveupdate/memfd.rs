@@ -12,7 +12,7 @@
 //! cgroup and accounted to the file like pages it faulted in.
 
 use crate::{
-    alloc::KVVec,
+    alloc::KVec,
     bindings,
     error::{
         from_err_ptr,
@@ -43,7 +43,7 @@ pub use bindings::{
 };
 
 /// How many folios one call of `memfd_pin_present_folios()` pins at most.
-const PIN_BATCH: u32 = 1024;
+const PIN_BATCH: u32 = 512;
 
 /// A memfd the live update memfd handler can preserve.
 ///
@@ -163,33 +163,29 @@ impl MemfdGuard<'_> {
     }
 
     /// Reads the memfd's swapped-out pages back into memory, so that
-    /// [`MemfdGuard::pin_present`] sees all its data.
+    /// [`MemfdGuard::for_each_present`] sees all its data.
     pub fn swap_in(&self) -> Result {
         // SAFETY: By the type invariants, the file is a memfd and its inode lock is held.
         to_result(unsafe { bindings::shmem_luo_swapin(self.raw()) })
     }
 
     /// Pins the folios the memfd holds between page indices `first` and `last` (inclusive) and
-    /// appends them to `out` in index order; holes are not filled.
+    /// hands them to `f` in index order; holes are not filled.
     ///
     /// Folios in memory that cannot be pinned long-term (movable zone, CMA) are migrated
-    /// first. On failure `out` is as it was.
-    pub fn pin_present(&self, first: usize, last: usize, out: &mut KVVec<PinnedFolio>) -> Result {
-        let old_len = out.len();
-        let res = self.pin_into(first, last, out);
-        if res.is_err() {
-            out.truncate(old_len);
-        }
-        res
-    }
-
-    fn pin_into(&self, first: usize, last: usize, out: &mut KVVec<PinnedFolio>) -> Result {
-        let mut batch = [core::ptr::null_mut::<bindings::folio>(); PIN_BATCH as usize];
+    /// first. Stops at the first error of `f` (the folios pinned but not handed over are
+    /// released) or of the pinning.
+    pub fn for_each_present(
+        &self,
+        first: usize,
+        last: usize,
+        mut f: impl FnMut(PinnedFolio) -> Result,
+    ) -> Result {
+        let mut batch = KVec::from_elem(core::ptr::null_mut(), PIN_BATCH as usize, GFP_KERNEL)?;
         let mut next = first;
         while next <= last {
-            out.reserve(PIN_BATCH as usize, GFP_KERNEL)?;
-            // SAFETY: By the type invariants, the file is a memfd; `next` and `batch` are valid
-            // for writes, the latter of `PIN_BATCH` pointers.
+            // SAFETY: By the type invariants, the file is a memfd; `next` is valid for writes
+            // and `batch` for writes of `PIN_BATCH` pointers.
             let n = unsafe {
                 bindings::memfd_pin_present_folios(
                     self.raw(),
@@ -201,30 +197,55 @@ impl MemfdGuard<'_> {
             };
             // A negative count is an errno, with nothing pinned.
             let Ok(n) = usize::try_from(n) else {
-                return Err(Error::from_errno(i32::try_from(n).unwrap_or(-22)));
+                return Err(Error::from_errno(
+                    i32::try_from(n).unwrap_or(EINVAL.to_errno()),
+                ));
             };
             if n == 0 {
                 break;
             }
+            let mut res = Ok(());
             for ptr in batch.iter().take(n).filter_map(|&ptr| NonNull::new(ptr)) {
                 // SAFETY: `memfd_pin_present_folios()` pinned each of the first `n` folios once
                 // for us.
                 let folio = unsafe { PinnedFolio::from_raw(ptr) };
-                // Room for `PIN_BATCH` more was reserved above, so this succeeds; were it to
-                // fail, the pin would be released.
-                let _ = out.push_within_capacity(folio);
+                if res.is_ok() {
+                    res = f(folio);
+                }
             }
+            res?;
         }
         Ok(())
     }
 
     /// Makes a folio of this memfd ready to be handed over: marks it dirty, and zeroes it if it
-    /// was allocated (by `fallocate()`) but never written, so that it is up to date.
-    pub fn prepare_folio(&self, folio: &PinnedFolio) {
+    /// was allocated (by `fallocate()`) but never written, so that it is up to date. Returns
+    /// where the folio is.
+    pub fn prepare_folio(&self, folio: &PinnedFolio) -> FolioPlace {
+        let mut pfn = 0;
+        let mut index = 0;
         // SAFETY: The folio is pinned, and the memfd it belongs to cannot be truncated while its
-        // inode lock is held.
-        unsafe { bindings::shmem_luo_prepare_folio(folio.as_raw()) };
+        // inode lock is held; `pfn` and `index` are valid for writes.
+        let pages =
+            unsafe { bindings::shmem_luo_prepare_folio(folio.as_raw(), &mut pfn, &mut index) };
+        FolioPlace {
+            pfn,
+            index,
+            // A folio has at least one page.
+            pages: usize::try_from(pages).unwrap_or(1),
+        }
     }
+}
+
+/// Where a folio of a memfd is, as [`MemfdGuard::prepare_folio`] reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct FolioPlace {
+    /// The page frame number of its first page.
+    pub pfn: usize,
+    /// Its offset in pages within the file.
+    pub index: usize,
+    /// Its number of pages.
+    pub pages: usize,
 }
 
 /// A memfd being rebuilt from preserved folios in the next kernel.
@@ -245,10 +266,13 @@ impl MemfdGuard<'_> {
 /// {
 ///     let locked = m.lock();
 ///     locked.set_frozen(true);
-///     let mut pins = KVVec::new();
-///     locked.pin_present(0, 3, &mut pins)?;
+///     let mut pinned = 0;
+///     locked.for_each_present(0, 3, |_| {
+///         pinned += 1;
+///         Ok(())
+///     })?;
 ///     // An empty memfd: nothing is pinned and no hole is filled.
-///     assert!(pins.is_empty());
+///     assert_eq!(pinned, 0);
 ///     assert_eq!(m.nr_pages(), 0);
 ///     locked.set_frozen(false);
 /// }
@@ -299,14 +323,26 @@ impl NewMemfd {
         uptodate: bool,
         dirty: bool,
     ) -> Result {
-        let f = folio.folio();
-        // SAFETY: The file came from `shmem_luo_create()`. A restored folio is referenced by
-        // `folio` alone and is in no mapping or list; `shmem_luo_add_folio()` takes its own
-        // reference when it inserts it, and leaves ours to `folio`.
-        to_result(unsafe {
-            bindings::shmem_luo_add_folio(self.file.as_ptr(), f.as_raw(), index, uptodate, dirty)
-        })?;
-        self.pages += f.nr_pages();
+        let folio = folio.into_raw();
+        // SAFETY: The file came from `shmem_luo_create()`. `folio` is a restored folio that
+        // nobody else references and that is in no mapping or list; `shmem_luo_add_folio()`
+        // takes over its reference.
+        let pages = unsafe {
+            bindings::shmem_luo_add_folio(
+                self.file.as_ptr(),
+                folio.as_ptr(),
+                index,
+                uptodate,
+                dirty,
+            )
+        };
+        // A negative count is an errno.
+        let Ok(pages) = usize::try_from(pages) else {
+            return Err(Error::from_errno(
+                i32::try_from(pages).unwrap_or(EINVAL.to_errno()),
+            ));
+        };
+        self.pages += pages;
         Ok(())
     }
 
