@@ -131,6 +131,11 @@ KEXEC_TESTS = ("luo_kexec_simple", "luo_multi_session", "luo_stress_files",
 # against the pristine tree's headers and kselftest harness.
 OUR_KSELFTESTS = {"luo_errno": "tools/testing/selftests/liveupdate/luo_errno.c"}
 
+# Our own multi-stage kexec tests, built the same way (static glibc, the
+# kselftest helpers and upstream's lib/): "-s 1" before the kexec, "-s 2"
+# after it, each told the flavors of the kernels (see suites.our_kexec_test).
+OUR_KEXEC_TESTS = {"luo_memfd": "tools/testing/selftests/liveupdate/luo_memfd.c"}
+
 
 def user_programs(srctree, arch):
     """Build the static programs the VMs run; return {name: path}."""
@@ -163,7 +168,7 @@ def user_programs(srctree, arch):
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
     kselftest = glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"]
     cc_if_needed("liveupdate", [lu / "liveupdate.c", lu / "lib" / "lu_utils.c"], kselftest)
-    for name, path in OUR_KSELFTESTS.items():
+    for name, path in {**OUR_KSELFTESTS, **OUR_KEXEC_TESTS}.items():
         # Outside the tree, "../kselftest_harness.h" is found through -I lu;
         # the harness's messages name the file by its kernel path.
         cc_if_needed(name, [REPO / path, lu / "lib" / "lu_utils.c"],

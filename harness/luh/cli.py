@@ -94,13 +94,17 @@ def cmd_build(args):
 # kselftest-harness binaries run as single-stage suites: upstream's, then ours.
 KSELFTESTS = ("liveupdate",) + tuple(kbuild.OUR_KSELFTESTS)
 
+# Two-stage kexec tests also run across flavors (c>rust, rust>c): upstream's
+# two, then ours.
+CROSS_TESTS = ("luo_kexec_simple", "luo_multi_session") + tuple(kbuild.OUR_KEXEC_TESTS)
+
 SUITE_NAMES = (
     ["harness-unit", "series", "crate:cargo-test", "crate:lint"]
     + [f"kselftest:{t}" for t in KSELFTESTS]
-    + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS]
+    + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS + tuple(kbuild.OUR_KEXEC_TESTS)]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy",
        "rustdoc", "c-core-gone"]
-    + [f"cross:{t}" for t in ("luo_kexec_simple", "luo_multi_session")]
+    + [f"cross:{t}" for t in CROSS_TESTS]
     + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke"]
     + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
 )
@@ -123,6 +127,9 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 _wanted("inkernel:test_kho", globs) or _wanted("inkernel:liveupdate_test", globs))
             if _wanted(f"kexec:{t}", globs) or inkernel:
                 add(suites.kexec_test(arch, builds, progs, t, (f, f), with_inkernel=inkernel))
+        for t in kbuild.OUR_KEXEC_TESTS:
+            if _wanted(f"kexec:{t}", globs):
+                add(suites.our_kexec_test(arch, builds, progs, t, (f, f)))
         if crate.supported(arch):
             if _wanted("crate:device", globs):
                 add(suites.crate_device(arch, builds, progs, f))
@@ -153,12 +160,16 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
             add(suites.luoctl_kexec(arch, builds, progs, chain))
     if cross:
         stage(f"cross-flavor chains on {arch}")
-        for t in ("luo_kexec_simple", "luo_multi_session"):
-            if _wanted(f"cross:{t}", globs):
-                for chain in (("c", "rust"), ("rust", "c")):
-                    for s in suites.kexec_test(arch, builds, progs, t, chain):
-                        s.name = f"cross:{t}"
-                        add(s)
+        for t in CROSS_TESTS:
+            if not _wanted(f"cross:{t}", globs):
+                continue
+            for chain in (("c", "rust"), ("rust", "c")):
+                if t in kbuild.OUR_KEXEC_TESTS:
+                    add(suites.our_kexec_test(arch, builds, progs, t, chain))
+                    continue
+                for s in suites.kexec_test(arch, builds, progs, t, chain):
+                    s.name = f"cross:{t}"
+                    add(s)
 
 
 def cmd_test(args):
@@ -199,7 +210,7 @@ def cmd_test(args):
         except HarnessError as e:
             add(ktap.Suite("host", "-", "crate:cargo-test",
                            [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
-    cross = any(_wanted(f"cross:{t}", globs) for t in ("luo_kexec_simple", "luo_multi_session"))
+    cross = any(_wanted(f"cross:{t}", globs) for t in CROSS_TESTS)
     if cross and args.flavor == "all":
         build_flavors = list(FLAVORS)
     else:

@@ -114,6 +114,71 @@ def kexec_test(arch, builds, progs, test, chain, with_inkernel=False):
     return suites
 
 
+# Our multi-stage kexec tests (build.OUR_KEXEC_TESTS): the VM's memory in MiB
+# and the run's timeout in seconds per architecture (arm64 under TCG is 2-3
+# times slower).  luo_memfd pins about 5.4 GiB on upstream's handler, which
+# allocates every hole of its 4 GiB sparse memfd, and pinned folios cannot
+# stay in the KHO scratch areas (MIGRATE_CMA, about a quarter of the RAM).
+OUR_KEXEC_VM = {
+    "luo_memfd": {"mem": 9216, "timeout": {"x86_64": 600, "arm64": 1200}},
+}
+_NOTE = re.compile(r"^# (\w+): (.*)$")
+
+
+def our_kexec_argv(prog, stage_no, chain):
+    """Stage k of one of our kexec tests: the flavors of this and of stage 1's kernel."""
+    return [f"/bin/{prog}", "-s", str(stage_no), f"--kernel={chain[stage_no - 1]}",
+            f"--prev={chain[0]}"]
+
+
+def ktap_stage_cases(text, prefix):
+    """A stage's KTAP as cases named prefix + point, failures with their "# point: ..." line."""
+    notes = {}
+    for line in text.splitlines():
+        m = _NOTE.match(line)
+        if m:
+            notes[m.group(1)] = m.group(2)
+    cases = tap_cases(text)
+    for c in cases:
+        if c.status == FAIL and not c.detail:
+            c.detail = notes.get(c.name, "")
+        c.name = prefix + c.name
+    return cases
+
+
+def our_kexec_test(arch, builds, progs, prog, chain):
+    """One of our two-stage kexec tests on chain (flavor of stage 1, of stage 2).
+
+    Each stage prints KTAP, one point per check; the suite's cases are the
+    points of both stages ("stage1.x", "stage2.y").
+    """
+    t0 = time.monotonic()
+    f1, f2 = chain
+    flavor = f1 if f1 == f2 else f"{f1}>{f2}"
+    vmp = OUR_KEXEC_VM[prog]
+    res = vm.run_chain(f"{arch}-{f1}-{f2}-{prog}", [
+        vm.Stage(builds[f1], [(prog, our_kexec_argv(prog, 1, chain))]),
+        vm.Stage(builds[f2], [(prog, our_kexec_argv(prog, 2, chain))]),
+    ], progs, arch, mem=vmp["mem"], timeout=vmp["timeout"][arch])
+    s = Suite(arch, flavor, f"kexec:{prog}" if f1 == f2 else f"cross:{prog}")
+    s.cases = _problem_cases(res, 2)
+    times = []
+    for k in (1, 2):
+        if len(res.stages) < k:
+            continue
+        st = res.stages[k - 1]
+        cases = ktap_stage_cases(res.text(k), f"stage{k}.")
+        # A failed check exits 1; anything else (a signal, no exit) is a case of its own.
+        c = _rc_case(res, k, prog)
+        if c and (st.results.get(prog) != 1 or not any(x.status == FAIL for x in cases)):
+            cases.append(c)
+        s.cases += cases
+        end = st.t_reboot if st.t_reboot is not None else res.lines[st.last_line][0]
+        times.append(f"stage {k} {end - st.t_start:.0f} s")
+    s.note = ", ".join(times)
+    return _finish(s, res, t0)
+
+
 def inkernel_checks(arch, flavor, res, problems):
     """TEST_KEXEC_HANDOVER and LIVEUPDATE_TEST, read from a kexec chain's log."""
     kho = Suite(arch, flavor, "inkernel:test_kho", log=str(res.log))

@@ -266,14 +266,79 @@ class OurKselftestTest(unittest.TestCase):
                                  for f in FLAVORS])
 
     def test_source_claimed_by_series(self):
-        path = kbuild.OUR_KSELFTESTS["luo_errno"]
-        self.assertTrue((REPO / path).is_file())
         entries = tree.parse_series(tree.SERIES.read_text())
-        claims = [e for e in entries if e[0] == "files"
-                  and any(path == p or path.startswith(p.rstrip("/") + "/") for p in e[2])]
-        self.assertEqual(len(claims), 1)
-        for f in [claims[0][1]] + claims[0][3]:
-            self.assertTrue((tree.PATCHES / f).is_file(), f)
+        for path in list(kbuild.OUR_KSELFTESTS.values()) + list(kbuild.OUR_KEXEC_TESTS.values()):
+            self.assertTrue((REPO / path).is_file())
+            claims = [e for e in entries if e[0] == "files"
+                      and any(path == p or path.startswith(p.rstrip("/") + "/") for p in e[2])]
+            self.assertEqual(len(claims), 1, path)
+            for f in [claims[0][1]] + claims[0][3]:
+                self.assertTrue((tree.PATCHES / f).is_file(), f)
+
+
+STAGE_KTAP = """\
+TAP version 13
+1..3
+# stage 1 on 7.3.4-lu-c: expectations of kernel=c, prev=c
+# a_point: got 1, expected 1
+ok 1 a_point
+# b_point: F_GET_SEALS 0, expected 0x6
+not ok 2 b_point
+ok 3 c_point
+# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:0 error:0
+"""
+
+
+class OurKexecTestTest(unittest.TestCase):
+    def test_argv_names_both_kernels(self):
+        self.assertEqual(suites.our_kexec_argv("luo_memfd", 1, ("c", "rust")),
+                         ["/bin/luo_memfd", "-s", "1", "--kernel=c", "--prev=c"])
+        self.assertEqual(suites.our_kexec_argv("luo_memfd", 2, ("c", "rust")),
+                         ["/bin/luo_memfd", "-s", "2", "--kernel=rust", "--prev=c"])
+        self.assertEqual(suites.our_kexec_argv("luo_memfd", 2, ("rust", "rust")),
+                         ["/bin/luo_memfd", "-s", "2", "--kernel=rust", "--prev=rust"])
+
+    def test_vm_settings(self):
+        self.assertEqual(set(suites.OUR_KEXEC_VM), set(kbuild.OUR_KEXEC_TESTS))
+        for v in suites.OUR_KEXEC_VM.values():
+            self.assertEqual(set(v["timeout"]), {"x86_64", "arm64"})
+
+    def test_stage_cases_named_with_details(self):
+        cases = suites.ktap_stage_cases(STAGE_KTAP, "stage1.")
+        self.assertEqual([(c.name, c.status) for c in cases],
+                         [("stage1.a_point", ktap.PASS), ("stage1.b_point", ktap.FAIL),
+                          ("stage1.c_point", ktap.PASS)])
+        self.assertEqual(cases[1].detail, "F_GET_SEALS 0, expected 0x6")
+        short = suites.ktap_stage_cases("1..2\nok 1 x\n", "stage2.")
+        self.assertEqual([(c.name, c.status) for c in short],
+                         [("stage2.x", ktap.PASS), ("stage2.plan", ktap.FAIL)])
+
+    def test_listed_and_run_on_every_chain(self):
+        import contextlib
+        import io
+        from unittest import mock
+        for t in kbuild.OUR_KEXEC_TESTS:
+            self.assertIn(f"kexec:{t}", cli.SUITE_NAMES)
+            self.assertIn(f"cross:{t}", cli.SUITE_NAMES)
+        calls = []
+
+        def fake(arch, builds, progs, prog, chain):
+            calls.append((arch, prog, chain))
+            return ktap.Suite(arch, "-", prog)
+
+        with mock.patch.object(cli, "_prepare", return_value=(None, {"rust": None}, {}, {})), \
+                mock.patch.object(cli.tree, "our_rust_files", return_value=[]), \
+                mock.patch.object(cli.crate, "supported", return_value=False), \
+                mock.patch.object(cli.suites, "our_kexec_test", side_effect=fake), \
+                contextlib.redirect_stdout(io.StringIO()):
+            cli.run_arch("x86_64", list(FLAVORS), list(FLAVORS), True,
+                         ["kexec:luo_memfd", "cross:luo_memfd"], lambda s: None)
+            cli.run_arch("arm64", ["rust"], list(FLAVORS), False, ["kexec:luo_memfd"],
+                         lambda s: None)
+        self.assertEqual(calls, [
+            ("x86_64", "luo_memfd", ("c", "c")), ("x86_64", "luo_memfd", ("rust", "rust")),
+            ("x86_64", "luo_memfd", ("c", "rust")), ("x86_64", "luo_memfd", ("rust", "c")),
+            ("arm64", "luo_memfd", ("rust", "rust"))])
 
 
 class CliTest(unittest.TestCase):
