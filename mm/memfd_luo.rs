@@ -136,6 +136,9 @@ impl FileMode {
     }
 }
 
+/// How many times [`State::catch_up`] reads pages back from swap before it gives up.
+const MAX_SWAP_ROUNDS: u32 = 8;
+
 /// A populated folio of a preserved memfd: pinned, and preserved with KHO.
 type Kept = PreservedFolio<PinnedFolio>;
 
@@ -194,7 +197,7 @@ fn keep_present(
 ) -> Result<usize> {
     let mut pages = 0;
     memfd.for_each_present(first, last, |pin| {
-        let place = memfd.prepare_folio(&pin);
+        let place = memfd.prepare_folio(&pin)?;
         let entry = MemfdFolio::new(
             place.pfn as u64,
             MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
@@ -277,14 +280,32 @@ impl State {
         Ok(())
     }
 
-    /// Preserves the folios that filled holes since the memfd was preserved, and serializes
-    /// the array again if it changed.
+    /// Preserves the folios that filled holes since the memfd was preserved or were in swap,
+    /// and serializes the array again if it changed.
+    ///
+    /// Pages read back from swap are not pinned until the next pass, so they may be swapped
+    /// out again meanwhile: passes repeat until one finds nothing in swap.
     ///
     /// On failure every folio preserved so far stays preserved and the previous array stays in
     /// place, so the state is consistent; the next freeze tries again.
     fn catch_up(&mut self, memfd: &MemfdGuard<'_>, size: u64) -> Result {
-        if memfd.nr_pages() != self.pages {
-            self.add_new_folios(memfd, size)?;
+        let last = match size_pages(size).checked_sub(1) {
+            Some(last) => usize::try_from(last).map_err(|_| EFBIG)?,
+            None => 0,
+        };
+        let mut rounds = 0;
+        while size != 0 {
+            let swapped = memfd.swap_in(last)?;
+            if swapped != 0 || memfd.nr_pages() != self.pages {
+                self.add_new_folios(memfd, last)?;
+            }
+            if swapped == 0 {
+                break;
+            }
+            rounds += 1;
+            if rounds == MAX_SWAP_ROUNDS {
+                return Err(EAGAIN);
+            }
         }
         if self.stale {
             self.array = serialize(&self.folios)?;
@@ -293,12 +314,7 @@ impl State {
         Ok(())
     }
 
-    fn add_new_folios(&mut self, memfd: &MemfdGuard<'_>, size: u64) -> Result {
-        memfd.swap_in()?;
-        let last = match size_pages(size).checked_sub(1) {
-            Some(last) => usize::try_from(last).map_err(|_| EFBIG)?,
-            None => return Ok(()),
-        };
+    fn add_new_folios(&mut self, memfd: &MemfdGuard<'_>, last: usize) -> Result {
         // The holes between the kept folios, in index order.
         let mut added = KVVec::new();
         let mut entries = VVec::new();
@@ -373,14 +389,20 @@ impl FileHandler for MemfdHandler {
             return Err(EFBIG);
         }
 
+        // O_ACCMODE itself opens a file for neither reading nor writing (ioctls only); there
+        // is no such memfd to hand back, and handing back a read-write one would widen access.
+        if memfd.access() == O_ACCMODE {
+            return Err(EINVAL);
+        }
+
         let mut folios = KVVec::new();
         let mut entries = VVec::new();
         let mut held = 0;
         if let Some(last) = pages.checked_sub(1) {
-            guard.swap_in()?;
             let last = usize::try_from(last).map_err(|_| EFBIG)?;
             // As many folios as pages at most: exact for 4 KiB folios, trimmed below otherwise.
-            entries.reserve(memfd.nr_pages(), GFP_KERNEL)?;
+            let hint = memfd.nr_pages().min(usize::try_from(pages).map_err(|_| EFBIG)?);
+            entries.reserve(hint, GFP_KERNEL)?;
             held = keep_present(&guard, 0, last, &mut folios, &mut entries)?;
         }
         let mut state = State {
@@ -390,6 +412,8 @@ impl FileHandler for MemfdHandler {
             folios,
             stale: false,
         };
+        // Pages in swap, if any.
+        state.catch_up(&guard, size)?;
         state.write_ser(memfd, size)?;
         let data = state.ser.phys();
         let private = KBox::pin_init(new_mutex!(state), GFP_KERNEL)?;
@@ -398,7 +422,7 @@ impl FileHandler for MemfdHandler {
     }
 
     fn unpreserve(file: &File, _data: u64, private: Self::Private) {
-        if let Some(memfd) = Memfd::from_file(file) {
+        if let Some(memfd) = Memfd::from_preserved(file) {
             memfd.lock().set_frozen(false);
         }
         // Unpreserves the array, the folios (and unpins them) and the `memfd_luo_ser`.
@@ -406,9 +430,10 @@ impl FileHandler for MemfdHandler {
     }
 
     fn freeze(file: &File, data: u64, private: Pin<&Mutex<State>>) -> Result<u64> {
-        let memfd = Memfd::from_file(file).ok_or(EINVAL)?;
+        let memfd = Memfd::from_preserved(file).ok_or(EINVAL)?;
         let mut state = private.lock();
-        let guard = memfd.lock();
+        // Inside reboot(): a task that holds the inode lock forever must not hang it.
+        let guard = memfd.lock_killable()?;
         let size = u64::try_from(memfd.size()).map_err(|_| EINVAL)?;
         state.catch_up(&guard, size)?;
         state.write_ser(memfd, size)?;
@@ -427,6 +452,11 @@ impl FileHandler for MemfdHandler {
                 return Err(e);
             }
         };
+        if !entries.complete {
+            pr_err!("refusing a memfd: its folio array is shorter than its folio count\n");
+            entries.discard(0);
+            return Err(EINVAL);
+        }
         let res = rebuild(&ser, &entries);
         if let Err(e) = res {
             pr_err!("failed to retrieve a memfd: {:?}\n", e);
@@ -457,34 +487,36 @@ impl FileHandler for MemfdHandler {
     }
 
     fn get_id(file: &File) -> usize {
-        Memfd::from_file(file).map_or(core::ptr::from_ref(file) as usize, Memfd::id)
+        Memfd::from_preserved(file).map_or(core::ptr::from_ref(file) as usize, Memfd::id)
     }
 }
 
 /// The folio array of a preserved memfd, mapped in the next kernel.
 struct Entries {
     array: Option<RestoredVmalloc>,
+    /// Entries the array holds: `nr_folios`, or fewer if the array is too short.
     count: usize,
+    /// Whether the array holds all `nr_folios` entries.
+    complete: bool,
 }
 
 impl Entries {
-    /// Maps the array `ser` points to and checks that it holds `nr_folios` entries.
+    /// Maps the array `ser` points to, and tells whether it holds `nr_folios` entries.
     fn restore(ser: &MemfdSer) -> Result<Self> {
         let nr_folios = ser.nr_folios;
         if nr_folios == 0 {
             return Ok(Self {
                 array: None,
                 count: 0,
+                complete: true,
             });
         }
-        let count = usize::try_from(nr_folios).map_err(|_| EINVAL)?;
         let desc = ser.folios;
         let array = RestoredVmalloc::restore(&desc)?;
-        let bytes = count.checked_mul(size_of::<MemfdFolio>()).ok_or(EINVAL)?;
-        if bytes > array.as_slice().len() {
-            return Err(EINVAL);
-        }
+        let held = array.as_slice().len() / size_of::<MemfdFolio>();
+        let count = usize::try_from(nr_folios).map_or(held, |n| n.min(held));
         Ok(Self {
+            complete: u64::try_from(count) == Ok(nr_folios),
             array: Some(array),
             count,
         })
@@ -541,13 +573,14 @@ fn rebuild(ser: &MemfdSer, entries: &Entries) -> Result<ARef<File>> {
             if pfn == 0 {
                 continue;
             }
+            // Restored first, so that a bad entry's folio is freed with it.
+            let folio = RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT)?;
             let flags = entry.flags();
             if flags & !(MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE) != 0 {
                 return Err(EINVAL);
             }
-            let folio = RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT)?;
             let index = entry.index;
-            let nr = folio.folio().nr_pages() as u64;
+            let nr = folio.nr_pages() as u64;
             // Inside the file, and aligned to the folio's size as the page cache requires.
             if index >= pages || index % nr != 0 {
                 return Err(EINVAL);

@@ -37,6 +37,19 @@ bool shmem_luo_can_preserve(struct file *file)
 }
 
 /**
+ * shmem_luo_is_shmem - whether a file is a shmem file
+ * @file: any file
+ *
+ * A preserved memfd stays a shmem file even if it gets a name later (an
+ * O_TMPFILE can be linked), so the handler identifies it by this test once
+ * shmem_luo_can_preserve() accepted it.
+ */
+bool shmem_luo_is_shmem(struct file *file)
+{
+	return shmem_file(file);
+}
+
+/**
  * shmem_luo_lock - take the memfd's inode lock
  * @file: the memfd
  *
@@ -46,6 +59,17 @@ bool shmem_luo_can_preserve(struct file *file)
 void shmem_luo_lock(struct file *file)
 {
 	inode_lock(file_inode(file));
+}
+
+/**
+ * shmem_luo_lock_killable - take the memfd's inode lock unless killed
+ * @file: the memfd
+ *
+ * Return: 0, or -EINTR if a fatal signal arrived while waiting.
+ */
+int shmem_luo_lock_killable(struct file *file)
+{
+	return inode_lock_killable(file_inode(file));
 }
 
 /**
@@ -117,18 +141,23 @@ unsigned long shmem_luo_nr_pages(struct file *file)
 /**
  * shmem_luo_swapin - bring the memfd's swapped-out pages back into memory
  * @file: the memfd, inode lock held
+ * @last: the last page index to look at
  *
  * memfd_pin_present_folios() finds only folios in the page cache; a page in
- * swap holds data too, so it is read back first.
+ * swap holds data too, so it is read back.  It is not pinned here and may be
+ * swapped out again before the caller pins it: the caller pins, then calls
+ * this again until it finds nothing.
  *
- * Return: 0 or a negative errno.
+ * Return: the number of swapped-out pages found in [0, @last] (and read
+ * back), or a negative errno.
  */
-int shmem_luo_swapin(struct file *file)
+long shmem_luo_swapin(struct file *file, pgoff_t last)
 {
 	struct inode *inode = file_inode(file);
 	struct address_space *mapping = inode->i_mapping;
 	XA_STATE(xas, &mapping->i_pages, 0);
 	struct folio *folio;
+	long found = 0;
 	void *entry;
 	int err = 0;
 
@@ -136,12 +165,13 @@ int shmem_luo_swapin(struct file *file)
 		return 0;
 
 	rcu_read_lock();
-	xas_for_each(&xas, entry, ULONG_MAX) {
+	xas_for_each(&xas, entry, last) {
 		if (xas_retry(&xas, entry) || !xa_is_value(entry))
 			continue;
 		xas_pause(&xas);
 		rcu_read_unlock();
 
+		found++;
 		folio = shmem_read_folio(mapping, xas.xa_index);
 		if (IS_ERR(folio))
 			err = PTR_ERR(folio);
@@ -154,12 +184,13 @@ int shmem_luo_swapin(struct file *file)
 			break;
 	}
 	rcu_read_unlock();
-	return err;
+	return err ? err : found;
 }
 
 /**
  * shmem_luo_prepare_folio - make a preserved folio's state final
- * @folio: a pinned folio of a memfd whose inode lock is held
+ * @file: the memfd, inode lock held and size frozen
+ * @folio: a pinned folio of @file
  * @pfn: set to the folio's page frame number
  * @index: set to the folio's page index in the file
  *
@@ -168,11 +199,20 @@ int shmem_luo_swapin(struct file *file)
  * it as one holding data, which reclaim must not drop.  The folio's place is
  * returned in the same call, as the handler records it next.
  *
- * Return: the number of pages in the folio.
+ * Return: the number of pages in the folio, or -EINVAL if it is not a folio
+ * of @file.
  */
-long shmem_luo_prepare_folio(struct folio *folio, unsigned long *pfn,
-			     pgoff_t *index)
+long shmem_luo_prepare_folio(struct file *file, struct folio *folio,
+			     unsigned long *pfn, pgoff_t *index)
 {
+	/*
+	 * A pinned folio is not freed, and one of @file cannot leave it while
+	 * the size is frozen (no truncation, no hole punching); nor can a folio
+	 * of another file join it.  So the test holds without the folio lock.
+	 */
+	if (READ_ONCE(folio->mapping) != file->f_mapping)
+		return -EINVAL;
+
 	if (!folio_test_uptodate(folio)) {
 		folio_lock(folio);
 		if (!folio_test_uptodate(folio)) {

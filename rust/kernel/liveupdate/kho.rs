@@ -206,9 +206,9 @@ impl RestoredFolio {
         })
     }
 
-    /// Returns the folio.
-    pub fn folio(&self) -> &Folio {
-        &self.folio
+    /// Returns the number of pages in the folio.
+    pub fn nr_pages(&self) -> usize {
+        self.folio.nr_pages()
     }
 
     /// Hands the folio's only reference to the caller, as a raw pointer.
@@ -332,7 +332,11 @@ impl RestoredVmalloc {
     ///
     /// Fails with [`EINVAL`] if `desc` or the chunks it points to are not a valid
     /// preservation: unknown flags, page counts that do not add up, or pages that were not
-    /// preserved (the C KHO checks the chunks it follows).
+    /// preserved.
+    ///
+    /// `desc` comes from the previous kernel. The C KHO reads each chunk before it checks that
+    /// the chunk's page was preserved, so a corrupt `desc` that points outside preserved memory
+    /// can make it read arbitrary memory; callers check what they can (the page count) first.
     pub fn restore(desc: &bindings::kho_vmalloc) -> Result<Self> {
         let len = (desc.total_pages as usize)
             .checked_mul(PAGE_SIZE)
@@ -340,8 +344,9 @@ impl RestoredVmalloc {
         if len == 0 {
             return Err(EINVAL);
         }
-        // SAFETY: `desc` is a valid `struct kho_vmalloc`; `kho_restore_vmalloc()` accepts only
-        // a description of pages that were preserved and not restored yet.
+        // SAFETY: `desc` is a valid `struct kho_vmalloc`; `kho_restore_vmalloc()` returns NULL
+        // unless the pages it describes were preserved and not restored yet (it does not guard
+        // its reads of the chunks themselves, see above).
         let ptr = unsafe { bindings::kho_restore_vmalloc(desc) };
         // INVARIANT: On success `ptr` maps `total_pages` pages and is ours.
         Ok(Self {

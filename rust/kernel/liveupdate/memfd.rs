@@ -12,7 +12,7 @@
 //! cgroup and accounted to the file like pages it faulted in.
 
 use crate::{
-    alloc::KVec,
+    alloc::KVVec,
     bindings,
     error::{
         from_err_ptr,
@@ -22,7 +22,8 @@ use crate::{
     fs::File,
     liveupdate::kho::RestoredFolio,
     prelude::*,
-    sync::aref::ARef, //
+    sync::aref::ARef,
+    types::NotThreadSafe, //
 };
 use core::{
     ops::Deref,
@@ -43,22 +44,40 @@ pub use bindings::{
 };
 
 /// How many folios one call of `memfd_pin_present_folios()` pins at most.
-const PIN_BATCH: u32 = 512;
+///
+/// Large batches matter: folios that must be migrated before they can be pinned (in CMA, such
+/// as KHO's scratch areas after a live update) cost an LRU drain on every CPU per batch.
+const PIN_BATCH: usize = 1 << 16;
 
-/// A memfd the live update memfd handler can preserve.
+/// A memfd as the live update memfd handler sees it: a shmem file.
 ///
 /// # Invariants
 ///
-/// The file is a shmem file with no name (`shmem_luo_can_preserve()` returned true for it).
+/// The file is a shmem file (`shmem_luo_is_shmem()` returned true for it).
 #[repr(transparent)]
 pub struct Memfd(File);
 
 impl Memfd {
-    /// Returns `file` as a memfd, or `None` if it is not an unlinked shmem file (hugetlb memfds
-    /// and files with a name on tmpfs are not).
+    /// Returns `file` as a memfd the handler can preserve, or `None` if it is not an unlinked
+    /// shmem file (hugetlb memfds and files with a name on tmpfs are not).
     pub fn from_file(file: &File) -> Option<&Memfd> {
         // SAFETY: `file` is a valid file.
         if unsafe { bindings::shmem_luo_can_preserve(file.as_ptr()) } {
+            // SAFETY: `Memfd` is a transparent wrapper of `File`.
+            // INVARIANT: An unlinked shmem file is a shmem file.
+            Some(unsafe { &*core::ptr::from_ref(file).cast::<Memfd>() })
+        } else {
+            None
+        }
+    }
+
+    /// Returns `file` as a memfd if it is a shmem file, named or not.
+    ///
+    /// A preserved memfd stays one when it gets a name (an `O_TMPFILE` can be linked), so the
+    /// handler finds it again with this rather than [`Memfd::from_file`].
+    pub fn from_preserved(file: &File) -> Option<&Memfd> {
+        // SAFETY: `file` is a valid file.
+        if unsafe { bindings::shmem_luo_is_shmem(file.as_ptr()) } {
             // SAFETY: `Memfd` is a transparent wrapper of `File`.
             // INVARIANT: Checked just now.
             Some(unsafe { &*core::ptr::from_ref(file).cast::<Memfd>() })
@@ -126,7 +145,22 @@ impl Memfd {
         // SAFETY: By the type invariants, the file is a memfd.
         unsafe { bindings::shmem_luo_lock(self.raw()) };
         // INVARIANT: Locked just now.
-        MemfdGuard { memfd: self }
+        MemfdGuard {
+            memfd: self,
+            _not_send: NotThreadSafe,
+        }
+    }
+
+    /// Takes the memfd's inode lock like [`Memfd::lock`], unless a fatal signal arrives while
+    /// waiting for it ([`EINTR`]).
+    pub fn lock_killable(&self) -> Result<MemfdGuard<'_>> {
+        // SAFETY: By the type invariants, the file is a memfd.
+        to_result(unsafe { bindings::shmem_luo_lock_killable(self.raw()) })?;
+        // INVARIANT: Locked just now.
+        Ok(MemfdGuard {
+            memfd: self,
+            _not_send: NotThreadSafe,
+        })
     }
 }
 
@@ -137,6 +171,8 @@ impl Memfd {
 /// The inode lock of `memfd` is held by this value.
 pub struct MemfdGuard<'a> {
     memfd: &'a Memfd,
+    // The lock must be released by the task that took it.
+    _not_send: NotThreadSafe,
 }
 
 impl Deref for MemfdGuard<'_> {
@@ -162,11 +198,16 @@ impl MemfdGuard<'_> {
         unsafe { bindings::shmem_luo_freeze(self.raw(), frozen) };
     }
 
-    /// Reads the memfd's swapped-out pages back into memory, so that
-    /// [`MemfdGuard::for_each_present`] sees all its data.
-    pub fn swap_in(&self) -> Result {
+    /// Reads the memfd's swapped-out pages up to page `last` back into memory, so that
+    /// [`MemfdGuard::for_each_present`] sees all its data; returns how many there were.
+    ///
+    /// The pages are not pinned and may be swapped out again before they are: pin, then call
+    /// this again until it returns 0.
+    pub fn swap_in(&self, last: usize) -> Result<usize> {
         // SAFETY: By the type invariants, the file is a memfd and its inode lock is held.
-        to_result(unsafe { bindings::shmem_luo_swapin(self.raw()) })
+        let found = unsafe { bindings::shmem_luo_swapin(self.raw(), last) };
+        usize::try_from(found)
+            .map_err(|_| Error::from_errno(i32::try_from(found).unwrap_or(EINVAL.to_errno())))
     }
 
     /// Pins the folios the memfd holds between page indices `first` and `last` (inclusive) and
@@ -181,18 +222,24 @@ impl MemfdGuard<'_> {
         last: usize,
         mut f: impl FnMut(PinnedFolio) -> Result,
     ) -> Result {
-        let mut batch = KVec::from_elem(core::ptr::null_mut(), PIN_BATCH as usize, GFP_KERNEL)?;
+        if first > last {
+            return Ok(());
+        }
+        let len = (last - first).saturating_add(1).min(PIN_BATCH);
+        let mut batch = KVVec::from_elem(core::ptr::null_mut(), len, GFP_KERNEL)?;
+        // `len` is at most `PIN_BATCH`, which fits.
+        let max = u32::try_from(len).unwrap_or(u32::MAX);
         let mut next = first;
         while next <= last {
             // SAFETY: By the type invariants, the file is a memfd; `next` is valid for writes
-            // and `batch` for writes of `PIN_BATCH` pointers.
+            // and `batch` for writes of `max` pointers.
             let n = unsafe {
                 bindings::memfd_pin_present_folios(
                     self.raw(),
                     &mut next,
                     last,
                     batch.as_mut_ptr(),
-                    PIN_BATCH,
+                    max,
                 )
             };
             // A negative count is an errno, with nothing pinned.
@@ -221,19 +268,21 @@ impl MemfdGuard<'_> {
     /// Makes a folio of this memfd ready to be handed over: marks it dirty, and zeroes it if it
     /// was allocated (by `fallocate()`) but never written, so that it is up to date. Returns
     /// where the folio is.
-    pub fn prepare_folio(&self, folio: &PinnedFolio) -> FolioPlace {
+    ///
+    /// Fails with [`EINVAL`] if `folio` is not a folio of this memfd. The memfd's size must be
+    /// frozen ([`MemfdGuard::set_frozen`]), so that it cannot be truncated meanwhile.
+    pub fn prepare_folio(&self, folio: &PinnedFolio) -> Result<FolioPlace> {
         let mut pfn = 0;
         let mut index = 0;
-        // SAFETY: The folio is pinned, and the memfd it belongs to cannot be truncated while its
-        // inode lock is held; `pfn` and `index` are valid for writes.
-        let pages =
-            unsafe { bindings::shmem_luo_prepare_folio(folio.as_raw(), &mut pfn, &mut index) };
-        FolioPlace {
-            pfn,
-            index,
-            // A folio has at least one page.
-            pages: usize::try_from(pages).unwrap_or(1),
-        }
+        // SAFETY: By the type invariants the file is a memfd and its inode lock is held; the
+        // folio is pinned, and the C function checks that it belongs to the memfd. `pfn` and
+        // `index` are valid for writes.
+        let pages = unsafe {
+            bindings::shmem_luo_prepare_folio(self.raw(), folio.as_raw(), &mut pfn, &mut index)
+        };
+        let pages = usize::try_from(pages)
+            .map_err(|_| Error::from_errno(i32::try_from(pages).unwrap_or(EINVAL.to_errno())))?;
+        Ok(FolioPlace { pfn, index, pages })
     }
 }
 

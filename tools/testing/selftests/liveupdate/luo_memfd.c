@@ -11,7 +11,8 @@
  * detached holder process; stage 2 retrieves, checks and finishes them.
  * Output is KTAP, one test point per check, with the values seen on a "#"
  * line before each point; the exit status is non-zero if any check failed.
- * The VM needs about 7 GiB of RAM (upstream fills the 4 GiB sparse memfd).
+ * The VM needs about 9 GiB of RAM (upstream fills the 4 GiB sparse memfd,
+ * and the pinned folios must leave the KHO scratch area, which is CMA).
  *
  * Cases across the kexec (session "memfd-data" unless said otherwise;
  * PRESERVE_FD token in brackets); the same on both flavors unless said:
