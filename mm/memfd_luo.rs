@@ -401,7 +401,9 @@ impl FileHandler for MemfdHandler {
         if let Some(last) = pages.checked_sub(1) {
             let last = usize::try_from(last).map_err(|_| EFBIG)?;
             // As many folios as pages at most: exact for 4 KiB folios, trimmed below otherwise.
-            let hint = memfd.nr_pages().min(usize::try_from(pages).map_err(|_| EFBIG)?);
+            let hint = memfd
+                .nr_pages()
+                .min(usize::try_from(pages).map_err(|_| EFBIG)?);
             entries.reserve(hint, GFP_KERNEL)?;
             held = keep_present(&guard, 0, last, &mut folios, &mut entries)?;
         }
