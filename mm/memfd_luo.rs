@@ -294,17 +294,19 @@ impl State {
             None => 0,
         };
         let mut rounds = 0;
-        while size != 0 {
-            let swapped = memfd.swap_in(last)?;
-            if swapped != 0 || memfd.nr_pages() != self.pages {
-                self.add_new_folios(memfd, last)?;
-            }
-            if swapped == 0 {
-                break;
-            }
-            rounds += 1;
-            if rounds == MAX_SWAP_ROUNDS {
-                return Err(EAGAIN);
+        if size != 0 {
+            loop {
+                let swapped = memfd.swap_in(last)?;
+                if swapped != 0 || memfd.nr_pages() != self.pages {
+                    self.add_new_folios(memfd, last)?;
+                }
+                if swapped == 0 {
+                    break;
+                }
+                rounds += 1;
+                if rounds == MAX_SWAP_ROUNDS {
+                    return Err(EAGAIN);
+                }
             }
         }
         if self.stale {
