@@ -584,9 +584,9 @@ fn rebuild(ser: &MemfdSer, entries: &Entries) -> Result<ARef<File>> {
                 return Err(EINVAL);
             }
             let index = entry.index;
-            let nr = folio.nr_pages() as u64;
-            // Inside the file, and aligned to the folio's size as the page cache requires.
-            if index >= pages || index % nr != 0 {
+            // Inside the file; `add_folio()` refuses an index not aligned to the folio's size,
+            // as the page cache requires.
+            if index >= pages {
                 return Err(EINVAL);
             }
             memfd.add_folio(

@@ -363,8 +363,9 @@ impl NewMemfd {
     /// Inserts `folio` at page `index` (a multiple of its size) of the memfd, charging it to
     /// the current task's memory cgroup.
     ///
-    /// `uptodate` and `dirty` give the state of its contents. On failure the folio is freed and
-    /// the memfd is unchanged.
+    /// `uptodate` and `dirty` give the state of its contents. Fails with [`EINVAL`] if `index`
+    /// is not a multiple of the folio's size. On failure the folio is freed and the memfd is
+    /// unchanged.
     pub fn add_folio(
         &mut self,
         folio: RestoredFolio,
