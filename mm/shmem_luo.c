@@ -43,6 +43,8 @@ bool shmem_luo_can_preserve(struct file *file)
  * A preserved memfd stays a shmem file even if it gets a name later (an
  * O_TMPFILE can be linked), so the handler identifies it by this test once
  * shmem_luo_can_preserve() accepted it.
+ *
+ * Return: true for a shmem file.
  */
 bool shmem_luo_is_shmem(struct file *file)
 {
@@ -98,6 +100,8 @@ void shmem_luo_freeze(struct file *file, bool freeze)
 /**
  * shmem_luo_size - the memfd's size in bytes
  * @file: the memfd
+ *
+ * Return: i_size.
  */
 loff_t shmem_luo_size(struct file *file)
 {
@@ -109,6 +113,8 @@ loff_t shmem_luo_size(struct file *file)
  * @file: the memfd
  *
  * Read without f_pos_lock, as the C handler did: the caller wants a snapshot.
+ *
+ * Return: the position.
  */
 loff_t shmem_luo_pos(struct file *file)
 {
@@ -118,6 +124,8 @@ loff_t shmem_luo_pos(struct file *file)
 /**
  * shmem_luo_mode - the memfd inode's permission bits
  * @file: the memfd
+ *
+ * Return: i_mode & 0777.
  */
 umode_t shmem_luo_mode(struct file *file)
 {
@@ -129,6 +137,8 @@ umode_t shmem_luo_mode(struct file *file)
  * @file: the memfd
  *
  * Cheap; used to tell whether holes were filled since the last look.
+ *
+ * Return: the number of pages in the page cache plus those in swap.
  */
 unsigned long shmem_luo_nr_pages(struct file *file)
 {
