@@ -188,16 +188,23 @@ fn size_pages(size: u64) -> u64 {
 /// Pins and preserves the folios the memfd holds between pages `first` and `last`, appending
 /// them to `out` and their entries to `entries`, in index order; returns the number of pages
 /// added.
+///
+/// `entries` is first given room for `hint` pages' worth of folios of the first folio's size:
+/// exact for a memfd of uniform folios, grown as needed otherwise.
 fn keep_present(
     memfd: &MemfdGuard<'_>,
     first: usize,
     last: usize,
     out: &mut KVVec<Kept>,
     entries: &mut VVec<MemfdFolio>,
+    hint: usize,
 ) -> Result<usize> {
     let mut pages = 0;
     memfd.for_each_present(first, last, |pin| {
         let place = memfd.prepare_folio(&pin)?;
+        if entries.capacity() == 0 {
+            entries.reserve(hint / place.pages.max(1), GFP_KERNEL)?;
+        }
         let entry = MemfdFolio::new(
             place.pfn as u64,
             MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
@@ -324,12 +331,12 @@ impl State {
         for kept in self.folios.iter() {
             let folio = kept.folio();
             if folio.index() > next {
-                keep_present(memfd, next, folio.index() - 1, &mut added, &mut entries)?;
+                keep_present(memfd, next, folio.index() - 1, &mut added, &mut entries, 0)?;
             }
             next = folio.index() + folio.nr_pages();
         }
         if next <= last {
-            keep_present(memfd, next, last, &mut added, &mut entries)?;
+            keep_present(memfd, next, last, &mut added, &mut entries, 0)?;
         }
         if added.is_empty() {
             return Ok(());
@@ -402,12 +409,10 @@ impl FileHandler for MemfdHandler {
         let mut held = 0;
         if let Some(last) = pages.checked_sub(1) {
             let last = usize::try_from(last).map_err(|_| EFBIG)?;
-            // As many folios as pages at most: exact for 4 KiB folios, trimmed below otherwise.
             let hint = memfd
                 .nr_pages()
                 .min(usize::try_from(pages).map_err(|_| EFBIG)?);
-            entries.reserve(hint, GFP_KERNEL)?;
-            held = keep_present(&guard, 0, last, &mut folios, &mut entries)?;
+            held = keep_present(&guard, 0, last, &mut folios, &mut entries, hint)?;
         }
         let mut state = State {
             ser,

@@ -151,6 +151,8 @@ def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
     # preserving filled the holes.
     fig.add("memory", "memfd memory after PRESERVE_FD (st_blocks)", name, flavor,
             int(p1["held_preserved"]) / MIB, "MiB")
+    fig.add("memory", "pages migrated by PRESERVE_FD (out of CMA)", name, flavor,
+            int(p1.get("migrated_pages", 0)), "pages")
     fig.add("memory", "MemFree after update and finish", name, flavor,
             int(v2["memfree_end"]) / MIB, "MiB")
     if int(v2["bad"]):

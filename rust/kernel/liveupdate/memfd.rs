@@ -226,21 +226,20 @@ impl MemfdGuard<'_> {
             return Ok(());
         }
         let len = (last - first).saturating_add(1).min(PIN_BATCH);
-        let mut batch = KVVec::from_elem(core::ptr::null_mut(), len, GFP_KERNEL)?;
+        let mut batch = KVVec::<*mut bindings::folio>::with_capacity(len, GFP_KERNEL)?;
         // `len` is at most `PIN_BATCH`, which fits.
         let max = u32::try_from(len).unwrap_or(u32::MAX);
         let mut next = first;
         while next <= last {
+            batch.clear();
+            let spare = batch
+                .spare_capacity_mut()
+                .as_mut_ptr()
+                .cast::<*mut bindings::folio>();
             // SAFETY: By the type invariants, the file is a memfd; `next` is valid for writes
-            // and `batch` for writes of `max` pointers.
+            // and `spare` for writes of `max` pointers (the batch's capacity, all spare).
             let n = unsafe {
-                bindings::memfd_pin_present_folios(
-                    self.raw(),
-                    &mut next,
-                    last,
-                    batch.as_mut_ptr(),
-                    max,
-                )
+                bindings::memfd_pin_present_folios(self.raw(), &mut next, last, spare, max)
             };
             // A negative count is an errno, with nothing pinned.
             let Ok(n) = usize::try_from(n) else {
@@ -251,6 +250,8 @@ impl MemfdGuard<'_> {
             if n == 0 {
                 break;
             }
+            // SAFETY: `memfd_pin_present_folios()` wrote the first `n` pointers, `n <= max`.
+            unsafe { batch.inc_len(n) };
             let mut res = Ok(());
             for ptr in batch.iter().take(n).filter_map(|&ptr| NonNull::new(ptr)) {
                 // SAFETY: `memfd_pin_present_folios()` pinned each of the first `n` folios once

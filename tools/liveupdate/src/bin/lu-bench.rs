@@ -71,6 +71,15 @@ fn meminfo(key: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// A counter of /proc/vmstat, or 0.
+fn vmstat(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 fn report(fields: &[(&str, String)]) {
     let kv: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("LU-BENCH {}", kv.join(" "));
@@ -160,6 +169,7 @@ fn memfd_preserve(o: &Opts) -> Result<(), String> {
     let free1 = meminfo("MemFree");
     let huge = meminfo("ShmemHugePages");
     let held_filled = held_bytes(&fds)?;
+    let migrated0 = vmstat("pgmigrate_success");
     let dev = Device::open().map_err(|e| e.to_string())?;
     let t = Instant::now();
     let session = dev.create_session(SESSION).map_err(|e| e.to_string())?;
@@ -171,6 +181,8 @@ fn memfd_preserve(o: &Opts) -> Result<(), String> {
     let preserve_s = secs(t);
     let free2 = meminfo("MemFree");
     let held_preserved = held_bytes(&fds)?;
+    // Pages PRESERVE_FD migrated (out of CMA, such as KHO's scratch) before pinning them.
+    let migrated = vmstat("pgmigrate_success") - migrated0;
     report(&[
         ("phase", "preserve".into()),
         ("count", o.count.to_string()),
@@ -184,6 +196,7 @@ fn memfd_preserve(o: &Opts) -> Result<(), String> {
         ("memfree_preserved", free2.to_string()),
         ("held_filled", held_filled.to_string()),
         ("held_preserved", held_preserved.to_string()),
+        ("migrated_pages", migrated.to_string()),
     ]);
     drop(fds);
     drop(dev);
