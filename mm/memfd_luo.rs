@@ -185,6 +185,16 @@ fn size_pages(size: u64) -> u64 {
     size.div_ceil(PAGE_SIZE as u64)
 }
 
+/// The array entry of the folio at page frame `pfn` and page `index`: always dirty and up to
+/// date (`shmem_luo_prepare_folio()` made it so).
+fn folio_entry(pfn: usize, index: usize) -> Result<MemfdFolio> {
+    MemfdFolio::new(
+        pfn as u64,
+        MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
+        index as u64,
+    )
+}
+
 /// Pins and preserves the folios the memfd holds between pages `first` and `last`, appending
 /// them to `out` and their entries to `entries`, in index order; returns the number of pages
 /// added.
@@ -205,11 +215,7 @@ fn keep_present(
         if entries.capacity() == 0 {
             entries.reserve(hint / place.pages.max(1), GFP_KERNEL)?;
         }
-        let entry = MemfdFolio::new(
-            place.pfn as u64,
-            MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
-            place.index as u64,
-        )?;
+        let entry = folio_entry(place.pfn, place.index)?;
         let kept = PreservedFolio::new(pin)?;
         entries.push(entry, GFP_KERNEL)?;
         out.push(kept, GFP_KERNEL)?;
@@ -242,19 +248,10 @@ fn serialize(folios: &[Kept]) -> Result<Option<PreservedVVec<MemfdFolio>>> {
     for kept in folios {
         // Only after holes were filled since PRESERVE_FD; not worth a cheaper way.
         let folio = kept.folio();
-        let entry = MemfdFolio::new(
-            folio.pfn() as u64,
-            MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
-            folio.index() as u64,
-        )?;
+        let entry = folio_entry(folio.pfn(), folio.index())?;
         entries.push_within_capacity(entry).map_err(|_| ENOMEM)?;
     }
     Ok(Some(PreservedVVec::new(entries)?))
-}
-
-/// Pages held by `folios`.
-fn count_pages(folios: &[Kept]) -> usize {
-    folios.iter().map(|k| k.folio().nr_pages()).sum()
 }
 
 impl State {
@@ -326,17 +323,20 @@ impl State {
     fn add_new_folios(&mut self, memfd: &MemfdGuard<'_>, last: usize) -> Result {
         // The holes between the kept folios, in index order.
         let mut added = KVVec::new();
+        // The new folios' entries are not used: the whole array is written again from the
+        // merged folios once all are kept.
         let mut entries = VVec::new();
+        let mut pages = 0usize;
         let mut next = 0usize;
         for kept in self.folios.iter() {
             let folio = kept.folio();
             if folio.index() > next {
-                keep_present(memfd, next, folio.index() - 1, &mut added, &mut entries, 0)?;
+                pages += keep_present(memfd, next, folio.index() - 1, &mut added, &mut entries, 0)?;
             }
             next = folio.index() + folio.nr_pages();
         }
         if next <= last {
-            keep_present(memfd, next, last, &mut added, &mut entries, 0)?;
+            pages += keep_present(memfd, next, last, &mut added, &mut entries, 0)?;
         }
         if added.is_empty() {
             return Ok(());
@@ -362,7 +362,7 @@ impl State {
                 }
             }
         }
-        self.pages = count_pages(&merged);
+        self.pages += pages;
         self.folios = merged;
         self.stale = true;
         Ok(())
