@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The next kernel's early boot: the previous kernel's handover, scratch areas, and the
+//! reservation of preserved memory.
+//!
+//! Nothing the previous kernel left is trusted. It is checked in two steps, each before any of
+//! it is used:
+//!
+//! 1. [`kho_populate`], from `setup_arch()`: the root FDT (header, size, compatible string,
+//!    memory map property, every subtree's properties) and the scratch list (size, alignment,
+//!    overflow), through temporary early mappings.
+//! 2. [`kho_memory_init_early`], when memblock knows all memory and the direct map exists: one
+//!    walk of the radix tree ([`decode::walk`]) checks that every node is page-aligned RAM
+//!    outside the scratch areas and reached only once, that every key decodes to a block of at
+//!    most `MAX_PAGE_ORDER` in RAM, and that every subtree's blob is entirely preserved memory.
+//!
+//! If either step fails, the kernel prints one warning and boots as after a cold boot: the
+//! scratch marks are undone, nothing preserved is reserved (so all of it is free memory), and
+//! new scratch areas are reserved for the next kexec. Only after both steps succeed does
+//! [`kho_memory_init`] reserve the preserved blocks.
+
+use crate::{decode, order_size, GEOMETRY};
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    memblock::{EarlyBoot, PhysAddr, ALLOC_ACCESSIBLE, ALLOC_ANYWHERE, NUMA_NO_NODE},
+    page::PAGE_SIZE,
+    physmem::{phys_to_pfn, phys_to_virt, PageFrame, MAX_PAGE_ORDER},
+    prelude::*,
+    sync::atomic::{
+        Acquire,
+        Atomic,
+        Relaxed,
+        Release, //
+    },
+};
+
+/// Alignment and size granule of scratch areas: the largest buddy block, so that deferred
+/// `struct page` initialization and CMA pageblocks never straddle an area's edge.
+const SCRATCH_ALIGN: u64 = (PAGE_SIZE as u64) << MAX_PAGE_ORDER;
+
+/// Largest root FDT the previous kernel may hand over (it writes one page).
+const MAX_FDT_LEN: u64 = 1 << 20;
+
+/// Largest number of scratch areas accepted (two plus one per node with memory).
+const MAX_SCRATCH: u64 = 2 + 1024;
+
+/// Size of the blocks the scratch extension works in.
+const EXT_BLOCK_SHIFT: u32 = 30;
+
+/// The previous kernel's handover, once accepted.
+#[derive(Clone, Copy)]
+pub(crate) struct Incoming {
+    /// Physical address of the root FDT.
+    pub(crate) fdt_phys: PhysAddr,
+    /// Length of the memory the root FDT was handed over in.
+    pub(crate) fdt_len: usize,
+}
+
+static IN_FDT_PHYS: Atomic<u64> = Atomic::new(0);
+static IN_FDT_LEN: Atomic<usize> = Atomic::new(0);
+static IN_SCRATCH_PHYS: Atomic<u64> = Atomic::new(0);
+static IN_SCRATCH_LEN: Atomic<u64> = Atomic::new(0);
+
+/// The scratch areas: the incoming list after a KHO boot, or the ones reserved at a cold boot.
+/// The pointer is published after the count it covers.
+static SCRATCH: Atomic<*mut bindings::kho_scratch> = Atomic::new(core::ptr::null_mut());
+static SCRATCH_CNT: Atomic<usize> = Atomic::new(0);
+
+/// Whether this boot reserved its scratch areas (a cold boot), which the initcall releases.
+static COLD_SCRATCH: Atomic<bool> = Atomic::new(false);
+
+/// `kho_scratch=`: percent of kernel memory, or explicit sizes (scale 0).
+static SCRATCH_SCALE: Atomic<u32> = Atomic::new(200);
+static SCRATCH_LOWMEM: Atomic<u64> = Atomic::new(0);
+static SCRATCH_GLOBAL: Atomic<u64> = Atomic::new(0);
+static SCRATCH_PERNODE: Atomic<u64> = Atomic::new(0);
+
+/// Returns the accepted handover of the previous kernel.
+pub(crate) fn incoming() -> Option<Incoming> {
+    let fdt_phys = IN_FDT_PHYS.load(Acquire);
+    (fdt_phys != 0).then(|| Incoming {
+        fdt_phys,
+        fdt_len: IN_FDT_LEN.load(Relaxed),
+    })
+}
+
+/// The scratch areas.
+pub(crate) fn scratch() -> &'static [bindings::kho_scratch] {
+    let p = SCRATCH.load(Acquire);
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: `SCRATCH` is only set to an array of `SCRATCH_CNT` areas that lives as long as the
+    // kernel (the incoming list in reserved memory, or the cold boot's memblock allocation).
+    unsafe { core::slice::from_raw_parts(p, SCRATCH_CNT.load(Relaxed)) }
+}
+
+fn set_scratch(p: *mut bindings::kho_scratch, cnt: usize) {
+    SCRATCH.store(core::ptr::null_mut(), Release);
+    SCRATCH_CNT.store(cnt, Relaxed);
+    SCRATCH.store(p, Release);
+}
+
+/// Whether `[phys, phys + size)` overlaps a scratch area.
+pub(crate) fn scratch_overlap(phys: PhysAddr, size: u64) -> bool {
+    let end = phys.saturating_add(size);
+    scratch()
+        .iter()
+        .any(|a| phys < a.addr.saturating_add(a.size) && end > a.addr)
+}
+
+/// `kho_scratch_overlap()`.
+///
+/// # Safety
+///
+/// Any context may call it.
+#[export]
+pub(crate) unsafe extern "C" fn kho_scratch_overlap(phys: PhysAddr, size: usize) -> bool {
+    scratch_overlap(phys, size as u64)
+}
+
+/// `kho_scratch=`; called by `kho_glue.c`.
+///
+/// # Safety
+///
+/// Called during early parameter parsing.
+#[export]
+pub(crate) unsafe extern "C" fn kho_set_scratch_sizes(
+    scale: u32,
+    lowmem: PhysAddr,
+    global: PhysAddr,
+    pernode: PhysAddr,
+) {
+    SCRATCH_SCALE.store(scale, Relaxed);
+    SCRATCH_LOWMEM.store(lowmem, Relaxed);
+    SCRATCH_GLOBAL.store(global, Relaxed);
+    SCRATCH_PERNODE.store(pernode, Relaxed);
+}
+
+/// Checks the scratch list: a whole number of areas, each aligned and without overflow.
+fn check_scratch(areas: &[u8]) -> Result<(), &'static str> {
+    let entry = size_of::<bindings::kho_scratch>();
+    if areas.is_empty() || areas.len() % entry != 0 {
+        return Err("scratch list size is not a multiple of an entry");
+    }
+    for e in areas.chunks_exact(entry) {
+        let addr = u64::from_ne_bytes(e.get(0..8).and_then(|b| b.try_into().ok()).ok_or("")?);
+        let size = u64::from_ne_bytes(e.get(8..16).and_then(|b| b.try_into().ok()).ok_or("")?);
+        // An area may be empty: the global one is when all kernel memory is low memory.
+        if addr % PAGE_SIZE as u64 != 0 || size % PAGE_SIZE as u64 != 0 {
+            return Err("scratch area not page-aligned");
+        }
+        if addr.checked_add(size).is_none() {
+            return Err("scratch area wraps around");
+        }
+    }
+    Ok(())
+}
+
+/// `kho_populate()`: accepts the previous kernel's root FDT and scratch list, if valid, and
+/// restricts early allocations to the scratch areas.
+///
+/// # Safety
+///
+/// Called from `setup_arch()`, once, before the memblock allocator is used.
+#[export]
+pub(crate) unsafe extern "C" fn kho_populate(
+    fdt_phys: PhysAddr,
+    fdt_len: u64,
+    scratch_phys: PhysAddr,
+    scratch_len: u64,
+) {
+    // SAFETY: `setup_arch()` runs before `memblock_free_all()`.
+    let early = unsafe { EarlyBoot::new() };
+    match populate(&early, fdt_phys, fdt_len, scratch_phys, scratch_len) {
+        Ok(()) => pr_info!("found kexec handover data.\n"),
+        Err(why) => pr_warn!(
+            "refusing the previous kernel's handover: FDT at 0x{:x}: {}; booting as after a cold boot\n",
+            fdt_phys,
+            why
+        ),
+    }
+}
+
+/// Why [`populate`] refused the handover.
+enum PopulateError {
+    Root(decode::RootError),
+    Other(&'static str),
+}
+
+impl From<&'static str> for PopulateError {
+    fn from(s: &'static str) -> Self {
+        Self::Other(s)
+    }
+}
+
+impl kernel::fmt::Display for PopulateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Root(e) => core::fmt::Display::fmt(e, f),
+            Self::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+fn populate(
+    early: &EarlyBoot,
+    fdt_phys: PhysAddr,
+    fdt_len: u64,
+    scratch_phys: PhysAddr,
+    scratch_len: u64,
+) -> Result<(), PopulateError> {
+    if fdt_len == 0 || fdt_len > MAX_FDT_LEN {
+        return Err("FDT size out of range".into());
+    }
+    let entry = size_of::<bindings::kho_scratch>() as u64;
+    if scratch_len == 0 || scratch_len > MAX_SCRATCH * entry {
+        return Err("scratch list size out of range".into());
+    }
+    let fdt_len = fdt_len as usize;
+    let map = early.memremap(fdt_phys, fdt_len).ok_or("cannot map the FDT")?;
+    decode::parse_root(&GEOMETRY, map.as_bytes()).map_err(PopulateError::Root)?;
+    drop(map);
+
+    let map = early
+        .memremap(scratch_phys, scratch_len as usize)
+        .ok_or("cannot map the scratch list")?;
+    check_scratch(map.as_bytes())?;
+    let areas = map.as_bytes().chunks_exact(entry as usize).map(|e| {
+        let word = |r: core::ops::Range<usize>| {
+            e.get(r)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_ne_bytes)
+        };
+        (word(0..8), word(8..16))
+    });
+    // We are handed safe blocks of memory for early boot allocations, so that the memblock
+    // arrays can grow without scribbling over preserved memory.
+    for (marked, (addr, size)) in areas.clone().enumerate() {
+        let res = early
+            .add(addr, size)
+            .and_then(|()| early.mark_kho_scratch(addr, size));
+        if res.is_err() {
+            for (a, s) in areas.take(marked) {
+                let _ = early.clear_kho_scratch(a, s);
+            }
+            return Err("cannot mark a scratch area".into());
+        }
+    }
+    drop(map);
+    early.reserve(scratch_phys, scratch_len).map_err(|_| "cannot reserve the scratch list")?;
+    early.set_kho_scratch_only();
+
+    IN_SCRATCH_PHYS.store(scratch_phys, Relaxed);
+    IN_SCRATCH_LEN.store(scratch_len, Relaxed);
+    IN_FDT_LEN.store(fdt_len, Relaxed);
+    IN_FDT_PHYS.store(fdt_phys, Release);
+    Ok(())
+}
+
+/// The previous kernel's data turned out to be corrupt after `kho_populate()` accepted it: undo
+/// what it did and boot like after a cold boot.
+fn refuse(early: &EarlyBoot, why: &Invalid) {
+    pr_warn!(
+        "refusing the previous kernel's handover: {}; booting as after a cold boot\n",
+        why
+    );
+    let phys = IN_SCRATCH_PHYS.load(Relaxed);
+    let len = IN_SCRATCH_LEN.load(Relaxed);
+    for a in scratch() {
+        let _ = early.clear_kho_scratch(a.addr, a.size);
+    }
+    set_scratch(core::ptr::null_mut(), 0);
+    early.phys_free(phys, len);
+    early.clear_kho_scratch_only();
+    IN_FDT_PHYS.store(0, Release);
+    IN_SCRATCH_PHYS.store(0, Relaxed);
+    IN_SCRATCH_LEN.store(0, Relaxed);
+}
+
+/// The memory of the walk, as memblock and the direct map see it.
+struct BootMem<'a> {
+    early: &'a EarlyBoot,
+}
+
+impl decode::PhysMem for BootMem<'_> {
+    fn is_ram(&self, base: u64, size: u64) -> bool {
+        self.early.is_region_memory(base, size)
+    }
+
+    fn in_scratch(&self, base: u64, size: u64) -> bool {
+        scratch_overlap(base, size)
+    }
+
+    fn node(&self, phys: u64) -> Option<&[u64]> {
+        // SAFETY: The walker checked that `phys` is a page of RAM, which the direct map covers
+        // at this point of boot; only the boot CPU runs, and nothing writes the page (it is
+        // outside scratch, where all allocations are made).
+        Some(unsafe {
+            core::slice::from_raw_parts(phys_to_virt(phys).cast::<u64>(), GEOMETRY.words_per_node())
+        })
+    }
+}
+
+/// An array of `len` zeroed words from memblock, freed on drop.
+struct EarlyWords<'a> {
+    early: &'a EarlyBoot,
+    ptr: NonNull<u64>,
+    len: usize,
+}
+
+impl<'a> EarlyWords<'a> {
+    fn new(early: &'a EarlyBoot, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(8)?;
+        let ptr = early.alloc_zeroed(bytes, PAGE_SIZE)?.cast::<u64>();
+        Some(Self { early, ptr, len })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u64] {
+        // SAFETY: `ptr` is a zeroed allocation of `len` words owned by the value.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for EarlyWords<'_> {
+    fn drop(&mut self) {
+        // SAFETY: The allocation came from `alloc_zeroed()` with this size and is unused now.
+        unsafe { self.early.free(self.ptr.cast(), self.len * 8) };
+    }
+}
+
+/// Why the walk of the incoming tree failed.
+enum Invalid {
+    Root(decode::RootError),
+    Walk(decode::WalkError<decode::CoverError>),
+    Cover(decode::CoverError),
+    NoMemory,
+}
+
+impl kernel::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Root(e) => core::fmt::Display::fmt(e, f),
+            Self::Walk(e) => core::fmt::Display::fmt(e, f),
+            Self::Cover(e) => core::fmt::Display::fmt(e, f),
+            Self::NoMemory => f.write_str("no memory to check the radix tree"),
+        }
+    }
+}
+
+/// Checks the incoming radix tree and subtrees; marks the 1 GiB blocks holding preserved
+/// memory or tree nodes in `busy`.
+fn validate(early: &EarlyBoot, inc: Incoming, busy: &mut [u64]) -> Result<(), Invalid> {
+    // SAFETY: `kho_populate()` checked the FDT at this address and size; it is RAM outside the
+    // scratch areas, in the direct map, and nothing writes it during boot.
+    let fdt = unsafe {
+        core::slice::from_raw_parts(phys_to_virt(inc.fdt_phys).cast_const(), inc.fdt_len)
+    };
+    let root = decode::parse_root(&GEOMETRY, fdt).map_err(Invalid::Root)?;
+    let mut cover: decode::Coverage = decode::Coverage::new();
+    cover.add_root(&root).map_err(Invalid::Cover)?;
+
+    // A valid tree has fewer nodes than this: each order needs at most one leaf per 128 MiB
+    // (4 KiB pages) of RAM, and each table level at most one node per leaf.
+    let ram = early.end_of_dram();
+    let max_nodes = u64::from(GEOMETRY.depth()) * ((ram >> 26) + 2 * (u64::from(MAX_PAGE_ORDER) + 1));
+    let mut seen_buf = EarlyWords::new(early, max_nodes as usize).ok_or(Invalid::NoMemory)?;
+    let mut seen = decode::SliceNodeSet::new(seen_buf.as_mut_slice());
+    let mem = BootMem { early };
+    let busy = core::cell::Cell::from_mut(busy).as_slice_of_cells();
+    let mark = |start: u64, end: u64| {
+        let mut b = start >> EXT_BLOCK_SHIFT;
+        while b << EXT_BLOCK_SHIFT < end {
+            if let Some(w) = busy.get((b / 64) as usize) {
+                w.set(w.get() | 1 << (b % 64));
+            }
+            b += 1;
+        }
+    };
+    decode::walk(
+        &GEOMETRY,
+        root.mem_map(),
+        &mem,
+        &mut seen,
+        max_nodes,
+        |phys| {
+            mark(phys, phys + PAGE_SIZE as u64);
+            Ok(())
+        },
+        |phys, order| {
+            mark(phys, phys + order_size(order));
+            cover.record_key(&GEOMETRY, phys, order)
+        },
+    )
+    .map_err(Invalid::Walk)?;
+    cover.finish().map_err(Invalid::Cover)
+}
+
+/// `kho_memory_init_early()`: validates the incoming handover and extends the scratch areas to
+/// the 1 GiB blocks without preserved memory.
+///
+/// # Safety
+///
+/// Called from `mm_core_init_early()`, once.
+#[export]
+pub(crate) unsafe extern "C" fn kho_memory_init_early() {
+    let Some(inc) = incoming() else {
+        return;
+    };
+    // SAFETY: `mm_core_init_early()` runs before `memblock_free_all()`.
+    let early = unsafe { EarlyBoot::new() };
+    let cnt = (IN_SCRATCH_LEN.load(Relaxed) / size_of::<bindings::kho_scratch>() as u64) as usize;
+    set_scratch(phys_to_virt(IN_SCRATCH_PHYS.load(Relaxed)).cast(), cnt);
+
+    let end = early.end_of_dram();
+    let blocks = (end >> EXT_BLOCK_SHIFT) + 1;
+    let Some(mut busy) = EarlyWords::new(&early, blocks.div_ceil(64) as usize) else {
+        refuse(&early, &Invalid::NoMemory);
+        return;
+    };
+    if let Err(e) = validate(&early, inc, busy.as_mut_slice()) {
+        refuse(&early, &e);
+        return;
+    }
+    // Mark everything between busy blocks as scratch.
+    let words = busy.as_mut_slice();
+    let mut prev_end: u64 = 0;
+    for b in 0..blocks {
+        let set = words.get((b / 64) as usize).is_some_and(|w| w & (1 << (b % 64)) != 0);
+        if set {
+            let start = b << EXT_BLOCK_SHIFT;
+            if start > prev_end && early.mark_kho_scratch(prev_end, start - prev_end).is_err() {
+                pr_err!("failed to extend scratch\n");
+                return;
+            }
+            prev_end = start + (1 << EXT_BLOCK_SHIFT);
+        }
+    }
+    if prev_end < end && early.mark_kho_scratch(prev_end, end - prev_end).is_err() {
+        pr_err!("failed to extend scratch\n");
+    }
+}
+
+/// Reserves the preserved blocks of the (validated) incoming tree in memblock and marks the
+/// first page of each with its order.
+fn reserve_preserved(early: &EarlyBoot, root: u64) -> Result {
+    // The tree was validated by `kho_memory_init_early()`; walk it again without the checks
+    // but with the same bound on the depth.
+    let depth = GEOMETRY.depth() as usize;
+    let words = GEOMETRY.words_per_node();
+    let mut stack: [(u64, usize, u64); decode::MAX_DEPTH] = [(0, 0, 0); decode::MAX_DEPTH];
+    let mut sp = 0;
+    stack[0] = (root, 0, 0);
+    let mut run: (u64, u64) = (0, 0);
+    let flush = |run: (u64, u64)| -> Result {
+        if run.1 > run.0 {
+            early.reserve(run.0, run.1 - run.0)?;
+            early.reserved_mark_noinit(run.0, run.1 - run.0)?;
+        }
+        Ok(())
+    };
+    loop {
+        let (node, idx, prefix) = stack[sp];
+        let level = (depth - 1 - sp) as u32;
+        // SAFETY: The node was checked by the validating walk: RAM in the direct map, untouched
+        // since.
+        let table = unsafe {
+            core::slice::from_raw_parts(phys_to_virt(node).cast::<u64>(), words)
+        };
+        if idx >= words {
+            if sp == 0 {
+                break;
+            }
+            sp -= 1;
+            continue;
+        }
+        stack[sp].1 = idx + 1;
+        let entry = table[idx];
+        if level == 0 {
+            let mut bits = entry;
+            while bits != 0 {
+                let b = u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let key = prefix | (idx as u64 * 64 + b);
+                let Some((phys, order)) = crate::decode_key(key) else {
+                    continue;
+                };
+                let pfn = phys_to_pfn(phys);
+                // SAFETY: The block is RAM the memory map describes (checked by the walk), and
+                // the struct pages of reserved memory are not reinitialized later.
+                unsafe {
+                    bindings::kho_mm_init_deferred(pfn, order);
+                    PageFrame::from_pfn(pfn).set_private(crate::mem::page_info(order));
+                }
+                let end = phys + order_size(order);
+                if phys == run.1 {
+                    run.1 = end;
+                } else {
+                    flush(run)?;
+                    run = (phys, end);
+                }
+            }
+            continue;
+        }
+        if entry == 0 {
+            continue;
+        }
+        let shift = (level - 1) * GEOMETRY.table_log2() + GEOMETRY.bitmap_log2();
+        sp += 1;
+        stack[sp] = (entry, 0, prefix | ((idx as u64) << shift));
+    }
+    flush(run)
+}
+
+/// Reserves the scratch areas of a cold boot, for the next kernel.
+fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
+    let scale = u64::from(SCRATCH_SCALE.load(Relaxed));
+    let low_limit = early.low_address_limit();
+    let (lowmem, global) = if scale != 0 {
+        let kern = |limit| {
+            early
+                .reserved_kern_size(limit, NUMA_NO_NODE)
+                .saturating_sub(early.reserved_hugetlb_size(limit, NUMA_NO_NODE))
+        };
+        let low = kern(low_limit).saturating_mul(scale) / 100;
+        let all = kern(ALLOC_ANYWHERE).saturating_mul(scale) / 100;
+        (low, all.saturating_sub(low))
+    } else {
+        (SCRATCH_LOWMEM.load(Relaxed), SCRATCH_GLOBAL.load(Relaxed))
+    };
+    let pernode = |nid: i32| {
+        let size = if scale != 0 {
+            early
+                .reserved_kern_size(ALLOC_ANYWHERE, nid)
+                .saturating_sub(early.reserved_hugetlb_size(ALLOC_ANYWHERE, nid))
+                .saturating_mul(scale)
+                / 100
+        } else {
+            SCRATCH_PERNODE.load(Relaxed)
+        };
+        size.next_multiple_of(SCRATCH_ALIGN)
+    };
+    let lowmem = lowmem.next_multiple_of(SCRATCH_ALIGN);
+    let global = global.next_multiple_of(SCRATCH_ALIGN);
+
+    let mut nodes = 0usize;
+    let mut nid = -1;
+    loop {
+        // SAFETY: The helper reads the node mask.
+        nid = unsafe { bindings::kho_mm_next_memory_node(nid) };
+        if nid < 0 {
+            break;
+        }
+        nodes += 1;
+    }
+    let cnt = nodes + 2;
+    let entry = size_of::<bindings::kho_scratch>();
+    let array = early
+        .alloc_zeroed(cnt * entry, PAGE_SIZE)
+        .ok_or("failed to reserve the scratch array")?
+        .cast::<bindings::kho_scratch>();
+    // SAFETY: `array` is a zeroed allocation of `cnt` areas, owned here.
+    let areas = unsafe { core::slice::from_raw_parts_mut(array.as_ptr(), cnt) };
+    let mut n = 0;
+    let res = (|| {
+        // Low memory, for the next kernel's allocations that need it.
+        let a = early
+            .phys_alloc_range(lowmem, SCRATCH_ALIGN, 0, low_limit)
+            .ok_or("failed to reserve lowmem scratch buffer")?;
+        areas[n] = bindings::kho_scratch { addr: a, size: lowmem };
+        n += 1;
+        // A large contiguous area for allocations without a node.
+        let a = early
+            .phys_alloc_range(global, SCRATCH_ALIGN, 0, ALLOC_ACCESSIBLE)
+            .ok_or("failed to reserve global scratch buffer")?;
+        areas[n] = bindings::kho_scratch { addr: a, size: global };
+        n += 1;
+        let mut nid = -1;
+        while n < cnt {
+            // SAFETY: As above.
+            nid = unsafe { bindings::kho_mm_next_memory_node(nid) };
+            if nid < 0 {
+                break;
+            }
+            let size = pernode(nid);
+            let a = early
+                .alloc_range_nid(size, SCRATCH_ALIGN, 0, ALLOC_ACCESSIBLE, nid, true)
+                .ok_or("failed to reserve a node's scratch buffer")?;
+            areas[n] = bindings::kho_scratch { addr: a, size };
+            n += 1;
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        for a in &areas[..n] {
+            early.phys_free(a.addr, a.size);
+        }
+        // SAFETY: `array` came from `alloc_zeroed()` with this size and is unused.
+        unsafe { early.free(array.cast(), cnt * entry) };
+        return Err(e);
+    }
+    set_scratch(array.as_ptr(), n);
+    COLD_SCRATCH.store(true, Relaxed);
+    Ok(())
+}
+
+/// `kho_memory_init()`: reserves the preserved memory after a KHO boot, or scratch areas
+/// after a cold boot.
+///
+/// # Safety
+///
+/// Called from `mm_core_init()`, once, before `memblock_free_all()`.
+#[export]
+pub(crate) unsafe extern "C" fn kho_memory_init() {
+    // SAFETY: `mm_core_init()` calls this before `memblock_free_all()`.
+    let early = unsafe { EarlyBoot::new() };
+    // SAFETY: The helper calls an inline function that reads a boot flag.
+    if unsafe { bindings::kho_mm_is_kdump() } {
+        crate::disable();
+        pr_info!("disabled in the kdump kernel\n");
+        return;
+    }
+    if let Some(inc) = incoming() {
+        // SAFETY: As in `validate()`.
+        let fdt = unsafe {
+            core::slice::from_raw_parts(phys_to_virt(inc.fdt_phys).cast_const(), inc.fdt_len)
+        };
+        let root = decode::parse_root(&GEOMETRY, fdt).map(|r| r.mem_map());
+        match root.map_err(|_| EINVAL).and_then(|r| reserve_preserved(&early, r)) {
+            Ok(()) => return,
+            Err(_) => {
+                // Only memblock running out of memory for its arrays can get here.
+                pr_err!("failed to reserve preserved memory; KHO data is lost\n");
+                IN_FDT_PHYS.store(0, Release);
+                return;
+            }
+        }
+    }
+    if !crate::enabled() {
+        return;
+    }
+    if let Err(why) = reserve_scratch(&early) {
+        pr_err!("{}\n", why);
+        pr_warn!("Failed to reserve scratch area, disabling kexec handover\n");
+        crate::disable();
+    }
+}
+
+/// Releases the scratch areas a cold boot reserved to the page allocator as CMA: only movable
+/// allocations may use them, so they are free again whenever the next kernel needs them.
+pub(crate) fn release_scratch() {
+    if !COLD_SCRATCH.load(Relaxed) {
+        return;
+    }
+    for a in scratch() {
+        // SAFETY: The area is reserved memory of this boot that nothing uses; this runs from
+        // KHO's initcall, before init memory is freed.
+        unsafe { bindings::kho_mm_release_scratch(a.addr, a.size) };
+    }
+}
+
+/// KHO failed to set up: gives a cold boot's scratch areas back as normal memory.
+pub(crate) fn release_scratch_after_failure() {
+    if !COLD_SCRATCH.load(Relaxed) {
+        return;
+    }
+    for a in scratch() {
+        let start = phys_to_virt(a.addr);
+        let end = phys_to_virt(a.addr + a.size);
+        // SAFETY: The area is reserved memory of this boot that nothing uses.
+        unsafe { bindings::free_reserved_area(start.cast(), end.cast(), -1, c"".as_char_ptr()) };
+    }
+    set_scratch(core::ptr::null_mut(), 0);
+}
+
+/// The physical address and length of the scratch list for `kexec_file_load()`.
+pub(crate) fn scratch_list() -> (*mut bindings::kho_scratch, usize) {
+    let s = scratch();
+    (s.as_ptr().cast_mut(), core::mem::size_of_val(s))
+}

@@ -1,0 +1,449 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The radix tree of preserved blocks, and the C API of `include/linux/kho_radix_tree.h`.
+//!
+//! The tree is a set of keys ([`crate::decode`] explains the encoding). Each node is one page:
+//! the table levels hold the physical addresses of the nodes below, and the leaves are bitmaps.
+//! The next kernel reads the tree in place, so its layout is part of the `kho-v4` ABI.
+//!
+//! This module only walks trees built by this kernel (its own or those of C users of the API),
+//! which are trusted; the previous kernel's tree is validated by [`crate::decode::walk`] first.
+
+use crate::{decode, GEOMETRY};
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    ffi::{c_int, c_ulong, c_void},
+    page::PAGE_SIZE,
+    physmem::{phys_to_virt, virt_to_phys, PageFrame, Pages},
+    prelude::*,
+    sync::Mutex,
+};
+
+/// Number of `u64` words in a node.
+pub(crate) const WORDS: usize = PAGE_SIZE / size_of::<u64>();
+
+/// One node of the tree: a table of physical addresses, or a leaf bitmap.
+pub(crate) type Node = [u64; WORDS];
+
+/// Level of the root table.
+const TOP: u32 = GEOMETRY.depth() - 1;
+
+/// Allocates a zeroed node.
+fn alloc_node() -> Result<NonNull<Node>> {
+    let pages = Pages::alloc(0, GFP_KERNEL)?;
+    let ptr = pages.as_ptr().cast::<Node>();
+    let _ = pages.into_raw();
+    // SAFETY: `as_ptr()` of an allocation is a non-null direct-map address.
+    Ok(unsafe { NonNull::new_unchecked(ptr) })
+}
+
+/// Frees a node from [`alloc_node`].
+///
+/// # Safety
+///
+/// `node` came from [`alloc_node`] and nothing refers to it any more.
+unsafe fn free_node(node: NonNull<Node>) {
+    let phys = virt_to_phys(node.as_ptr().cast());
+    // SAFETY: The node is an order-0 allocation in the direct map.
+    let first = unsafe { PageFrame::from_pfn(kernel::physmem::phys_to_pfn(phys)) };
+    // SAFETY: The caller hands over the allocation.
+    drop(unsafe { Pages::from_raw(first, 0) });
+}
+
+/// Returns the node at physical address `phys`, as stored in a table.
+///
+/// # Safety
+///
+/// `phys` is a node of a tree built by this kernel.
+unsafe fn node_at(phys: u64) -> NonNull<Node> {
+    // SAFETY: Nodes are direct-map allocations, so their address is not null.
+    unsafe { NonNull::new_unchecked(phys_to_virt(phys).cast()) }
+}
+
+/// Adds `key` under `root`.
+///
+/// Allocates the missing nodes of the path; if an allocation fails, the nodes this call added
+/// are freed again and the tree is unchanged.
+///
+/// # Safety
+///
+/// `root` is the root of a tree built by this kernel; the caller holds the tree's lock.
+pub(crate) unsafe fn add_key(root: NonNull<Node>, key: u64) -> Result {
+    if u64::from(u64::BITS - key.leading_zeros()) > u64::from(GEOMETRY.key_width()) {
+        return Err(ERANGE);
+    }
+    let mut new_nodes: [Option<NonNull<Node>>; 8] = [None; 8];
+    let mut anchor: Option<(NonNull<Node>, usize)> = None;
+    let mut node = root;
+    for level in (1..=TOP).rev() {
+        let idx = decode::table_index(&GEOMETRY, key, level);
+        // SAFETY: `node` is a node of the tree; the caller holds the lock.
+        let entry = unsafe { (*node.as_ptr())[idx] };
+        if entry != 0 {
+            // SAFETY: Entries of a tree built by this kernel are its nodes.
+            node = unsafe { node_at(entry) };
+            continue;
+        }
+        let new = match alloc_node() {
+            Ok(new) => new,
+            Err(e) => {
+                for n in new_nodes.iter().flatten() {
+                    // SAFETY: The nodes were allocated by this call; the anchor entry that
+                    // links them is cleared below, before the lock is dropped.
+                    unsafe { free_node(*n) };
+                }
+                if let Some((a, i)) = anchor {
+                    // SAFETY: `a` is a node of the tree; the caller holds the lock.
+                    unsafe { (*a.as_ptr())[i] = 0 };
+                }
+                return Err(e);
+            }
+        };
+        // SAFETY: As above.
+        unsafe { (*node.as_ptr())[idx] = virt_to_phys(new.as_ptr().cast()) };
+        anchor.get_or_insert((node, idx));
+        if let Some(slot) = new_nodes.get_mut(level as usize) {
+            *slot = Some(new);
+        }
+        node = new;
+    }
+    let bit = decode::bitmap_index(&GEOMETRY, key);
+    // SAFETY: `node` is the leaf of the path; the caller holds the lock.
+    let leaf = unsafe { &mut *node.as_ptr() };
+    if let Some(w) = leaf.get_mut(bit / 64) {
+        *w |= 1u64 << (bit % 64);
+    }
+    Ok(())
+}
+
+/// Removes `key` from under `root`; empty nodes stay.
+///
+/// # Safety
+///
+/// As for [`add_key`].
+pub(crate) unsafe fn del_key(root: NonNull<Node>, key: u64) {
+    if u64::from(u64::BITS - key.leading_zeros()) > u64::from(GEOMETRY.key_width()) {
+        return;
+    }
+    let mut node = root;
+    for level in (1..=TOP).rev() {
+        let idx = decode::table_index(&GEOMETRY, key, level);
+        // SAFETY: `node` is a node of the tree; the caller holds the lock.
+        let entry = unsafe { (*node.as_ptr())[idx] };
+        if entry == 0 {
+            kernel::warn_on!(true);
+            return;
+        }
+        // SAFETY: Entries of a tree built by this kernel are its nodes.
+        node = unsafe { node_at(entry) };
+    }
+    let bit = decode::bitmap_index(&GEOMETRY, key);
+    // SAFETY: `node` is the leaf of the path; the caller holds the lock.
+    let leaf = unsafe { &mut *node.as_ptr() };
+    if let Some(w) = leaf.get_mut(bit / 64) {
+        *w &= !(1u64 << (bit % 64));
+    }
+}
+
+/// What a walk reports.
+pub(crate) enum Visit {
+    /// A node, by physical address.
+    Node(u64),
+    /// A key.
+    Key(u64),
+}
+
+/// Walks the tree under `root` in key order, calling `f` for every node (before its children)
+/// and every key; a non-zero return value of `f` ends the walk and is returned.
+///
+/// # Safety
+///
+/// As for [`add_key`].
+pub(crate) unsafe fn walk(root: NonNull<Node>, f: &mut dyn FnMut(Visit) -> c_int) -> c_int {
+    // SAFETY: As guaranteed by the caller.
+    unsafe { walk_level(root, TOP, 0, f) }
+}
+
+/// # Safety
+///
+/// `node` is a node at `level` of a tree built by this kernel; the caller holds its lock.
+unsafe fn walk_level(
+    node: NonNull<Node>,
+    level: u32,
+    start: u64,
+    f: &mut dyn FnMut(Visit) -> c_int,
+) -> c_int {
+    let ret = f(Visit::Node(virt_to_phys(node.as_ptr().cast())));
+    if ret != 0 {
+        return ret;
+    }
+    // SAFETY: As guaranteed by the caller.
+    let words = unsafe { &*node.as_ptr() };
+    if level == 0 {
+        for (wi, &w) in words.iter().enumerate() {
+            let mut bits = w;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                let ret = f(Visit::Key(start | (wi as u64 * 64 + u64::from(b))));
+                if ret != 0 {
+                    return ret;
+                }
+            }
+        }
+        return 0;
+    }
+    let shift = (level - 1) * GEOMETRY.table_log2() + GEOMETRY.bitmap_log2();
+    for (i, &entry) in words.iter().enumerate() {
+        if entry == 0 {
+            continue;
+        }
+        // SAFETY: Entries of a tree built by this kernel are its nodes, one level down.
+        let ret = unsafe { walk_level(node_at(entry), level - 1, start | ((i as u64) << shift), f) };
+        if ret != 0 {
+            return ret;
+        }
+    }
+    0
+}
+
+/// Frees every node of the tree under `root`, `root` included.
+///
+/// # Safety
+///
+/// `root` is the root of a tree built by this kernel with [`alloc_node`], which nothing uses
+/// any more.
+pub(crate) unsafe fn destroy(root: NonNull<Node>) {
+    // SAFETY: As guaranteed by the caller.
+    unsafe { destroy_level(root, TOP) }
+}
+
+/// # Safety
+///
+/// As for [`destroy`], for a node at `level`.
+unsafe fn destroy_level(node: NonNull<Node>, level: u32) {
+    if level > 0 {
+        // SAFETY: As guaranteed by the caller.
+        let words = unsafe { &*node.as_ptr() };
+        for &entry in words.iter().filter(|&&e| e != 0) {
+            // SAFETY: Entries are nodes of the tree one level down.
+            unsafe { destroy_level(node_at(entry), level - 1) };
+        }
+    }
+    // SAFETY: The node came from `alloc_node()` and is no longer referenced.
+    unsafe { free_node(node) };
+}
+
+/// The outgoing tree: every block this kernel preserves for the next one.
+pub(crate) struct OutTree {
+    root: Option<NonNull<Node>>,
+}
+
+// SAFETY: The nodes are owned by the tree and only touched with the lock held.
+unsafe impl Send for OutTree {}
+
+impl OutTree {
+    const fn new() -> Self {
+        Self { root: None }
+    }
+
+    /// The root node, once the tree exists.
+    pub(crate) fn root(&self) -> Option<NonNull<Node>> {
+        self.root
+    }
+
+    /// Adds `key`; fails with [`EINVAL`] before the tree exists (KHO disabled).
+    pub(crate) fn add(&mut self, key: u64) -> Result {
+        let root = self.root.ok_or(EINVAL)?;
+        // SAFETY: `root` is this kernel's tree and `&mut self` is the lock.
+        unsafe { add_key(root, key) }
+    }
+
+    /// Removes `key`.
+    pub(crate) fn del(&mut self, key: u64) {
+        if let Some(root) = self.root {
+            // SAFETY: As above.
+            unsafe { del_key(root, key) };
+        }
+    }
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: `init_out_tree()` initializes the lock before it sets `OUT_TREE_READY`, and
+    // every user goes through `out_tree()`, which checks that flag, or is `init_out_tree()`.
+    pub(crate) unsafe(uninit) static OUT_TREE: Mutex<OutTree> = OutTree::new();
+}
+
+/// Set once [`OUT_TREE`] is initialized.
+static OUT_TREE_READY: kernel::sync::atomic::Atomic<bool> = kernel::sync::atomic::Atomic::new(false);
+
+/// Locks the outgoing tree; `None` before KHO set it up.
+pub(crate) fn out_tree() -> Option<kernel::sync::lock::GlobalGuard<OUT_TREE>> {
+    if !OUT_TREE_READY.load(kernel::sync::atomic::Acquire) {
+        return None;
+    }
+    Some(OUT_TREE.lock())
+}
+
+/// Creates the outgoing tree's lock and root node.
+pub(crate) fn init_out_tree() -> Result {
+    if !OUT_TREE_READY.load(kernel::sync::atomic::Acquire) {
+        // SAFETY: Called once, from the initcall, before `OUT_TREE_READY` publishes the lock.
+        unsafe { OUT_TREE.init() };
+        OUT_TREE_READY.store(true, kernel::sync::atomic::Release);
+    }
+    let mut t = OUT_TREE.lock();
+    if t.root.is_none() {
+        t.root = Some(alloc_node()?);
+    }
+    Ok(())
+}
+
+// The C API of `include/linux/kho_radix_tree.h`, for trees owned by C code: `struct
+// kho_radix_tree` is a root node pointer and the mutex that protects it.
+
+/// Locks the mutex of a C tree.
+///
+/// # Safety
+///
+/// `tree` is a valid `struct kho_radix_tree` whose mutex was initialized.
+unsafe fn c_tree_lock<'a>(tree: *mut bindings::kho_radix_tree) -> &'a Mutex<()> {
+    // SAFETY: As guaranteed by the caller, the mutex is initialized and lives as long as the
+    // tree, which the caller keeps alive during the call.
+    unsafe { Mutex::from_raw(&raw mut (*tree).lock) }
+}
+
+/// Returns the root of a C tree.
+///
+/// # Safety
+///
+/// `tree` is valid.
+unsafe fn c_tree_root(tree: *mut bindings::kho_radix_tree) -> Option<NonNull<Node>> {
+    // SAFETY: As guaranteed by the caller.
+    NonNull::new(unsafe { (*tree).root }.cast::<Node>())
+}
+
+/// `kho_radix_add_key()`.
+///
+/// # Safety
+///
+/// `tree` was set up with `kho_radix_init_tree()` and is valid.
+#[export]
+pub(crate) unsafe extern "C" fn kho_radix_add_key(
+    tree: *mut bindings::kho_radix_tree,
+    key: c_ulong,
+) -> c_int {
+    // SAFETY: As guaranteed by the caller.
+    let Some(root) = (unsafe { c_tree_root(tree) }) else {
+        kernel::warn_on!(true);
+        return EINVAL.to_errno();
+    };
+    // SAFETY: As guaranteed by the caller.
+    let _guard = unsafe { c_tree_lock(tree) }.lock();
+    // SAFETY: The tree was built by this kernel and its lock is held.
+    match unsafe { add_key(root, key as u64) } {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// `kho_radix_del_key()`.
+///
+/// # Safety
+///
+/// As for [`kho_radix_add_key`].
+#[export]
+pub(crate) unsafe extern "C" fn kho_radix_del_key(tree: *mut bindings::kho_radix_tree, key: c_ulong) {
+    // SAFETY: As guaranteed by the caller.
+    let Some(root) = (unsafe { c_tree_root(tree) }) else {
+        kernel::warn_on!(true);
+        return;
+    };
+    // SAFETY: As guaranteed by the caller.
+    let _guard = unsafe { c_tree_lock(tree) }.lock();
+    // SAFETY: The tree was built by this kernel and its lock is held.
+    unsafe { del_key(root, key as u64) };
+}
+
+/// `kho_radix_walk_tree()`.
+///
+/// # Safety
+///
+/// As for [`kho_radix_add_key`]; `cb` is valid and its callbacks accept `data`.
+#[export]
+pub(crate) unsafe extern "C" fn kho_radix_walk_tree(
+    tree: *mut bindings::kho_radix_tree,
+    cb: *const bindings::kho_radix_walk_cb,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: As guaranteed by the caller.
+    let Some(root) = (unsafe { c_tree_root(tree) }) else {
+        kernel::warn_on!(true);
+        return EINVAL.to_errno();
+    };
+    // SAFETY: As guaranteed by the caller, `cb` is valid.
+    let cb = unsafe { &*cb };
+    // SAFETY: As guaranteed by the caller.
+    let _guard = unsafe { c_tree_lock(tree) }.lock();
+    let mut f = |v: Visit| match v {
+        Visit::Node(phys) => match cb.node {
+            // SAFETY: The caller's callback accepts `data`.
+            Some(node) => unsafe { node(phys, data) },
+            None => 0,
+        },
+        Visit::Key(key) => match cb.leaf {
+            // SAFETY: As above.
+            Some(leaf) => unsafe { leaf(key as c_ulong, data) },
+            None => 0,
+        },
+    };
+    // SAFETY: The tree was built by this kernel and its lock is held.
+    unsafe { walk(root, &mut f) }
+}
+
+/// `kho_radix_init_tree()`: a tree with `root`, or with a new empty root if `root` is null.
+///
+/// # Safety
+///
+/// `tree` is valid; a non-null `root` is a node of a valid tree.
+#[export]
+pub(crate) unsafe extern "C" fn kho_radix_init_tree(
+    tree: *mut bindings::kho_radix_tree,
+    root: *mut bindings::kho_radix_node,
+) -> c_int {
+    let root = match NonNull::new(root) {
+        Some(r) => r.cast::<Node>(),
+        None => match alloc_node() {
+            Ok(r) => r,
+            Err(e) => return e.to_errno(),
+        },
+    };
+    // SAFETY: As guaranteed by the caller, `tree` is valid.
+    unsafe { (*tree).root = root.as_ptr().cast() };
+    // SAFETY: `tree` is valid; the lock class is static.
+    unsafe {
+        bindings::__mutex_init(
+            &raw mut (*tree).lock,
+            c"kho_radix_tree.lock".as_char_ptr(),
+            kernel::static_lock_class!().as_ptr(),
+        )
+    };
+    0
+}
+
+/// `kho_radix_destroy_tree()`.
+///
+/// # Safety
+///
+/// `tree` is valid and no longer used concurrently.
+#[export]
+pub(crate) unsafe extern "C" fn kho_radix_destroy_tree(tree: *mut bindings::kho_radix_tree) {
+    // SAFETY: As guaranteed by the caller.
+    if let Some(root) = unsafe { c_tree_root(tree) } {
+        // SAFETY: The tree was built with `alloc_node()` and is no longer used.
+        unsafe { destroy(root) };
+        // SAFETY: `tree` is valid.
+        unsafe { (*tree).root = core::ptr::null_mut() };
+    }
+}
