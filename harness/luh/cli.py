@@ -95,13 +95,15 @@ def cmd_build(args):
 KSELFTESTS = ("liveupdate",) + tuple(kbuild.OUR_KSELFTESTS)
 
 # Two-stage kexec tests also run across flavors (c>rust, rust>c): upstream's
-# two, then ours.
-CROSS_TESTS = ("luo_kexec_simple", "luo_multi_session") + tuple(kbuild.OUR_KEXEC_TESTS)
+# two, then ours, then the in-kernel reserve_mem= test.
+CROSS_TESTS = (("luo_kexec_simple", "luo_multi_session") + tuple(kbuild.OUR_KEXEC_TESTS)
+               + ("reserve_mem",))
 
 SUITE_NAMES = (
     ["harness-unit", "series", "crate:cargo-test", "crate:lint"]
     + [f"kselftest:{t}" for t in KSELFTESTS]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS + tuple(kbuild.OUR_KEXEC_TESTS)]
+    + ["kexec:reserve_mem"]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy",
        "rustdoc", "c-core-gone"]
     + [f"cross:{t}" for t in CROSS_TESTS]
@@ -130,6 +132,9 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
         for t in kbuild.OUR_KEXEC_TESTS:
             if _wanted(f"kexec:{t}", globs):
                 add(suites.our_kexec_test(arch, builds, progs, t, (f, f)))
+        if _wanted("kexec:reserve_mem", globs):
+            add(suites.reserve_mem_test(arch, builds, progs,
+                                        (f,) * suites.RESERVE_MEM_STAGES))
         if crate.supported(arch):
             if _wanted("crate:device", globs):
                 add(suites.crate_device(arch, builds, progs, f))
@@ -164,6 +169,9 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
             if not _wanted(f"cross:{t}", globs):
                 continue
             for chain in (("c", "rust"), ("rust", "c")):
+                if t == "reserve_mem":
+                    add(suites.reserve_mem_test(arch, builds, progs, chain))
+                    continue
                 if t in kbuild.OUR_KEXEC_TESTS:
                     add(suites.our_kexec_test(arch, builds, progs, t, chain))
                     continue

@@ -202,6 +202,149 @@ def inkernel_checks(arch, flavor, res, problems):
     return [kho, lt]
 
 
+# CONFIG_TEST_KHO_RESERVE_MEM (lib/test_kho_reserve_mem.c): memblock hands a
+# reserve_mem= region over through KHO; every kernel of a chain is booted with
+# the same parameter.  Stage 1 (a cold boot) fills the region; every later
+# stage must find it at the same address with the same size, every word
+# intact (the checksum printed before the kexec), and refill it for the next.
+RESERVE_MEM = {"name": "lu_rsv", "size": 8 << 20, "align": 4096}
+RESERVE_MEM_PARAM = (f"reserve_mem={RESERVE_MEM['size'] >> 20}M:{RESERVE_MEM['align']}:"
+                     f"{RESERVE_MEM['name']}")
+# Stages of a same-flavor chain: two kexecs, so that a region revived from KHO
+# is handed over again.  Cross-flavor chains have two stages, like the others.
+RESERVE_MEM_STAGES = 3
+_RSV_LINE = re.compile(r"test_kho_reserve_mem: (fill|PASS|FAIL) (.*)$")
+_RSV_REVIVED = f"Revived memory reservation '{RESERVE_MEM['name']}' from KHO"
+_CMDLINE = re.compile(r"Kernel command line: (.*)$")
+
+
+def reserve_mem_lines(text):
+    """The test's lines of a stage: [(kind, {key: value})], kind fill, PASS or FAIL."""
+    out = []
+    for line in text.splitlines():
+        m = _RSV_LINE.search(line)
+        if m:
+            kv = dict(w.split("=", 1) for w in m.group(2).split() if "=" in w)
+            out.append((m.group(1), kv))
+    return out
+
+
+def _rsv_int(kv, key):
+    try:
+        return int(kv[key], 0)
+    except (KeyError, ValueError):
+        return None
+
+
+def _rsv_region_problems(kv):
+    """What is wrong with the name, size and address a line reports."""
+    p = []
+    if kv.get("name") != RESERVE_MEM["name"]:
+        p.append(f"name {kv.get('name')!r}, expected {RESERVE_MEM['name']!r}")
+    if _rsv_int(kv, "size") != RESERVE_MEM["size"]:
+        p.append(f"size {kv.get('size')}, expected {RESERVE_MEM['size']:#x}")
+    phys = _rsv_int(kv, "phys")
+    if phys is None or phys % RESERVE_MEM["align"]:
+        p.append(f"phys {kv.get('phys')} not aligned to {RESERVE_MEM['align']:#x}")
+    if _rsv_int(kv, "seed") is None or _rsv_int(kv, "csum") is None:
+        p.append("no seed or checksum")
+    return p
+
+
+def reserve_mem_cases(texts):
+    """Cases of a reserve_mem chain from its stages' logs (None: stage not reached).
+
+    stageK.cmdline: the kernel was booted with RESERVE_MEM_PARAM.
+    stage1.fill: one fill line, no verification (a cold boot).
+    stageK.verify (K > 1): one PASS line before the fill, 0 mismatches, the
+      phys, size, seed and checksum of stage K-1's fill line, and memblock's
+      "Revived ... from KHO" line.
+    stageK.fill (K > 1): one fill line at the same phys and size, seed + 1.
+    """
+    cases = []
+    prev = None  # the previous stage's fill line
+    for k, text in enumerate(texts, 1):
+        if text is None:
+            cases.append(Case(f"stage{k}", FAIL, "stage not reached"))
+            prev = None
+            continue
+        cmd = [m.group(1).split() for m in map(_CMDLINE.search, text.splitlines()) if m]
+        ok = len(cmd) == 1 and RESERVE_MEM_PARAM in cmd[0]
+        cases.append(Case(f"stage{k}.cmdline", PASS if ok else FAIL,
+                          "" if ok else f"'Kernel command line:' lines without "
+                          f"{RESERVE_MEM_PARAM}: {[' '.join(c) for c in cmd]}"))
+        lines = reserve_mem_lines(text)
+        fills = [i for i, (kind, _) in enumerate(lines) if kind == "fill"]
+        checks = [i for i, (kind, _) in enumerate(lines) if kind != "fill"]
+        if k > 1:
+            detail = []
+            if len(checks) != 1:
+                detail.append(f"{len(checks)} PASS/FAIL lines, expected 1")
+            else:
+                kind, kv = lines[checks[0]]
+                if kind != "PASS" or _rsv_int(kv, "mismatches") != 0:
+                    detail.append(f"{kind}: {kv.get('mismatches')} mismatching words")
+                detail += _rsv_region_problems(kv)
+                if prev is None:
+                    detail.append(f"no fill line in stage {k - 1} to compare with")
+                else:
+                    for key in ("phys", "size", "seed", "csum"):
+                        if _rsv_int(kv, key) is None or _rsv_int(kv, key) != _rsv_int(prev, key):
+                            detail.append(f"{key} {kv.get(key)}, stage {k - 1} filled "
+                                          f"{prev.get(key)}")
+                if fills and fills[0] < checks[0]:
+                    detail.append("the region was filled before it was checked")
+            revived = text.count(_RSV_REVIVED)
+            if revived != 1:
+                detail.append(f"memblock printed {revived} \"{_RSV_REVIVED}\" lines, expected 1")
+            cases.append(Case(f"stage{k}.verify", FAIL if detail else PASS, "\n".join(detail)))
+        elif checks:
+            cases.append(Case("stage1.fill", FAIL, "a cold boot verified the region"))
+            prev = None
+            continue
+        detail = []
+        if len(fills) != 1:
+            detail.append(f"{len(fills)} fill lines, expected 1")
+            prev = None
+        else:
+            kv = lines[fills[0]][1]
+            detail += _rsv_region_problems(kv)
+            if k > 1 and len(checks) == 1:
+                chk = lines[checks[0]][1]
+                for key in ("phys", "size"):
+                    if _rsv_int(kv, key) != _rsv_int(chk, key):
+                        detail.append(f"{key} {kv.get(key)}, checked at {chk.get(key)}")
+                seed = _rsv_int(chk, "seed")
+                if seed is None or _rsv_int(kv, "seed") != seed + 1:
+                    detail.append(f"seed {kv.get('seed')}, expected the checked seed + 1")
+            prev = kv
+        cases.append(Case(f"stage{k}.fill", FAIL if detail else PASS, "\n".join(detail)))
+    return cases
+
+
+def reserve_mem_test(arch, builds, progs, chain):
+    """A reserve_mem= region across the kexecs of chain (one flavor per stage)."""
+    t0 = time.monotonic()
+    same = len(set(chain)) == 1
+    flavor = chain[0] if same else ">".join(chain)
+    res = vm.run_chain(f"{arch}-{'-'.join(chain)}-reserve_mem",
+                       [vm.Stage(builds[f], []) for f in chain], progs, arch,
+                       timeout=300, extra_cmdline=RESERVE_MEM_PARAM)
+    s = Suite(arch, flavor, "kexec:reserve_mem" if same else "cross:reserve_mem")
+    s.cases = _problem_cases(res, len(chain))
+    texts = [res.text(k) if len(res.stages) >= k else None for k in range(1, len(chain) + 1)]
+    s.cases += reserve_mem_cases(texts)
+    figures = []
+    for k, text in enumerate(texts, 1):
+        for kind, kv in reserve_mem_lines(text or ""):
+            if kind == "fill":
+                figures.append(f"{k}: fill {kv.get('phys')} {kv.get('size')} {kv.get('csum')}")
+            else:
+                figures.append(f"{k}: {kind} {kv.get('mismatches')} bad {kv.get('csum')}")
+    s.note = "; ".join(figures)
+    return _finish(s, res, t0)
+
+
 def _kunit_cases(obj, prefix=""):
     cases = []
     name = obj.get("name", "")

@@ -14,6 +14,14 @@ makes from the base plus this repository's kernel-path files and patches/:
                                          PATHs, plus plain diffs (patches/GLUE.patch)
                                          of glue lines in upstream files, as one
                                          commit with the message in patches/MSGFILE
+                   both ENTRY            an entry of either kind that the `c`
+                                         flavor's tree carries too
+
+The `c` flavor builds upstream's C live update: the pristine tree, or, if
+entries are marked `both`, a worktree at the base plus those entries only.
+They are tests that need to be built into the kernel on both flavors (an
+in-kernel test that runs on each kernel of a cross-flavor chain); nothing of
+the Rust rewrite goes into `c`.
 
 Commits are made with fixed dates from the index only, so the same inputs give
 the same commit id, and `git checkout` rewrites only files whose content
@@ -111,25 +119,36 @@ def our_rust_files():
     return sorted(files)
 
 
-def parse_series(text):
-    """Parse patches/series: ("patch", file) / ("files", msg, [paths], [glue])."""
+def parse_series_flavors(text):
+    """Parse patches/series: [(in_c, entry)], in_c for entries marked `both`.
+
+    entry: ("patch", file) / ("files", msg, [paths], [glue]).
+    """
     entries = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         words = line.split()
-        if words[0] == "patch" and len(words) == 2:
-            entries.append(("patch", words[1]))
-        elif words[0] == "files" and len(words) >= 3:
+        in_c = words[0] == "both"
+        if in_c:
+            words = words[1:]
+        if words and words[0] == "patch" and len(words) == 2:
+            entries.append((in_c, ("patch", words[1])))
+        elif words and words[0] == "files" and len(words) >= 3:
             glue = [w for w in words[2:] if w.endswith(".patch")]
             paths = [w for w in words[2:] if not w.endswith(".patch")]
             if not paths:
                 raise HarnessError(f"patches/series:{n}: files entry without a path")
-            entries.append(("files", words[1], paths, glue))
+            entries.append((in_c, ("files", words[1], paths, glue)))
         else:
             raise HarnessError(f"patches/series:{n}: cannot parse {line!r}")
     return entries
+
+
+def parse_series(text, flavor="rust"):
+    """The entries of patches/series in a flavor's tree (rust: all, c: `both` ones)."""
+    return [e for in_c, e in parse_series_flavors(text) if flavor == "rust" or in_c]
 
 
 def assign_files(entries, files):
@@ -175,18 +194,25 @@ def _mailinfo(patch):
     return message, author, diff
 
 
-def make_series_commit(base):
-    """Build our series on top of base in a private index; return the tip."""
-    entries = parse_series(SERIES.read_text()) if SERIES.exists() else []
+def make_series_commit(base, flavor="rust"):
+    """Build a flavor's series on top of base in a private index; return the tip.
+
+    rust: every entry; c: the entries marked `both` (the tip is base if none).
+    """
+    tagged = parse_series_flavors(SERIES.read_text()) if SERIES.exists() else []
     files = kernel_files()
-    groups = iter(assign_files(entries, files))
-    index = CACHE / "tmp" / "series.index"
+    # Files are claimed over the whole series, whichever entries a flavor takes.
+    groups = iter(assign_files([e for _, e in tagged], files))
+    index = CACHE / "tmp" / f"series-{flavor}.index"
     index.parent.mkdir(parents=True, exist_ok=True)
     index.unlink(missing_ok=True)
     env = {"GIT_INDEX_FILE": str(index)}
     git(PRISTINE, "read-tree", base, env=env)
     tip = base
-    for e in entries:
+    for in_c, e in tagged:
+        mine = next(groups) if e[0] == "files" else []
+        if flavor == "c" and not in_c:
+            continue
         if e[0] == "patch":
             message, author, diff = _mailinfo(PATCHES / e[1])
             p = git(PRISTINE, "apply", "--cached", "--whitespace=nowarn", diff,
@@ -198,8 +224,10 @@ def make_series_commit(base):
             for g in e[3]:
                 p = git(PRISTINE, "apply", "--cached", PATCHES / g, env=env, check=False)
                 if p.returncode != 0:
-                    raise HarnessError(f"patches/{g} does not apply:\n{p.stderr}")
-            for f in next(groups):
+                    raise HarnessError(f"patches/{g} does not apply"
+                                       f"{' to the c tree' if flavor == 'c' else ''}:\n"
+                                       f"{p.stderr}")
+            for f in mine:
                 blob = git(PRISTINE, "hash-object", "-w", "--no-filters",
                            REPO / f).stdout.strip()
                 mode = "100755" if os.access(REPO / f, os.X_OK) else "100644"
@@ -234,10 +262,16 @@ def ensure_worktree(name, commit):
 
 
 def prepare_trees():
-    """Return {flavor: source tree} with the rust tree at our series."""
+    """Return {flavor: source tree} with the rust tree at our series.
+
+    The c tree is the pristine one, or a worktree at the base plus the
+    series entries marked `both` if there are any.
+    """
     base = ensure_pristine()
     tip = make_series_commit(base)
-    return {"c": PRISTINE, "rust": ensure_worktree("rust", tip)}, base, tip
+    c_tip = make_series_commit(base, "c")
+    c_tree = PRISTINE if c_tip == base else ensure_worktree("c", c_tip)
+    return {"c": c_tree, "rust": ensure_worktree("rust", tip)}, base, tip
 
 
 def export_series(base, tip, outdir):

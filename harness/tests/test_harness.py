@@ -212,6 +212,31 @@ class SeriesTest(unittest.TestCase):
         with self.assertRaises(HarnessError):
             tree.parse_series("bogus line\n")
 
+    def test_both_entries_are_in_the_c_tree(self):
+        text = ("files m1 rust/a.rs\nboth files m2 lib/t.c g.patch\npatch p.patch\n"
+                "both patch q.patch # c too\n")
+        rust = tree.parse_series(text)
+        self.assertEqual(rust, [("files", "m1", ["rust/a.rs"], []),
+                                ("files", "m2", ["lib/t.c"], ["g.patch"]),
+                                ("patch", "p.patch"), ("patch", "q.patch")])
+        self.assertEqual(tree.parse_series(text, "c"),
+                         [("files", "m2", ["lib/t.c"], ["g.patch"]), ("patch", "q.patch")])
+        self.assertEqual([c for c, _ in tree.parse_series_flavors(text)],
+                         [False, True, False, True])
+        with self.assertRaises(HarnessError):
+            tree.parse_series("both\n")
+        with self.assertRaises(HarnessError):
+            tree.parse_series("both both files m x\n")
+
+    def test_c_tree_takes_tests_only(self):
+        # The c flavor is upstream's C live update: the entries it shares with
+        # ours add in-kernel tests, never a file of the Rust rewrite.
+        for in_c, e in tree.parse_series_flavors(tree.SERIES.read_text()):
+            if in_c:
+                self.assertEqual(e[0], "files", e)
+                for path in e[2]:
+                    self.assertRegex(path, r"^lib/test_[a-z0-9_]+\.c$")
+
     def test_assign(self):
         entries = [("files", "m1", ["rust/kernel"], []), ("files", "m2", ["kernel/liveupdate/"], [])]
         files = ["kernel/liveupdate/a.rs", "rust/kernel/b.rs", "rust/kernel/c/d.rs"]
@@ -339,6 +364,142 @@ class OurKexecTestTest(unittest.TestCase):
             ("x86_64", "luo_memfd", ("c", "c")), ("x86_64", "luo_memfd", ("rust", "rust")),
             ("x86_64", "luo_memfd", ("c", "rust")), ("x86_64", "luo_memfd", ("rust", "c")),
             ("arm64", "luo_memfd", ("rust", "rust"))])
+
+
+def _rsv_stage(k, lines, cmdline=suites.RESERVE_MEM_PARAM):
+    return "\n".join([f"[ {k}.0] Linux version 7.3.4-lu-c (root@vm)",
+                      f"[ {k}.1] Kernel command line: console=ttyS0 {cmdline}"]
+                     + [f"[ {k}.2] {x}" for x in lines])
+
+
+_RSV_REVIVED_LINE = "Revived memory reservation 'lu_rsv' from KHO"
+_RSV_AT = "name=lu_rsv phys=0x000000007e000000 size=0x0000000000800000"
+
+
+def _rsv_chain(n=3):
+    texts = [_rsv_stage(1, [f"test_kho_reserve_mem: fill {_RSV_AT} seed=0x10 csum=0xaa"])]
+    for k in range(2, n + 1):
+        seed = 0x10 + k - 2
+        texts.append(_rsv_stage(k, [
+            _RSV_REVIVED_LINE,
+            f"test_kho_reserve_mem: PASS {_RSV_AT} seed={seed:#x} mismatches=0 csum=0x{k - 1:x}a",
+            f"test_kho_reserve_mem: fill {_RSV_AT} seed={seed + 1:#x} csum=0x{k:x}a"]))
+    # Stage 1 filled csum 0xaa; make each verification match its predecessor's fill.
+    texts[1] = texts[1].replace("csum=0x1a", "csum=0xaa")
+    return texts
+
+
+class ReserveMemTest(unittest.TestCase):
+    def _failed(self, texts):
+        return {c.name: c.detail for c in suites.reserve_mem_cases(texts)
+                if c.status == ktap.FAIL}
+
+    def test_param(self):
+        self.assertEqual(suites.RESERVE_MEM_PARAM, "reserve_mem=8M:4096:lu_rsv")
+
+    def test_lines(self):
+        got = suites.reserve_mem_lines(
+            "x\n[ 1.0] test_kho_reserve_mem: PASS name=lu_rsv phys=0x1000 size=0x2000 "
+            "seed=0x5 mismatches=0 csum=0xff\ntest_kho_reserve_mem: no reserve_mem region\n")
+        self.assertEqual(got, [("PASS", {"name": "lu_rsv", "phys": "0x1000", "size": "0x2000",
+                                         "seed": "0x5", "mismatches": "0", "csum": "0xff"})])
+
+    def test_good_chain(self):
+        cases = suites.reserve_mem_cases(_rsv_chain(3))
+        self.assertEqual([c.name for c in cases], [
+            "stage1.cmdline", "stage1.fill", "stage2.cmdline", "stage2.verify", "stage2.fill",
+            "stage3.cmdline", "stage3.verify", "stage3.fill"])
+        self.assertEqual(self._failed(_rsv_chain(3)), {})
+
+    def test_moved_region(self):
+        texts = _rsv_chain(2)
+        texts[1] = texts[1].replace("phys=0x000000007e000000", "phys=0x000000007c000000")
+        bad = self._failed(texts)
+        self.assertIn("phys 0x000000007c000000, stage 1 filled 0x000000007e000000",
+                      bad["stage2.verify"])
+
+    def test_other_size(self):
+        texts = _rsv_chain(2)
+        texts[1] = texts[1].replace("size=0x0000000000800000", "size=0x0000000000400000", 1)
+        self.assertIn("size", self._failed(texts)["stage2.verify"])
+
+    def test_mismatching_words(self):
+        texts = _rsv_chain(2)
+        texts[1] = texts[1].replace("PASS", "FAIL").replace("mismatches=0", "mismatches=3")
+        self.assertIn("FAIL: 3 mismatching words", self._failed(texts)["stage2.verify"])
+
+    def test_checksum_or_seed_differs(self):
+        texts = _rsv_chain(2)
+        texts[1] = texts[1].replace("csum=0xaa", "csum=0xab")
+        self.assertIn("csum 0xab, stage 1 filled 0xaa", self._failed(texts)["stage2.verify"])
+        texts = _rsv_chain(3)
+        texts[2] = texts[2].replace("seed=0x12 csum", "seed=0x13 csum")
+        self.assertIn("seed + 1", self._failed(texts)["stage3.fill"])
+
+    def test_missing_lines(self):
+        texts = _rsv_chain(3)
+        texts[0] = _rsv_stage(1, [])
+        bad = self._failed(texts)
+        self.assertIn("0 fill lines", bad["stage1.fill"])
+        self.assertIn("no fill line in stage 1", bad["stage2.verify"])
+        texts = _rsv_chain(2)
+        texts[1] = "\n".join(ln for ln in texts[1].splitlines() if "PASS" not in ln)
+        self.assertIn("0 PASS/FAIL lines", self._failed(texts)["stage2.verify"])
+        texts = _rsv_chain(2)
+        texts[1] = texts[1].replace(_RSV_REVIVED_LINE, "")
+        self.assertIn("Revived", self._failed(texts)["stage2.verify"])
+
+    def test_cmdline_and_stages(self):
+        texts = _rsv_chain(2)
+        texts[1] = texts[1].replace(suites.RESERVE_MEM_PARAM, "")
+        self.assertIn("stage2.cmdline", self._failed(texts))
+        self.assertEqual(self._failed(_rsv_chain(2)[:1] + [None]),
+                         {"stage2": "stage not reached"})
+
+    def test_cold_boot_must_not_verify(self):
+        texts = _rsv_chain(2)
+        texts[0] = texts[0] + "\ntest_kho_reserve_mem: PASS " + _RSV_AT
+        self.assertIn("stage1.fill", self._failed(texts))
+
+    def test_fill_before_check(self):
+        texts = _rsv_chain(2)
+        lines = texts[1].splitlines()
+        lines[-2], lines[-1] = lines[-1], lines[-2]
+        texts[1] = "\n".join(lines)
+        self.assertIn("filled before it was checked", self._failed(texts)["stage2.verify"])
+
+    def test_config_and_series(self):
+        for flavor in FLAVORS:
+            for arch in ("x86_64", "arm64"):
+                want = kconfig.requested(kconfig.fragments(arch, flavor))
+                self.assertEqual(want.get("CONFIG_TEST_KHO_RESERVE_MEM"), "y")
+        c_entries = tree.parse_series(tree.SERIES.read_text(), "c")
+        self.assertTrue(any(e[0] == "files" and "lib/test_kho_reserve_mem.c" in e[2]
+                            for e in c_entries))
+        self.assertTrue((REPO / "lib" / "test_kho_reserve_mem.c").is_file())
+
+    def test_listed_and_run_on_every_chain(self):
+        import contextlib
+        import io
+        from unittest import mock
+        self.assertIn("kexec:reserve_mem", cli.SUITE_NAMES)
+        self.assertIn("cross:reserve_mem", cli.SUITE_NAMES)
+        calls = []
+
+        def fake(arch, builds, progs, chain):
+            calls.append((arch, chain))
+            return ktap.Suite(arch, "-", "reserve_mem")
+
+        with mock.patch.object(cli, "_prepare", return_value=(None, {"rust": None}, {}, {})), \
+                mock.patch.object(cli.tree, "our_rust_files", return_value=[]), \
+                mock.patch.object(cli.crate, "supported", return_value=False), \
+                mock.patch.object(cli.suites, "reserve_mem_test", side_effect=fake), \
+                contextlib.redirect_stdout(io.StringIO()):
+            for arch in ("x86_64", "arm64"):
+                cli.run_arch(arch, list(FLAVORS), list(FLAVORS), True,
+                             ["kexec:reserve_mem", "cross:reserve_mem"], lambda s: None)
+        self.assertEqual(calls, [(a, ch) for a in ("x86_64", "arm64") for ch in (
+            ("c", "c", "c"), ("rust", "rust", "rust"), ("c", "rust"), ("rust", "c"))])
 
 
 class CliTest(unittest.TestCase):
