@@ -9,6 +9,9 @@
  *   - a new session can be created and a memfd preserved in it.
  *
  * Prints one "LU-CORRUPT-CHECK ..." line per check; exits 0 if all hold.
+ *
+ * "lu-corrupt-check --meminfo" only prints "LU-MEMINFO MemTotal=<kB>
+ * MemFree=<kB>", so that a stage can be compared with a cold boot.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,6 +34,24 @@ static void check(int ok, const char *what, int err)
 		failures++;
 }
 
+static int meminfo(void)
+{
+	long total = -1, free_kb = -1;
+	char line[256];
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return 1;
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "MemTotal: %ld kB", &total);
+		sscanf(line, "MemFree: %ld kB", &free_kb);
+	}
+	fclose(f);
+	printf("LU-MEMINFO MemTotal=%ld MemFree=%ld\n", total, free_kb);
+	fflush(stdout);
+	return total < 0 || free_kb < 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *held = argc > 1 ? argv[1] : "corrupt";
@@ -38,6 +59,9 @@ int main(int argc, char **argv)
 	struct liveupdate_ioctl_create_session cs = { .size = sizeof(cs) };
 	struct liveupdate_session_preserve_fd pf = { .size = sizeof(pf) };
 	int dev, memfd, ret;
+
+	if (argc > 1 && !strcmp(argv[1], "--meminfo"))
+		return meminfo();
 
 	dev = open("/dev/liveupdate", O_RDWR);
 	check(dev >= 0, "open /dev/liveupdate", dev < 0 ? errno : 0);

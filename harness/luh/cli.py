@@ -109,6 +109,7 @@ SUITE_NAMES = (
     + [f"cross:{t}" for t in CROSS_TESTS]
     + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke"]
     + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
+    + [f"corrupt:kho-{n}" for n in sorted(suites.KHO_CORRUPT_CASES)]
 )
 
 
@@ -157,6 +158,9 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 for n in sorted(suites.CORRUPT_CASES):
                     if _wanted(f"corrupt:{n}", globs):
                         add(suites.corrupt_case(arch, builds, progs, n))
+                for n in sorted(suites.KHO_CORRUPT_CASES):
+                    if _wanted(f"corrupt:kho-{n}", globs):
+                        add(suites.kho_corrupt_case(arch, builds, progs, n))
     if _wanted("bench:smoke", globs) and set(builds) == set(FLAVORS) and "lu-bench" in progs:
         stage(f"benchmark smoke run on {arch}")
         add(suites.bench_smoke(arch, builds, progs))

@@ -652,6 +652,78 @@ _REFUSAL = "luo: refusing the previous kernel's live update data"
 _ALARMS = ("WARNING:", "BUG:", "Kernel panic", "Call Trace", "Oops")
 
 
+KHO_CORRUPT_CASES = {
+    1: "bad FDT magic",
+    2: "wrong root compatible",
+    3: "radix pointer outside RAM",
+    4: "radix loop",
+    5: "subtree blob size past its page",
+    6: "key of an order beyond MAX_PAGE_ORDER",
+}
+_KHO_REFUSAL = "KHO: refusing the previous kernel's handover"
+# The memfd stage 1 holds: a leak of it in stage 2 would show in MemTotal.
+KHO_CORRUPT_HOLD_MIB = 64
+# MemTotal of a stage 2 may differ from the cold boot's by this much (kB): the
+# kexec'd kernel keeps a few pages (e.g. the old kernel's FDT and scratch list).
+KHO_MEMTOTAL_SLACK_KB = 8 * 1024
+
+
+def meminfo(text):
+    """The (MemTotal, MemFree) in kB that lu-corrupt-check --meminfo printed."""
+    m = re.findall(r"LU-MEMINFO MemTotal=(\d+) MemFree=(\d+)", text)
+    return (int(m[-1][0]), int(m[-1][1])) if m else None
+
+
+def kho_corrupt_case(arch, builds, progs, case):
+    """A rust>rust chain whose KHO handover is corrupted in one way (rust only).
+
+    Stage 2 must boot to init, print exactly one KHO refusal, keep a working
+    /dev/liveupdate without the held session, and have the memory of a cold
+    boot: its MemTotal is stage 1's (a cold boot) within KHO_MEMTOTAL_SLACK_KB,
+    although stage 1 preserved a KHO_CORRUPT_HOLD_MIB memfd.
+    """
+    t0 = time.monotonic()
+    b = builds["rust"]
+    hold = ["/bin/luoctl", "hold", "corrupt", "--memfd", f"ram:{KHO_CORRUPT_HOLD_MIB}M",
+            "--seed", "0x5eed", "--daemon"]
+    mem = ("meminfo", ["/bin/lu-corrupt-check", "--meminfo"])
+    res = vm.run_chain(f"{arch}-rust-kho-corrupt-{case}", [
+        vm.Stage(b, [mem, ("luoctl-hold", hold)]),
+        vm.Stage(b, [("corrupt-check", ["/bin/lu-corrupt-check", "corrupt"]), mem]),
+    ], progs, arch, timeout=300, extra_cmdline=f"kho_test_corrupt={case}")
+    s = Suite(arch, "rust", f"corrupt:kho-{case}")
+    detail = list(res.problems(2))
+    figs = ""
+    for k, prog in ((1, "luoctl-hold"), (2, "corrupt-check")):
+        c = _rc_case(res, k, prog)
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+    if res.stages:
+        want = f"KHO: test: corrupted the outgoing handover (case {case}:"
+        if want not in res.text(1):
+            detail.append(f"stage 1 did not print '{want}'")
+    if len(res.stages) == 2:
+        lines = res.text(2).splitlines()
+        refusals = [ln for ln in lines if _KHO_REFUSAL in ln]
+        if len(refusals) != 1:
+            detail.append(f"stage 2 printed {len(refusals)} KHO refusal warnings, expected 1")
+        alarms = [ln for ln in lines if any(a in ln for a in _ALARMS)]
+        if alarms:
+            detail.append("stage 2 kernel log: " + " | ".join(alarms[:3]))
+        cold, after = meminfo(res.text(1)), meminfo(res.text(2))
+        if not cold or not after:
+            detail.append("missing LU-MEMINFO lines")
+        else:
+            figs = (f"MemTotal {cold[0]} -> {after[0]} kB, "
+                    f"MemFree {cold[1]} -> {after[1]} kB (cold boot -> refused handover)")
+            if abs(after[0] - cold[0]) > KHO_MEMTOTAL_SLACK_KB:
+                detail.append(f"MemTotal {after[0]} kB after the refused handover, "
+                              f"{cold[0]} kB on the cold boot")
+    s.cases = [Case(KHO_CORRUPT_CASES[case], FAIL if detail else PASS,
+                    "\n".join(detail) or figs)]
+    return _finish(s, res, t0)
+
+
 def corrupt_case(arch, builds, progs, case):
     """A rust>rust chain whose handover data is corrupted in one way (rust only)."""
     t0 = time.monotonic()

@@ -124,7 +124,9 @@ early_param("kho_test_corrupt", kho_test_corrupt_param);
 static int kho_test_corrupt_notify(struct notifier_block *nb,
 				   unsigned long action, void *data)
 {
-	kho_test_corrupt();
+	/* kexec reboots through kernel_restart_prepare(): SYS_RESTART. */
+	if (action == SYS_RESTART)
+		kho_test_corrupt();
 	return NOTIFY_DONE;
 }
 
