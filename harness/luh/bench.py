@@ -400,10 +400,10 @@ def _notes(mem, failures):
              ""]
     notes += ["## Reading the figures", "",
               "- The rust flavor runs the Rust LUO core (`kernel/liveupdate/luo.rs`: device, "
-              "sessions, files, FLBs, luo-v5 serialization); KHO and the memfd handler are still "
-              "upstream's C in both flavors. The **scale** figures measure the core itself; the "
-              "memfd-heavy ones (blackout, throughput, memory) are dominated by KHO and the memfd "
-              "handler, so ratios away from 1.00 there are mostly the noise of a shared, "
+              "sessions, files, FLBs, luo-v5 serialization), the Rust memfd handler (`mm/memfd_luo.rs`) "
+              "and the Rust KHO (`kernel/liveupdate/kho/`). The **scale** figures measure the core "
+              "itself; the memfd-heavy ones (blackout, throughput, memory) are dominated by KHO and "
+              "the memfd handler, so ratios away from 1.00 there are partly the noise of a shared, "
               "TCG-emulated machine.",
               "- Parts of a few milliseconds (old-kernel serialize + shutdown, FINISH) are within "
               "the cut uncertainty; compare totals.", ""]

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from . import build as kbuild
 from . import vm
@@ -422,36 +423,50 @@ def rustdoc(arch, srctree, build, tc, ours):
 
 
 # The C core the rust flavor replaces: none of its objects may be built or linked.
-C_CORE = ("luo_core", "luo_session", "luo_file", "luo_flb", "kho_block")
+C_CORE = ("luo_core", "luo_session", "luo_file", "luo_flb", "kho_block", "kexec_handover",
+          "kexec_handover_debugfs")
+
+
+def _built_from_rust(build, obj, src):
+    """Whether build's obj (relative path) was compiled from src by rustc/clippy-driver."""
+    cmd = build.outdir / obj.parent / f".{obj.name}.cmd"
+    first = cmd.read_text().split("\n", 1)[0] if cmd.exists() else ""
+    c_src = src.rsplit(".", 1)[0] + ".c"
+    return (src in first and c_src not in first
+            and ("rustc" in first or "clippy-driver" in first))
 
 
 def c_core_gone(arch, build):
-    """The rust build links no object of upstream's C LUO core or C memfd handler."""
+    """The rust build links no object of upstream's C LUO core, C KHO or C memfd handler."""
     s = Suite(arch, "rust", "c-core-gone")
     members = run(["ar", "t", build.outdir / "kernel" / "liveupdate" / "built-in.a"]).stdout.split()
     linked = [m for m in members if any(m.endswith(f"/{o}.o") for o in C_CORE)]
-    # Functions only the C core defines (static ones included: nm lists them too).
+    # Functions only the C code defines (static ones included: nm lists them too). The C API
+    # functions have the same names in Rust (#[export]), so only C-internal names are listed.
     nm = kbuild.ARCH_INFO[arch]["cross"] + "nm"
     syms = run([nm, build.outdir / "vmlinux"]).stdout.split("\n")
     c_syms = [ln.split()[-1] for ln in syms
               if re.search(r" [tT] (luo_session_create|luo_preserve_file|kho_block_set_grow|"
                            r"luo_flb_file_preserve|luo_early_startup|memfd_luo_preserve|"
-                           r"memfd_luo_retrieve|memfd_luo_init)$", ln)]
-    # mm/memfd_luo.o: compiled from mm/memfd_luo.rs by rustc (or clippy-driver).
-    cmd = build.outdir / "mm" / ".memfd_luo.o.cmd"
-    cmd_text = cmd.read_text() if cmd.exists() else ""
-    first = cmd_text.split("\n", 1)[0]
-    memfd_rust = ("memfd_luo.rs" in first and "memfd_luo.c" not in first
-                  and ("rustc" in first or "clippy-driver" in first))
+                           r"memfd_luo_retrieve|memfd_luo_init|kho_radix_get_table_index|"
+                           r"__kho_radix_walk_tree|kho_reserve_scratch|kho_extend_scratch|"
+                           r"kho_debugfs_blob_add|kho_in_debugfs_init|kho_out_fdt_setup)$", ln)]
+    memfd_rust = _built_from_rust(build, Path("mm/memfd_luo.o"), "memfd_luo.rs")
+    kho_rust = _built_from_rust(build, Path("kernel/liveupdate/kho/kho.o"), "kho.rs")
     s.cases = [
-        Case("no C core object in kernel/liveupdate/built-in.a", FAIL if linked else PASS,
-             "linked: " + ", ".join(linked) if linked else ""),
-        Case("no C core function in vmlinux", FAIL if c_syms else PASS, ", ".join(c_syms)),
+        Case("no C core or KHO object in kernel/liveupdate/built-in.a",
+             FAIL if linked else PASS, "linked: " + ", ".join(linked) if linked else ""),
+        Case("no C core or KHO function in vmlinux", FAIL if c_syms else PASS, ", ".join(c_syms)),
         Case("mm/memfd_luo.o is built from mm/memfd_luo.rs", PASS if memfd_rust else FAIL,
-             "" if memfd_rust else f"{cmd} does not show rustc on mm/memfd_luo.rs"),
+             "" if memfd_rust else "mm/.memfd_luo.o.cmd does not show rustc on memfd_luo.rs"),
+        Case("kernel/liveupdate/kho/kho.o is built from kho.rs", PASS if kho_rust else FAIL,
+             "" if kho_rust else "kho/.kho.o.cmd does not show rustc on kho.rs"),
         Case("the Rust core is linked", PASS if any(m.endswith("/luo.o") for m in members)
              else FAIL, "" if any(m.endswith("/luo.o") for m in members)
              else "luo.o missing from kernel/liveupdate/built-in.a"),
+        Case("the Rust KHO is linked", PASS if any(m.endswith("/kho/kho.o") for m in members)
+             else FAIL, "" if any(m.endswith("/kho/kho.o") for m in members)
+             else "kho/kho.o missing from kernel/liveupdate/built-in.a"),
     ]
     s.note = "members: " + " ".join(m.rsplit("/", 1)[-1] for m in members)
     return s

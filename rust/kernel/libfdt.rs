@@ -296,8 +296,9 @@ impl<'a> Fdt<'a> {
     /// Returns the subnode `name` of `parent`.
     pub fn subnode(&self, parent: Node, name: &CStr) -> Result<Node, FdtError> {
         // SAFETY: By the type invariant libfdt only reads inside the blob; `name` is valid.
-        let off =
-            check(unsafe { bindings::fdt_subnode_offset(self.ptr(), parent.0, name.as_char_ptr()) })?;
+        let off = check(unsafe {
+            bindings::fdt_subnode_offset(self.ptr(), parent.0, name.as_char_ptr())
+        })?;
         Ok(Node(off))
     }
 
@@ -457,6 +458,46 @@ pub struct FdtMut<'a> {
 
 impl<'a> FdtMut<'a> {
     /// Opens the blob at the start of `buf` for editing, letting it grow to `buf.len()` bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::libfdt::{Fdt, FdtError, FdtMut, FdtWriter, Node};
+    ///
+    /// let mut buf = [0u64; 128];
+    /// let bytes = kernel::transmute::AsBytes::as_bytes_mut(&mut buf[..]);
+    /// let mut w = FdtWriter::new(bytes)?;
+    /// w.finish_reservemap()?;
+    /// w.begin_node(c"")?;
+    /// w.end_node()?;
+    /// w.finish()?;
+    /// let empty = Fdt::new(bytes)?.totalsize();
+    ///
+    /// {
+    ///     let mut f = FdtMut::open(bytes)?;
+    ///     let n = f.add_subnode(Node::ROOT, c"blob")?;
+    ///     f.setprop(n, c"size", &7u64.to_ne_bytes())?;
+    ///     assert_eq!(f.add_subnode(Node::ROOT, c"blob"), Err(FdtError::Exists));
+    /// }
+    /// // Packed again on drop: the blob grew by the node, not to the buffer.
+    /// let fdt = Fdt::new(bytes)?;
+    /// assert!(fdt.totalsize() > empty && fdt.totalsize() < bytes.len());
+    /// let n = fdt.subnode(Node::ROOT, c"blob")?;
+    /// assert_eq!(fdt.getprop_u64(n, c"size"), Ok(7));
+    /// assert_eq!(fdt.name(n)?, b"blob");
+    /// assert_eq!(fdt.subnodes(Node::ROOT).count(), 1);
+    /// let with_node = fdt.totalsize();
+    ///
+    /// {
+    ///     let mut f = FdtMut::open(bytes)?;
+    ///     let n = f.as_fdt().subnode(Node::ROOT, c"blob")?;
+    ///     f.del_node(n)?;
+    /// }
+    /// // The property name stays in the strings block.
+    /// assert!(Fdt::new(bytes)?.totalsize() < with_node);
+    /// assert_eq!(Fdt::new(bytes)?.subnode(Node::ROOT, c"blob"), Err(FdtError::NotFound));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn open(buf: &'a mut [u8]) -> Result<Self, FdtError> {
         Fdt::new(buf)?;
         let len = c_int::try_from(buf.len()).map_err(|_| FdtError::NoSpace)?;

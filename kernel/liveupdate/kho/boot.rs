@@ -219,7 +219,9 @@ fn populate(
         return Err("scratch list size out of range".into());
     }
     let fdt_len = fdt_len as usize;
-    let map = early.memremap(fdt_phys, fdt_len).ok_or("cannot map the FDT")?;
+    let map = early
+        .memremap(fdt_phys, fdt_len)
+        .ok_or("cannot map the FDT")?;
     decode::parse_root(&GEOMETRY, map.as_bytes()).map_err(PopulateError::Root)?;
     drop(map);
 
@@ -249,7 +251,9 @@ fn populate(
         }
     }
     drop(map);
-    early.reserve(scratch_phys, scratch_len).map_err(|_| "cannot reserve the scratch list")?;
+    early
+        .reserve(scratch_phys, scratch_len)
+        .map_err(|_| "cannot reserve the scratch list")?;
     early.set_kho_scratch_only();
 
     IN_SCRATCH_PHYS.store(scratch_phys, Relaxed);
@@ -364,7 +368,8 @@ fn validate(early: &EarlyBoot, inc: Incoming, busy: &mut [u64]) -> Result<(), In
     // A valid tree has fewer nodes than this: each order needs at most one leaf per 128 MiB
     // (4 KiB pages) of RAM, and each table level at most one node per leaf.
     let ram = early.end_of_dram();
-    let max_nodes = u64::from(GEOMETRY.depth()) * ((ram >> 26) + 2 * (u64::from(MAX_PAGE_ORDER) + 1));
+    let max_nodes =
+        u64::from(GEOMETRY.depth()) * ((ram >> 26) + 2 * (u64::from(MAX_PAGE_ORDER) + 1));
     let mut seen_buf = EarlyWords::new(early, max_nodes as usize).ok_or(Invalid::NoMemory)?;
     let mut seen = decode::SliceNodeSet::new(seen_buf.as_mut_slice());
     let mem = BootMem { early };
@@ -427,7 +432,9 @@ pub(crate) unsafe extern "C" fn kho_memory_init_early() {
     let words = busy.as_mut_slice();
     let mut prev_end: u64 = 0;
     for b in 0..blocks {
-        let set = words.get((b / 64) as usize).is_some_and(|w| w & (1 << (b % 64)) != 0);
+        let set = words
+            .get((b / 64) as usize)
+            .is_some_and(|w| w & (1 << (b % 64)) != 0);
         if set {
             let start = b << EXT_BLOCK_SHIFT;
             if start > prev_end && early.mark_kho_scratch(prev_end, start - prev_end).is_err() {
@@ -465,9 +472,7 @@ fn reserve_preserved(early: &EarlyBoot, root: u64) -> Result {
         let level = (depth - 1 - sp) as u32;
         // SAFETY: The node was checked by the validating walk: RAM in the direct map, untouched
         // since.
-        let table = unsafe {
-            core::slice::from_raw_parts(phys_to_virt(node).cast::<u64>(), words)
-        };
+        let table = unsafe { core::slice::from_raw_parts(phys_to_virt(node).cast::<u64>(), words) };
         if idx >= words {
             if sp == 0 {
                 break;
@@ -568,13 +573,19 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
         let a = early
             .phys_alloc_range(lowmem, SCRATCH_ALIGN, 0, low_limit)
             .ok_or("failed to reserve lowmem scratch buffer")?;
-        areas[n] = bindings::kho_scratch { addr: a, size: lowmem };
+        areas[n] = bindings::kho_scratch {
+            addr: a,
+            size: lowmem,
+        };
         n += 1;
         // A large contiguous area for allocations without a node.
         let a = early
             .phys_alloc_range(global, SCRATCH_ALIGN, 0, ALLOC_ACCESSIBLE)
             .ok_or("failed to reserve global scratch buffer")?;
-        areas[n] = bindings::kho_scratch { addr: a, size: global };
+        areas[n] = bindings::kho_scratch {
+            addr: a,
+            size: global,
+        };
         n += 1;
         let mut nid = -1;
         while n < cnt {
@@ -627,7 +638,10 @@ pub(crate) unsafe extern "C" fn kho_memory_init() {
             core::slice::from_raw_parts(phys_to_virt(inc.fdt_phys).cast_const(), inc.fdt_len)
         };
         let root = decode::parse_root(&GEOMETRY, fdt).map(|r| r.mem_map());
-        match root.map_err(|_| EINVAL).and_then(|r| reserve_preserved(&early, r)) {
+        match root
+            .map_err(|_| EINVAL)
+            .and_then(|r| reserve_preserved(&early, r))
+        {
             Ok(()) => return,
             Err(_) => {
                 // Only memblock running out of memory for its arrays can get here.

@@ -68,7 +68,11 @@ fn corrupt(case: i32) -> Result<&'static str> {
                 _ => {
                     let mut f = FdtMut::open(buf)?;
                     let node = f.as_fdt().subnode(Node::ROOT, c"kexec-metadata")?;
-                    f.setprop(node, fdt::SUB_TREE_SIZE_PROP, &(4 * PAGE_SIZE as u64).to_ne_bytes())?;
+                    f.setprop(
+                        node,
+                        fdt::SUB_TREE_SIZE_PROP,
+                        &(4 * PAGE_SIZE as u64).to_ne_bytes(),
+                    )?;
                     Ok("subtree blob size past its page")
                 }
             }
@@ -119,7 +123,11 @@ pub(crate) unsafe extern "C" fn kho_test_corrupt() {
         return;
     }
     match corrupt(case) {
-        Ok(what) => pr_warn!("test: corrupted the outgoing handover (case {}: {})\n", case, what),
+        Ok(what) => pr_warn!(
+            "test: corrupted the outgoing handover (case {}: {})\n",
+            case,
+            what
+        ),
         Err(e) => pr_err!("test: corruption case {} failed: {:?}\n", case, e),
     }
 }

@@ -63,11 +63,15 @@ kernel::sync::global_lock! {
 static READY: kernel::sync::atomic::Atomic<bool> = kernel::sync::atomic::Atomic::new(false);
 
 fn show_addrs(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    boot::scratch().iter().try_for_each(|a| writeln!(f, "0x{:x}", a.addr))
+    boot::scratch()
+        .iter()
+        .try_for_each(|a| writeln!(f, "0x{:x}", a.addr))
 }
 
 fn show_lens(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    boot::scratch().iter().try_for_each(|a| writeln!(f, "0x{:x}", a.size))
+    boot::scratch()
+        .iter()
+        .try_for_each(|a| writeln!(f, "0x{:x}", a.size))
 }
 
 fn blob_file(dir: &Dir, name: &CStr, addr: usize, len: usize) -> Result<Pin<KBox<File<Blob>>>> {
@@ -80,8 +84,14 @@ pub(crate) fn init() {
     let out = root.subdir(c"out");
     let out_sub = out.subdir(c"sub_fdts");
     let mut files = KVec::new();
-    let f1 = KBox::pin_init(out.read_callback_file(c"scratch_phys", (), &show_addrs), GFP_KERNEL);
-    let f2 = KBox::pin_init(out.read_callback_file(c"scratch_len", (), &show_lens), GFP_KERNEL);
+    let f1 = KBox::pin_init(
+        out.read_callback_file(c"scratch_phys", (), &show_addrs),
+        GFP_KERNEL,
+    );
+    let f2 = KBox::pin_init(
+        out.read_callback_file(c"scratch_len", (), &show_lens),
+        GFP_KERNEL,
+    );
     for f in [f1, f2].into_iter().flatten() {
         let _ = files.push(f, GFP_KERNEL);
     }
@@ -151,7 +161,11 @@ pub(crate) fn out_blob_add(name: &CStr, addr: usize, len: usize) {
         Ok(f) => {
             let _ = d.blobs.push((addr, f), GFP_KERNEL);
         }
-        Err(e) => pr_warn!("failed to add blob {} to debugfs: {:?}\n", name.to_str().unwrap_or("?"), e),
+        Err(e) => pr_warn!(
+            "failed to add blob {} to debugfs: {:?}\n",
+            name.to_str().unwrap_or("?"),
+            e
+        ),
     }
 }
 

@@ -133,7 +133,11 @@ fn add_subtree(name: &CStr, phys: PhysAddr, size: u64) -> Result {
 ///
 /// `name` is a NUL-terminated string; `blob` is a direct-map address.
 #[export]
-pub(crate) unsafe extern "C" fn kho_add_subtree(name: *const c_char, blob: *mut c_void, size: usize) -> c_int {
+pub(crate) unsafe extern "C" fn kho_add_subtree(
+    name: *const c_char,
+    blob: *mut c_void,
+    size: usize,
+) -> c_int {
     // SAFETY: As guaranteed by the caller.
     let name = unsafe { CStr::from_char_ptr(name) };
     let phys = virt_to_phys(blob.cast());
@@ -255,7 +259,8 @@ fn incoming_metadata() -> Option<([u8; bindings::__NEW_UTS_LEN as usize + 1], u3
     }
     // SAFETY: `boot` checked that the blob's `size` bytes are preserved memory, which is in the
     // direct map and not used by anybody else.
-    let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(phys).cast_const(), size as usize) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(phys).cast_const(), size as usize) };
     let version = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     if version != bindings::KHO_KEXEC_METADATA_VERSION {
         pr_warn!(
@@ -280,7 +285,12 @@ fn incoming_metadata() -> Option<([u8; bindings::__NEW_UTS_LEN as usize + 1], u3
     if let Some(last) = release.last_mut() {
         *last = 0;
     }
-    let count = u32::from_ne_bytes(bytes.get(METADATA_COUNT_OFF..METADATA_SIZE)?.try_into().ok()?);
+    let count = u32::from_ne_bytes(
+        bytes
+            .get(METADATA_COUNT_OFF..METADATA_SIZE)?
+            .try_into()
+            .ok()?,
+    );
     Some((release, count))
 }
 
@@ -288,7 +298,10 @@ fn incoming_metadata() -> Option<([u8; bindings::__NEW_UTS_LEN as usize + 1], u3
 pub(crate) fn kexec_metadata_init() -> Result {
     let mut count = 0;
     if let Some((release, c)) = incoming_metadata() {
-        let len = release.iter().position(|&b| b == 0).unwrap_or(release.len());
+        let len = release
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(release.len());
         let release = core::str::from_utf8(release.get(..len).unwrap_or(&[])).unwrap_or("?");
         pr_info!("exec from: {} (count {})\n", release, c);
         count = c;
@@ -296,11 +309,13 @@ pub(crate) fn kexec_metadata_init() -> Result {
     let folio = Folio::alloc(0, GFP_KERNEL | __GFP_ZERO)?;
     mem::preserve_folio(&folio)?;
     // SAFETY: The folio is a page owned here, in the direct map.
-    let meta = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(folio.phys()), METADATA_SIZE) };
+    let meta =
+        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(folio.phys()), METADATA_SIZE) };
     meta[..4].copy_from_slice(&bindings::KHO_KEXEC_METADATA_VERSION.to_ne_bytes());
     // SAFETY: `init_uts_ns` is the static initial UTS namespace; its `release` is a
     // NUL-terminated string set at build time and never written.
-    let ours = unsafe { CStr::from_char_ptr((&raw const bindings::init_uts_ns.name.release).cast()) };
+    let ours =
+        unsafe { CStr::from_char_ptr((&raw const bindings::init_uts_ns.name.release).cast()) };
     let ours = ours.to_bytes();
     let n = ours.len().min(bindings::__NEW_UTS_LEN as usize);
     meta[4..4 + n].copy_from_slice(&ours[..n]);

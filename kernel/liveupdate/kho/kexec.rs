@@ -84,7 +84,11 @@ pub(crate) unsafe extern "C" fn kho_locate_mem_hole(
         // SAFETY: `res` is a valid resource for the call; `func` accepts `kbuf`.
         let ret = unsafe { func(&mut res, kbuf.cast()) };
         if ret != 0 {
-            return if ret == 1 { 0 } else { EADDRNOTAVAIL.to_errno() };
+            return if ret == 1 {
+                0
+            } else {
+                EADDRNOTAVAIL.to_errno()
+            };
         }
     }
     EADDRNOTAVAIL.to_errno()

@@ -167,3 +167,163 @@ pub(crate) fn encode_key(phys: u64, order: u32) -> u64 {
 pub(crate) const fn order_size(order: u32) -> u64 {
     (bindings::PAGE_SIZE as u64) << order
 }
+
+#[kunit_tests(kho)]
+mod tests {
+    use super::*;
+    use core::ptr::NonNull;
+    use kernel::ffi::c_ulong;
+    use kernel::physmem::{pfn_to_phys, phys_to_pfn, Pages};
+
+    /// The C formulas of `kho_encode_radix_key()` / `kho_decode_radix_key()`.
+    fn c_encode(phys: u64, order: u32) -> u64 {
+        let shift = PAGE_SHIFT as u32 + order;
+        (1u64 << (64 - shift)) | (phys >> shift)
+    }
+
+    #[test]
+    fn keys_match_c() -> Result {
+        for order in 0..=MAX_PAGE_ORDER {
+            for phys in [
+                0u64,
+                1 << 30,
+                0x1_2345_6000 & !(order_size(order) - 1),
+                1 << 46,
+            ] {
+                let phys = phys & !(order_size(order) - 1);
+                let key = encode_key(phys, order);
+                assert_eq!(key, c_encode(phys, order));
+                assert_eq!(decode_key(key), Some((phys, order)));
+            }
+        }
+        assert_eq!(decode_key(0), None);
+        // One order too many: C would decode it; this kernel refuses it.
+        assert_eq!(decode_key(c_encode(0, MAX_PAGE_ORDER + 1)), None);
+        Ok(())
+    }
+
+    #[test]
+    fn split_orders() -> Result {
+        // Like C's __kho_preserve_pages_order(): natural alignment, bounded by the range (and
+        // by NUMA nodes, of which the test ranges cross none).
+        let base = 1usize << 20;
+        assert_eq!(mem::split_order(base, base + 1), 0);
+        assert_eq!(mem::split_order(base, base + 3), 1);
+        assert_eq!(mem::split_order(base + 1, base + 8), 0);
+        assert_eq!(mem::split_order(base + 2, base + 8), 1);
+        assert_eq!(mem::split_order(base + 4, base + 8), 2);
+        assert_eq!(mem::split_order(base, base + (1 << 12)), 12);
+        Ok(())
+    }
+
+    /// A C-API tree: add, walk in key order, delete, and destroy.
+    #[test]
+    fn c_radix_tree() -> Result {
+        let mut tree = kernel::bindings::kho_radix_tree::default();
+        // SAFETY: `tree` is a valid, unused tree.
+        let ret = unsafe { radix::kho_radix_init_tree(&mut tree, core::ptr::null_mut()) };
+        assert_eq!(ret, 0);
+        let keys = [
+            encode_key(0x4000_0000, 9),
+            encode_key(0x1000, 0),
+            encode_key(0x3000, 0),
+        ];
+        for &k in &keys {
+            // SAFETY: The tree was initialized above.
+            let ret = unsafe { radix::kho_radix_add_key(&mut tree, k as c_ulong) };
+            assert_eq!(ret, 0);
+        }
+        // Keys wider than the key width are refused.
+        // SAFETY: As above.
+        let ret = unsafe { radix::kho_radix_add_key(&mut tree, c_ulong::MAX) };
+        assert_eq!(ret, ERANGE.to_errno());
+        let mut seen = KVec::new();
+        let mut nodes = 0;
+        let root = NonNull::new(tree.root.cast::<radix::Node>()).ok_or(EINVAL)?;
+        // SAFETY: The tree is this test's; nobody else uses it.
+        let ret = unsafe {
+            radix::walk(root, &mut |v| {
+                match v {
+                    radix::Visit::Node(_) => nodes += 1,
+                    radix::Visit::Key(k) => {
+                        let _ = seen.push(k, GFP_KERNEL);
+                    }
+                }
+                0
+            })
+        };
+        assert_eq!(ret, 0);
+        // Ascending key order: the larger order (smaller order bit) first.
+        assert_eq!(&seen[..], &[keys[0], keys[1], keys[2]]);
+        // The root, then two paths of depth - 1 nodes: the order-0 keys share theirs (one
+        // leaf), the order-9 key leaves the root at another index.
+        assert_eq!(nodes, 1 + 2 * (GEOMETRY.depth() - 1));
+        // SAFETY: As above.
+        unsafe { radix::kho_radix_del_key(&mut tree, keys[1] as c_ulong) };
+        seen.clear();
+        // SAFETY: As above.
+        unsafe {
+            radix::walk(root, &mut |v| {
+                if let radix::Visit::Key(k) = v {
+                    let _ = seen.push(k, GFP_KERNEL);
+                }
+                0
+            })
+        };
+        assert_eq!(&seen[..], &[keys[0], keys[2]]);
+        // SAFETY: As above; the tree is not used afterwards.
+        unsafe { radix::kho_radix_destroy_tree(&mut tree) };
+        assert!(tree.root.is_null());
+        Ok(())
+    }
+
+    /// Preserving and unpreserving page ranges leaves the outgoing tree as it was.
+    #[test]
+    fn preserve_pages_roundtrip() -> Result {
+        if radix::out_tree().is_none() {
+            return Ok(());
+        }
+        let pages = Pages::alloc(3, GFP_KERNEL)?;
+        let count = |t: &radix::OutTree, lo: u64, hi: u64| {
+            let mut n = 0;
+            if let Some(root) = t.root() {
+                // SAFETY: The outgoing tree is locked by `t`.
+                unsafe {
+                    radix::walk(root, &mut |v| {
+                        if let radix::Visit::Key(k) = v {
+                            if let Some((p, _)) = decode_key(k) {
+                                if p >= lo && p < hi {
+                                    n += 1;
+                                }
+                            }
+                        }
+                        0
+                    })
+                };
+            }
+            n
+        };
+        let (lo, hi) = (pages.phys(), pages.phys() + order_size(3));
+        let pfn = phys_to_pfn(lo);
+        // 7 pages of an 8-aligned block: orders 2, 1 and 0.
+        // SAFETY: The pages are allocated and described by the memory map.
+        let ret = unsafe { mem::kho_preserve_pages(pages.first().as_ptr(), 7) };
+        assert_eq!(ret, 0);
+        assert_eq!(count(&*radix::out_tree().ok_or(EINVAL)?, lo, hi), 3);
+        // SAFETY: As above, with the same range.
+        unsafe { mem::kho_unpreserve_pages(pages.first().as_ptr(), 7) };
+        assert_eq!(count(&*radix::out_tree().ok_or(EINVAL)?, lo, hi), 0);
+        assert_eq!(pfn_to_phys(pfn), lo);
+        Ok(())
+    }
+
+    #[test]
+    fn page_info_roundtrip() -> Result {
+        for order in 0..=MAX_PAGE_ORDER {
+            assert_eq!(mem::info_order(mem::page_info(order)), Some(order));
+        }
+        assert_eq!(mem::info_order(0), None);
+        assert_eq!(mem::info_order(7), None);
+        Ok(())
+    }
+}

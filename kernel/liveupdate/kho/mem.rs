@@ -17,7 +17,7 @@ use kernel::{
     folio::Folio,
     page::PAGE_SIZE,
     physmem::{
-        phys_to_pfn, pfn_to_nid, pfn_to_phys, phys_to_virt, virt_to_phys, PageFrame, Pages,
+        pfn_to_nid, pfn_to_phys, phys_to_pfn, phys_to_virt, virt_to_phys, PageFrame, Pages,
         PhysAddr, MAX_PAGE_ORDER,
     },
     prelude::*,
@@ -35,7 +35,7 @@ pub(crate) const fn page_info(order: u32) -> usize {
 }
 
 /// The order of a preserved block whose first page has `private`, if it has the mark.
-const fn info_order(private: usize) -> Option<u32> {
+pub(crate) const fn info_order(private: usize) -> Option<u32> {
     if (private >> 32) as u32 == PAGE_MAGIC {
         Some(private as u32)
     } else {
@@ -135,7 +135,10 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_folio(folio: *mut bindings::folio
 ///
 /// `page` is the first of `nr_pages` contiguous pages of the memory map.
 #[export]
-pub(crate) unsafe extern "C" fn kho_preserve_pages(page: *mut bindings::page, nr_pages: c_ulong) -> c_int {
+pub(crate) unsafe extern "C" fn kho_preserve_pages(
+    page: *mut bindings::page,
+    nr_pages: c_ulong,
+) -> c_int {
     let Some(page) = NonNull::new(page) else {
         return EINVAL.to_errno();
     };
@@ -224,7 +227,10 @@ fn restore_pages(phys: PhysAddr, nr_pages: usize) -> Option<PageFrame> {
         let order = split_order(pfn, end);
         let page = PageFrame::online(pfn)?;
         if info_order(page.private()) != Some(order) {
-            pr_warn!("refusing to restore pages at 0x{:x}: not a preserved range\n", phys);
+            pr_warn!(
+                "refusing to restore pages at 0x{:x}: not a preserved range\n",
+                phys
+            );
             return None;
         }
         pfn += 1usize << order;
@@ -244,7 +250,10 @@ fn restore_pages(phys: PhysAddr, nr_pages: usize) -> Option<PageFrame> {
 ///
 /// Any context that may sleep may call it.
 #[export]
-pub(crate) unsafe extern "C" fn kho_restore_pages(phys: PhysAddr, nr_pages: c_ulong) -> *mut bindings::page {
+pub(crate) unsafe extern "C" fn kho_restore_pages(
+    phys: PhysAddr,
+    nr_pages: c_ulong,
+) -> *mut bindings::page {
     match restore_pages(phys, nr_pages) {
         Some(p) => p.as_ptr(),
         None => core::ptr::null_mut(),
@@ -546,7 +555,9 @@ fn restore_vmalloc(desc: &bindings::kho_vmalloc) -> Option<NonNull<c_void>> {
 ///
 /// `preservation` is valid for reads.
 #[export]
-pub(crate) unsafe extern "C" fn kho_restore_vmalloc(preservation: *const bindings::kho_vmalloc) -> *mut c_void {
+pub(crate) unsafe extern "C" fn kho_restore_vmalloc(
+    preservation: *const bindings::kho_vmalloc,
+) -> *mut c_void {
     // SAFETY: As guaranteed by the caller.
     let desc = unsafe { &*preservation };
     restore_vmalloc(desc).map_or(core::ptr::null_mut(), |p| p.as_ptr())

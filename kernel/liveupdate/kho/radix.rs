@@ -200,7 +200,8 @@ unsafe fn walk_level(
             continue;
         }
         // SAFETY: Entries of a tree built by this kernel are its nodes, one level down.
-        let ret = unsafe { walk_level(node_at(entry), level - 1, start | ((i as u64) << shift), f) };
+        let ret =
+            unsafe { walk_level(node_at(entry), level - 1, start | ((i as u64) << shift), f) };
         if ret != 0 {
             return ret;
         }
@@ -276,7 +277,8 @@ kernel::sync::global_lock! {
 }
 
 /// Set once [`OUT_TREE`] is initialized.
-static OUT_TREE_READY: kernel::sync::atomic::Atomic<bool> = kernel::sync::atomic::Atomic::new(false);
+static OUT_TREE_READY: kernel::sync::atomic::Atomic<bool> =
+    kernel::sync::atomic::Atomic::new(false);
 
 /// Locks the outgoing tree; `None` before KHO set it up.
 pub(crate) fn out_tree() -> Option<kernel::sync::lock::GlobalGuard<OUT_TREE>> {
@@ -354,7 +356,10 @@ pub(crate) unsafe extern "C" fn kho_radix_add_key(
 ///
 /// As for [`kho_radix_add_key`].
 #[export]
-pub(crate) unsafe extern "C" fn kho_radix_del_key(tree: *mut bindings::kho_radix_tree, key: c_ulong) {
+pub(crate) unsafe extern "C" fn kho_radix_del_key(
+    tree: *mut bindings::kho_radix_tree,
+    key: c_ulong,
+) {
     // SAFETY: As guaranteed by the caller.
     let Some(root) = (unsafe { c_tree_root(tree) }) else {
         kernel::warn_on!(true);

@@ -334,9 +334,9 @@ impl RestoredVmalloc {
     /// preservation: unknown flags, page counts that do not add up, or pages that were not
     /// preserved.
     ///
-    /// `desc` comes from the previous kernel. The C KHO reads each chunk before it checks that
-    /// the chunk's page was preserved, so a corrupt `desc` that points outside preserved memory
-    /// can make it read arbitrary memory; callers check what they can (the page count) first.
+    /// `desc` comes from the previous kernel. `kho_restore_vmalloc()` restores each chunk page
+    /// (which checks that it was preserved) before it reads it, and frees what it restored if
+    /// the descriptor turns out to be wrong.
     pub fn restore(desc: &bindings::kho_vmalloc) -> Result<Self> {
         let len = (desc.total_pages as usize)
             .checked_mul(PAGE_SIZE)
@@ -345,8 +345,7 @@ impl RestoredVmalloc {
             return Err(EINVAL);
         }
         // SAFETY: `desc` is a valid `struct kho_vmalloc`; `kho_restore_vmalloc()` returns NULL
-        // unless the pages it describes were preserved and not restored yet (it does not guard
-        // its reads of the chunks themselves, see above).
+        // unless the chunks and pages it describes were preserved and not restored yet.
         let ptr = unsafe { bindings::kho_restore_vmalloc(desc) };
         // INVARIANT: On success `ptr` maps `total_pages` pages and is ours.
         Ok(Self {
