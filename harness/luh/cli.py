@@ -10,7 +10,7 @@ import time
 
 from . import build as kbuild
 from . import bench, crate, ktap, suites, toolchain, tree, vm
-from .common import ARCHES, CACHE, FLAVORS, LOGS, HarnessError, info, stage
+from .common import ARCHES, CACHE, FLAVORS, LOGS, REPO, HarnessError, info, stage
 
 DEMO_SIZE_MIB = 1024
 
@@ -99,8 +99,11 @@ KSELFTESTS = ("liveupdate",) + tuple(kbuild.OUR_KSELFTESTS)
 CROSS_TESTS = (("luo_kexec_simple", "luo_multi_session") + tuple(kbuild.OUR_KEXEC_TESTS)
                + ("reserve_mem",))
 
+# Suites that run on the host only: selecting only these builds no kernel.
+HOST_SUITES = ("harness-unit", "series", "crate:cargo-test", "crate:lint", "crate:kho-decode")
+
 SUITE_NAMES = (
-    ["harness-unit", "series", "crate:cargo-test", "crate:lint"]
+    list(HOST_SUITES)
     + [f"kselftest:{t}" for t in KSELFTESTS]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS + tuple(kbuild.OUR_KEXEC_TESTS)]
     + ["kexec:reserve_mem"]
@@ -222,12 +225,21 @@ def cmd_test(args):
         except HarnessError as e:
             add(ktap.Suite("host", "-", "crate:cargo-test",
                            [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
+    if _wanted("crate:kho-decode", globs):
+        try:
+            toolchain.ensure_packages()
+            toolchain.ensure_rust_tools()
+            stage("kho-v4 decoders: host tests, lints, fuzz smoke")
+            add(crate.kho_decode(REPO))
+        except HarnessError as e:
+            add(ktap.Suite("host", "-", "crate:kho-decode",
+                           [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
     cross = any(_wanted(f"cross:{t}", globs) for t in CROSS_TESTS)
     if cross and args.flavor == "all":
         build_flavors = list(FLAVORS)
     else:
         build_flavors = flavors
-    need_vm = any(_wanted(n, globs) for n in SUITE_NAMES if n != "harness-unit")
+    need_vm = any(_wanted(n, globs) for n in SUITE_NAMES if n not in HOST_SUITES)
     arches = list(ARCHES) if args.arch == "all" else [args.arch]
     for arch in arches if need_vm else []:
         try:

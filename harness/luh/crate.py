@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import shutil
 import time
 
 from .common import CACHE, LOGS, HarnessError, run, stage
@@ -140,5 +141,100 @@ def clippy_and_fmt(srctree):
                     "" if p2.returncode == 0 else "not rustfmt-clean, see log"),
                Case("doc -D warnings", PASS if p3.returncode == 0 else FAIL,
                     "" if p3.returncode == 0 else "rustdoc warnings, see log")]
+    s.seconds = time.monotonic() - t0
+    return s
+
+
+# crate:kho-decode: the kho-v4 decoders of kernel/liveupdate/kho/decode.rs (core only) tested on
+# the host by tools/testing/kho_decode, which includes the same source file.
+KHO_DECODE_CACHE = CACHE / "kho-decode"
+KHO_DECODE_FUZZ_RUNS = 200000
+# The lints of rust_common_flags and KBUILD_RUSTFLAGS in Linux 7.3's Makefile, as errors, and no
+# unsafe at all: the file must build as a no_std module of a kernel crate, clippy-clean.
+KERNEL_LINTS = [
+    "-Dwarnings", "-Funsafe_code", "-Dnon_ascii_idents", "-Dunsafe_op_in_unsafe_fn",
+    "-Wmissing_docs",
+    "-Wrust_2018_idioms", "-Wunreachable_pub", "-Wclippy::all", "-Wclippy::as_ptr_cast_mut",
+    "-Wclippy::as_underscore", "-Wclippy::cast_lossless", "-Aclippy::collapsible_if",
+    "-Aclippy::collapsible_match", "-Wclippy::ignored_unit_patterns",
+    "-Aclippy::incompatible_msrv", "-Wclippy::mut_mut", "-Wclippy::needless_bitwise_bool",
+    "-Aclippy::needless_lifetimes", "-Wclippy::no_mangle_with_rust_abi", "-Wclippy::ptr_as_ptr",
+    "-Wclippy::ptr_cast_constness", "-Wclippy::ref_as_ptr",
+    "-Wclippy::undocumented_unsafe_blocks", "-Aclippy::uninlined_format_args",
+    "-Wclippy::unnecessary_safety_comment", "-Wclippy::unnecessary_safety_doc",
+    "-Aclippy::unwrap_or_default", "-Wclippy::float_arithmetic", "-Coverflow-checks=on",
+]
+_FUZZ_LINE = re.compile(r"^kho_decode fuzz: (\S+) executions in (\d+) s \((\S+) exec/s\)", re.M)
+
+
+def kho_decode_dir(srctree):
+    return srctree / "tools" / "testing" / "kho_decode"
+
+
+def _kernel_lint(srctree):
+    """clippy-driver with the kernel's lints on kho_decode.rs as `pub mod` of a no_std crate."""
+    src = srctree / "kernel" / "liveupdate" / "kho" / "decode.rs"
+    out = KHO_DECODE_CACHE / "kernel-lint"
+    out.mkdir(parents=True, exist_ok=True)
+    wrapper = out / "wrapper.rs"
+    wrapper.write_text("//! kho_decode.rs as a module of a no_std crate, as in the kernel.\n"
+                       f"#![no_std]\n#[path = \"{src}\"]\npub mod kho_decode;\n")
+    return run(["clippy-driver", "--edition=2021", "--crate-type=rlib", "--crate-name=kd",
+                "--emit=metadata", "-o", out / "libkd.rmeta"] + KERNEL_LINTS + [wrapper],
+               check=False)
+
+
+def kho_decode(srctree):
+    """Host tests, lints and a fuzz smoke run of the kho-v4 decoders."""
+    t0 = time.monotonic()
+    log = LOGS / "crate-kho-decode.log"
+    s = Suite("host", "-", "crate:kho-decode", log=str(log))
+    manifest = kho_decode_dir(srctree) / "Cargo.toml"
+    env = {"CARGO_TARGET_DIR": str(KHO_DECODE_CACHE / "target")}
+    text = []
+
+    def step(title, p):
+        text.append(f"--- {title} (exit {p.returncode})\n{p.stdout}{p.stderr}")
+        return p
+
+    p = step("cargo test", run(["cargo", "test", "--locked", "--manifest-path", manifest],
+                               env=env, check=False))
+    s.cases = libtest_cases(p.stdout + p.stderr)
+    if p.returncode != 0 and not any(c.status == FAIL for c in s.cases):
+        s.cases.append(Case("cargo test", FAIL, f"exit {p.returncode}"))
+    checks = [
+        ("clippy -D warnings", "clippy warnings",
+         ["cargo", "clippy", "--locked", "--all-targets", "--manifest-path", manifest, "--",
+          "-D", "warnings"]),
+        ("fmt --check", "not rustfmt-clean",
+         ["cargo", "fmt", "--check", "--manifest-path", manifest]),
+    ]
+    for name, why, cmd in checks:
+        p = step(name, run(cmd, env=env, check=False))
+        s.cases.append(Case(name, PASS if p.returncode == 0 else FAIL,
+                            "" if p.returncode == 0 else f"{why}, see log"))
+    p = step("kernel lints", _kernel_lint(srctree))
+    s.cases.append(Case("kernel lints (no_std, clippy-driver)",
+                        PASS if p.returncode == 0 else FAIL,
+                        "" if p.returncode == 0 else "warnings under the kernel's lints, see log"))
+    corpus = KHO_DECODE_CACHE / "smoke-corpus"
+    shutil.rmtree(corpus, ignore_errors=True)
+    p = step("fuzz smoke", run([kho_decode_dir(srctree) / "fuzz.sh",
+                                f"-runs={KHO_DECODE_FUZZ_RUNS}"],
+                               env={"KHO_DECODE_CACHE": str(KHO_DECODE_CACHE),
+                                    "KHO_DECODE_CORPUS": str(corpus),
+                                    "KHO_DECODE_LOG": str(LOGS / "crate-kho-decode-fuzz.log")},
+                               check=False))
+    m = _FUZZ_LINE.search(p.stdout)
+    ok = p.returncode == 0 and m is not None and m.group(1) == str(KHO_DECODE_FUZZ_RUNS)
+    detail = ""
+    if not ok:
+        lines = (p.stdout + p.stderr).strip().splitlines()
+        detail = "\n".join(lines[-6:]) or f"exit {p.returncode}"
+    s.cases.append(Case(f"fuzz smoke ({KHO_DECODE_FUZZ_RUNS} runs)", PASS if ok else FAIL,
+                        detail))
+    if m:
+        s.note = f"fuzz: {m.group(1)} runs at {m.group(3)} exec/s"
+    log.write_text("\n".join(text))
     s.seconds = time.monotonic() - t0
     return s

@@ -18,6 +18,8 @@ APT_PACKAGES = [
     "clang-19", "lld-19", "llvm-19", "libclang-19-dev", "qemu-system-x86",
     "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "dwarves",
     "make", "gcc", "libc6-dev", "xz-utils", "git", "rsync",
+    # libfuzzer-sys builds libFuzzer (C++) for crate:kho-decode's fuzz smoke.
+    "g++",
     # arm64: cross compiler and libc for the static test programs, and QEMU.
     "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-system-arm",
     # checkpatch.pl runs scripts/spdxcheck.py with Debian's python3.
@@ -225,13 +227,17 @@ class Toolchain:
         return {"LIBCLANG_PATH": LIBCLANG_PATH}
 
 
-def ensure_all():
-    stage("checking the toolchain")
-    ensure_packages()
+def ensure_rust_tools():
     for tool in ("rustc", "cargo", "rustfmt", "clippy-driver"):
         if not shutil.which(tool):
             raise HarnessError(
                 f"{tool} not found: install Rust with rustup and add the "
                 "rustfmt and clippy components")
+
+
+def ensure_all():
+    stage("checking the toolchain")
+    ensure_packages()
+    ensure_rust_tools()
     tc = Toolchain(ensure_rust_src(), ensure_bindgen())
     return tc

@@ -500,6 +500,61 @@ class ReserveMemTest(unittest.TestCase):
                              ["kexec:reserve_mem", "cross:reserve_mem"], lambda s: None)
         self.assertEqual(calls, [(a, ch) for a in ("x86_64", "arm64") for ch in (
             ("c", "c", "c"), ("rust", "rust", "rust"), ("c", "rust"), ("rust", "c"))])
+class KhoDecodeSuiteTest(unittest.TestCase):
+    def test_host_only(self):
+        import contextlib
+        import io
+        import tempfile
+        from pathlib import Path
+        from unittest import mock
+        self.assertIn("crate:kho-decode", cli.SUITE_NAMES)
+        self.assertIn("crate:kho-decode", cli.HOST_SUITES)
+        ran = []
+        with tempfile.TemporaryDirectory() as tmp, \
+                mock.patch.object(cli, "LOGS", Path(tmp)), \
+                mock.patch.object(cli.toolchain, "ensure_packages"), \
+                mock.patch.object(cli.toolchain, "ensure_rust_tools"), \
+                mock.patch.object(cli.crate, "kho_decode",
+                                  side_effect=lambda src: ktap.Suite("host", "-",
+                                                                     "crate:kho-decode")), \
+                mock.patch.object(cli, "run_arch", side_effect=lambda *a: ran.append(a)), \
+                mock.patch.object(cli.suites, "harness_unit",
+                                  return_value=ktap.Suite("host", "-", "harness-unit")), \
+                contextlib.redirect_stdout(io.StringIO()):
+            cli.cmd_test(cli.parse_args(["test", "-k", "crate:kho-decode", "-k", "harness-unit"]))
+            self.assertEqual(ran, [], "host suites build no kernel")
+            cli.cmd_test(cli.parse_args(["test", "-k", "crate:kho-decode", "-k", "kunit"]))
+            self.assertEqual(len(ran), 2, "a VM suite does, per architecture")
+
+    def test_series_claims_the_crate_and_the_decoder(self):
+        entries = tree.parse_series(tree.SERIES.read_text())
+        files = ["tools/testing/kho_decode/Cargo.toml", "tools/testing/kho_decode/fuzz.sh",
+                 "kernel/liveupdate/kho/decode.rs"]
+        for f in files:
+            self.assertTrue((REPO / f).is_file(), f)
+            claims = [e for e in entries if e[0] == "files"
+                      and any(f == p or f.startswith(p.rstrip("/") + "/") for p in e[2])]
+            self.assertEqual(len(claims), 1, f)
+
+    def test_fuzz_summary_line(self):
+        from harness.luh.crate import _FUZZ_LINE
+        m = _FUZZ_LINE.search("x\nkho_decode fuzz: 200000 executions in 21 s (9523 exec/s), "
+                              "exit 0, 0 crashes; log /l\n")
+        self.assertEqual(m.groups(), ("200000", "21", "9523"))
+
+    def test_kernel_lints_cover_the_makefile(self):
+        import re
+        from harness.luh.crate import KERNEL_LINTS
+        mk = tree.PRISTINE / "Makefile"
+        if not mk.exists():
+            self.skipTest("no pristine tree")
+        block = re.search(r"^export rust_common_flags := (.*?)\n\n", mk.read_text(), re.M | re.S)
+        lints = {f[2:] for f in block.group(1).split() if f[:2] in ("-W", "-D", "-A")}
+        lints = {x for x in lints if not x.startswith("rustdoc::")
+                 and x not in ("stable_features", "unused_features")}
+        ours = {f[2:] for f in KERNEL_LINTS}
+        self.assertEqual(lints - ours, set())
+        self.assertIn("clippy::float_arithmetic", ours)
 
 
 class CliTest(unittest.TestCase):

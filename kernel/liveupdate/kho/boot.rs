@@ -12,7 +12,7 @@
 //! 2. [`kho_memory_init_early`], when memblock knows all memory and the direct map exists: one
 //!    walk of the radix tree ([`decode::walk`]) checks that every node is page-aligned RAM
 //!    outside the scratch areas and reached only once, that every key decodes to a block of at
-//!    most `MAX_PAGE_ORDER` in RAM, and that every subtree's blob is entirely preserved memory.
+//!    most `MAX_BLOCK_ORDER` in RAM, and that every subtree's blob is entirely preserved memory.
 //!
 //! If either step fails, the kernel prints one warning and boots as after a cold boot: the
 //! scratch marks are undone, nothing preserved is reserved (so all of it is free memory), and
@@ -288,9 +288,25 @@ struct BootMem<'a> {
     early: &'a EarlyBoot,
 }
 
+/// Whether `[base, base + size)` is memory memblock knows about, even where it spans several
+/// adjacent regions (memblock splits regions at node and flag boundaries, the scratch marks
+/// included). Halving keeps it at two calls per level: only a half that straddles a boundary
+/// or a hole recurses further.
+fn is_ram(early: &EarlyBoot, base: u64, size: u64) -> bool {
+    if early.is_region_memory(base, size) {
+        return true;
+    }
+    let page = PAGE_SIZE as u64;
+    if size <= page {
+        return false;
+    }
+    let half = (size / 2).next_multiple_of(page);
+    is_ram(early, base, half) && is_ram(early, base + half, size - half)
+}
+
 impl decode::PhysMem for BootMem<'_> {
     fn is_ram(&self, base: u64, size: u64) -> bool {
-        self.early.is_region_memory(base, size)
+        is_ram(self.early, base, size)
     }
 
     fn in_scratch(&self, base: u64, size: u64) -> bool {
@@ -369,7 +385,7 @@ fn validate(early: &EarlyBoot, inc: Incoming, busy: &mut [u64]) -> Result<(), In
     // (4 KiB pages) of RAM, and each table level at most one node per leaf.
     let ram = early.end_of_dram();
     let max_nodes =
-        u64::from(GEOMETRY.depth()) * ((ram >> 26) + 2 * (u64::from(MAX_PAGE_ORDER) + 1));
+        u64::from(GEOMETRY.depth()) * ((ram >> 26) + 2 * (u64::from(crate::MAX_BLOCK_ORDER) + 1));
     let mut seen_buf = EarlyWords::new(early, max_nodes as usize).ok_or(Invalid::NoMemory)?;
     let mut seen = decode::SliceNodeSet::new(seen_buf.as_mut_slice());
     let mem = BootMem { early };

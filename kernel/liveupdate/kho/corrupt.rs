@@ -12,7 +12,7 @@ use kernel::{
     ffi::c_int,
     libfdt::{FdtMut, Node},
     page::PAGE_SIZE,
-    physmem::{phys_to_virt, virt_to_phys, MAX_PAGE_ORDER},
+    physmem::{phys_to_virt, virt_to_phys},
     prelude::*,
     sync::atomic::{
         Atomic,
@@ -97,7 +97,9 @@ fn corrupt(case: i32) -> Result<&'static str> {
                     Ok("radix loop")
                 }
                 _ => {
-                    let order = MAX_PAGE_ORDER + 1;
+                    // Beyond `MAX_PAGE_ORDER`, and beyond the largest block a page range can
+                    // make (`MAX_BLOCK_ORDER`).
+                    let order = crate::MAX_BLOCK_ORDER + 1;
                     let align = (PAGE_SIZE as u64) << order;
                     let phys = virt_to_phys(root.cast()) & !(align - 1);
                     // `encode_key()` refuses such an order: build the key as C would.

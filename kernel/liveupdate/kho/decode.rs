@@ -23,7 +23,9 @@
 //! - [`walk`] visits the radix tree in the same order as the C `kho_radix_walk_tree()` and
 //!   checks every node before reading it (alignment, RAM, not scratch, never seen before, a
 //!   bound on their number) and every key (decodable, order within bounds, in RAM, not scratch);
-//! - [`Coverage`] checks that every subtree's blob is covered by preserved keys.
+//! - [`Coverage`] checks that every subtree's blob is covered by preserved keys;
+//! - [`validate`] does all of the above, so that a refused handover is one [`HandoverError`]
+//!   and one warning.
 //!
 //! The module depends on `core` only: it allocates nothing, has no `unsafe`, and never panics on
 //! any input (no indexing, no unchecked arithmetic on input values), so the same source is built
@@ -1673,4 +1675,77 @@ impl<const N: usize, const P: usize> Coverage<N, P> {
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything at once
+// ---------------------------------------------------------------------------------------------
+
+/// Why [`validate`] refused a handover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoverError {
+    /// The root FDT was refused.
+    Root(RootError),
+    /// The radix tree was refused (never with [`WalkError::Callback`]).
+    Walk(WalkError<CoverError>),
+    /// A subtree blob was refused or is not covered by preserved blocks.
+    Cover(CoverError),
+}
+
+impl HandoverError {
+    /// A one-line description of the kind of error, without its details.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Root(e) => e.describe(),
+            Self::Walk(e) => e.describe(),
+            Self::Cover(e) => e.describe(),
+        }
+    }
+}
+
+impl fmt::Display for HandoverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Root(e) => write!(f, "{e}"),
+            Self::Walk(e) => write!(f, "{e}"),
+            Self::Cover(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Checks a whole handover before anything of it is used: [`parse_root`] of `fdt_bytes`, a
+/// [`walk`] of its radix tree (`seen` and `max_nodes` as there) and the [`Coverage`] of every
+/// subtree blob by the preserved blocks, in `cov`, which must be new.
+///
+/// Only reads: nothing is reserved or restored, so the caller can walk again with visitors that
+/// act once this succeeded.
+pub fn validate<'a, M, S, const N: usize, const P: usize>(
+    g: &Geometry,
+    fdt_bytes: &'a [u8],
+    mem: &M,
+    seen: &mut S,
+    max_nodes: u64,
+    cov: &mut Coverage<N, P>,
+) -> Result<(KhoRoot<'a>, WalkStats), HandoverError>
+where
+    M: PhysMem + ?Sized,
+    S: NodeSet + ?Sized,
+{
+    let root = parse_root(g, fdt_bytes).map_err(HandoverError::Root)?;
+    cov.add_root(&root).map_err(HandoverError::Cover)?;
+    let stats = walk(
+        g,
+        root.mem_map(),
+        mem,
+        seen,
+        max_nodes,
+        |_| Ok(()),
+        |phys, order| cov.record_key(g, phys, order),
+    )
+    .map_err(|e| match e {
+        WalkError::Callback(c) => HandoverError::Cover(c),
+        e => HandoverError::Walk(e),
+    })?;
+    cov.finish().map_err(HandoverError::Cover)?;
+    Ok((root, stats))
 }

@@ -66,11 +66,20 @@ mod radix;
 
 const __LOG_PREFIX: &[u8] = b"KHO\0";
 
-/// The geometry of the radix tree and of page orders on this kernel.
+/// The largest order of a preserved block the next kernel accepts.
+///
+/// Not `MAX_PAGE_ORDER`: `kho_preserve_pages()` records a range as the largest naturally aligned
+/// blocks, so a 1 GiB aligned range is one block of order 18 (with 4 KiB pages), and upstream
+/// does the same (memblock's `reserve_mem=` regions are such ranges). Only a folio is limited to
+/// `MAX_PAGE_ORDER`, which `kho_restore_folio()` checks. A block of order 40 (4 PiB with 4 KiB
+/// pages) is larger than any RAM; every block must also lie in RAM.
+pub(crate) const MAX_BLOCK_ORDER: u32 = 40;
+
+/// The geometry of the radix tree and of block orders on this kernel.
 pub(crate) const GEOMETRY: decode::Geometry = decode::Geometry {
-    // `PAGE_SHIFT` is at most 16 and `MAX_PAGE_ORDER` at most a few tens.
+    // `PAGE_SHIFT` is at most 16.
     page_shift: PAGE_SHIFT as u32,
-    max_order: MAX_PAGE_ORDER,
+    max_order: MAX_BLOCK_ORDER,
 };
 
 /// Whether KHO is enabled (`kho=`, `CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT`); cleared if KHO
@@ -197,8 +206,11 @@ mod tests {
             }
         }
         assert_eq!(decode_key(0), None);
+        // Page ranges make blocks beyond `MAX_PAGE_ORDER`, as in C: a 1 GiB aligned GiB.
+        let gib = 1u64 << 30;
+        assert_eq!(decode_key(c_encode(gib, 18)), Some((gib, 18)));
         // One order too many: C would decode it; this kernel refuses it.
-        assert_eq!(decode_key(c_encode(0, MAX_PAGE_ORDER + 1)), None);
+        assert_eq!(decode_key(c_encode(0, MAX_BLOCK_ORDER + 1)), None);
         Ok(())
     }
 

@@ -176,7 +176,8 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_pages(page: *mut bindings::page, 
 fn restore_block(phys: PhysAddr, expect: Option<u32>, folio: bool) -> Option<PageFrame> {
     let page = PageFrame::online(phys_to_pfn(phys))?;
     let order = match info_order(page.private()) {
-        Some(o) if o <= MAX_PAGE_ORDER && expect.is_none_or(|e| e == o) => o,
+        // A folio is at most `MAX_PAGE_ORDER`; a block of a page range may be larger.
+        Some(o) if (!folio || o <= MAX_PAGE_ORDER) && expect.is_none_or(|e| e == o) => o,
         _ => {
             pr_warn!("refusing to restore 0x{:x}: not a preserved block\n", phys);
             return None;
