@@ -689,6 +689,27 @@ def meminfo(text):
     return (int(m[-1][0]), int(m[-1][1])) if m else None
 
 
+def _corrupt_detail(res, stage1_marker, refusal, refusal_name):
+    """What is wrong with a corruption chain: it must reach stage 2, its programs must succeed,
+    stage 1 must print stage1_marker, and stage 2 exactly one `refusal` and no alarm."""
+    detail = list(res.problems(2))
+    for k, prog in ((1, "luoctl-hold"), (2, "corrupt-check")):
+        c = _rc_case(res, k, prog)
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+    if res.stages and stage1_marker not in res.text(1):
+        detail.append(f"stage 1 did not print '{stage1_marker}'")
+    if len(res.stages) == 2:
+        lines = res.text(2).splitlines()
+        refusals = [ln for ln in lines if refusal in ln]
+        if len(refusals) != 1:
+            detail.append(f"stage 2 printed {len(refusals)} {refusal_name}, expected 1")
+        alarms = [ln for ln in lines if any(a in ln for a in _ALARMS)]
+        if alarms:
+            detail.append("stage 2 kernel log: " + " | ".join(alarms[:3]))
+    return detail
+
+
 def kho_corrupt_case(arch, builds, progs, case):
     """A rust>rust chain whose KHO handover is corrupted in one way (rust only).
 
@@ -707,24 +728,10 @@ def kho_corrupt_case(arch, builds, progs, case):
         vm.Stage(b, [("corrupt-check", ["/bin/lu-corrupt-check", "corrupt"]), mem]),
     ], progs, arch, timeout=300, extra_cmdline=f"kho_test_corrupt={case}")
     s = Suite(arch, "rust", f"corrupt:kho-{case}")
-    detail = list(res.problems(2))
+    detail = _corrupt_detail(res, f"KHO: test: corrupted the outgoing handover (case {case}:",
+                             _KHO_REFUSAL, "KHO refusal warnings")
     figs = ""
-    for k, prog in ((1, "luoctl-hold"), (2, "corrupt-check")):
-        c = _rc_case(res, k, prog)
-        if c:
-            detail.append(f"{c.name}: {c.detail}")
-    if res.stages:
-        want = f"KHO: test: corrupted the outgoing handover (case {case}:"
-        if want not in res.text(1):
-            detail.append(f"stage 1 did not print '{want}'")
     if len(res.stages) == 2:
-        lines = res.text(2).splitlines()
-        refusals = [ln for ln in lines if _KHO_REFUSAL in ln]
-        if len(refusals) != 1:
-            detail.append(f"stage 2 printed {len(refusals)} KHO refusal warnings, expected 1")
-        alarms = [ln for ln in lines if any(a in ln for a in _ALARMS)]
-        if alarms:
-            detail.append("stage 2 kernel log: " + " | ".join(alarms[:3]))
         cold, after = meminfo(res.text(1)), meminfo(res.text(2))
         if not cold or not after:
             detail.append("missing LU-MEMINFO lines")
@@ -750,22 +757,7 @@ def corrupt_case(arch, builds, progs, case):
         vm.Stage(b, [("corrupt-check", ["/bin/lu-corrupt-check", "corrupt"])]),
     ], progs, arch, timeout=300, extra_cmdline=f"luo_test_corrupt={case}")
     s = Suite(arch, "rust", f"corrupt:{case}")
-    detail = list(res.problems(2))
-    for k, prog in ((1, "luoctl-hold"), (2, "corrupt-check")):
-        c = _rc_case(res, k, prog)
-        if c:
-            detail.append(f"{c.name}: {c.detail}")
-    if res.stages:
-        want = f"test: corrupted the outgoing data: case {case},"
-        if want not in res.text(1):
-            detail.append(f"stage 1 did not print '{want}'")
-    if len(res.stages) == 2:
-        lines = res.text(2).splitlines()
-        refusals = [ln for ln in lines if _REFUSAL in ln]
-        if len(refusals) != 1:
-            detail.append(f"stage 2 printed {len(refusals)} refusal warnings, expected 1")
-        alarms = [ln for ln in lines if any(a in ln for a in _ALARMS)]
-        if alarms:
-            detail.append("stage 2 kernel log: " + " | ".join(alarms[:3]))
+    detail = _corrupt_detail(res, f"test: corrupted the outgoing data: case {case},",
+                             _REFUSAL, "refusal warnings")
     s.cases = [Case(CORRUPT_CASES[case], FAIL if detail else PASS, "\n".join(detail))]
     return _finish(s, res, t0)

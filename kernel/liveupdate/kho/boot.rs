@@ -585,24 +585,22 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
     let areas = unsafe { core::slice::from_raw_parts_mut(array.as_ptr(), cnt) };
     let mut n = 0;
     let res = (|| {
-        // Low memory, for the next kernel's allocations that need it.
-        let a = early
-            .phys_alloc_range(lowmem, SCRATCH_ALIGN, 0, low_limit)
-            .ok_or("failed to reserve lowmem scratch buffer")?;
-        areas[n] = bindings::kho_scratch {
-            addr: a,
-            size: lowmem,
-        };
-        n += 1;
-        // A large contiguous area for allocations without a node.
-        let a = early
-            .phys_alloc_range(global, SCRATCH_ALIGN, 0, ALLOC_ACCESSIBLE)
-            .ok_or("failed to reserve global scratch buffer")?;
-        areas[n] = bindings::kho_scratch {
-            addr: a,
-            size: global,
-        };
-        n += 1;
+        // Low memory, for the next kernel's allocations that need it, then a large contiguous
+        // area for allocations without a node.
+        for (size, limit, what) in [
+            (lowmem, low_limit, "failed to reserve lowmem scratch buffer"),
+            (
+                global,
+                ALLOC_ACCESSIBLE,
+                "failed to reserve global scratch buffer",
+            ),
+        ] {
+            let addr = early
+                .phys_alloc_range(size, SCRATCH_ALIGN, 0, limit)
+                .ok_or(what)?;
+            areas[n] = bindings::kho_scratch { addr, size };
+            n += 1;
+        }
         let mut nid = -1;
         while n < cnt {
             // SAFETY: As above.

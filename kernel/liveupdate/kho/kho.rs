@@ -329,6 +329,30 @@ mod tests {
         Ok(())
     }
 
+    /// A block marked as boot marks preserved blocks is restored once; a second restore, or a
+    /// restore at an address where no block starts, is refused.
+    #[test]
+    fn restore_once() -> Result {
+        let pages = Pages::alloc(1, GFP_KERNEL)?;
+        let (first, phys) = (pages.first(), pages.phys());
+        let _ = pages.into_raw();
+        // SAFETY: The test owns the pages; their `private` words are unused.
+        unsafe { first.set_private(mem::page_info(1)) };
+        // Not where the block starts.
+        assert!(mem::restore_folio(phys + kernel::page::PAGE_SIZE as u64).is_none());
+        let folio = mem::restore_folio(phys).ok_or(EINVAL)?;
+        assert_eq!((folio.phys(), folio.order()), (phys, 1));
+        assert_eq!(first.private(), 0);
+        assert!(mem::restore_folio(phys).is_none());
+        // SAFETY: `kho_restore_pages()` accepts any address.
+        assert!(unsafe { mem::kho_restore_pages(phys, 2) }.is_null());
+        // Boot would have taken the block out of the managed pages; the restore added it back.
+        // SAFETY: The pages are the test's.
+        unsafe { kernel::bindings::adjust_managed_page_count(first.as_ptr(), -2) };
+        drop(folio);
+        Ok(())
+    }
+
     #[test]
     fn page_info_roundtrip() -> Result {
         for order in 0..=MAX_PAGE_ORDER {
