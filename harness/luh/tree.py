@@ -21,7 +21,10 @@ The `c` flavor builds upstream's C live update: the pristine tree, or, if
 entries are marked `both`, a worktree at the base plus those entries only.
 They are tests that need to be built into the kernel on both flavors (an
 in-kernel test that runs on each kernel of a cross-flavor chain); nothing of
-the Rust rewrite goes into `c`.
+the Rust rewrite goes into `c`.  Their glue is the tests' Kconfig and
+Makefile lines, and for the KHO benchmark (lib/test_kho_bench.c) the cycle
+counter reads around the KHO boot calls in mm/mm_init.c; a unit test
+(SeriesTest.test_c_tree_glue_is_test_glue) keeps it to that.
 
 Commits are made with fixed dates from the index only, so the same inputs give
 the same commit id, and `git checkout` rewrites only files whose content

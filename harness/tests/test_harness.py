@@ -237,6 +237,37 @@ class SeriesTest(unittest.TestCase):
                 for path in e[2]:
                     self.assertRegex(path, r"^lib/test_[a-z0-9_]+\.c$")
 
+    # The upstream files the glue of `both` entries may change in the c tree:
+    # the build glue of the lib/ tests and, for the KHO benchmark only, its
+    # cycle counter reads around the KHO boot calls in mm/mm_init.c (added
+    # lines only, the calls themselves untouched).
+    C_GLUE_FILES = {"lib/Kconfig.debug", "lib/Makefile", "MAINTAINERS"}
+    C_GLUE_EXTRA = {"0018-lib-test-kho-bench.glue.patch": {"mm/mm_init.c"}}
+
+    def test_c_tree_glue_is_test_glue(self):
+        for in_c, e in tree.parse_series_flavors(tree.SERIES.read_text()):
+            if not in_c:
+                continue
+            for glue in e[3]:
+                allowed = self.C_GLUE_FILES | self.C_GLUE_EXTRA.get(glue, set())
+                cur, in_ifdef = None, False
+                for line in (tree.PATCHES / glue).read_text().splitlines():
+                    if line.startswith("+++ "):
+                        cur = line[6:]
+                        self.assertIn(cur, allowed, f"{glue} changes {cur} in the c tree")
+                    elif cur != "mm/mm_init.c" or line.startswith("--- "):
+                        continue
+                    elif line.startswith("-"):
+                        self.fail(f"{glue} removes a line of mm/mm_init.c: {line}")
+                    elif line == "+#ifdef CONFIG_TEST_KHO_BENCH":
+                        in_ifdef = True
+                    elif line == "+#endif":
+                        in_ifdef = False
+                    elif line.startswith("+") and not in_ifdef:
+                        # Outside the #ifdef: the hooks and the include they need.
+                        self.assertRegex(line, r"^\+$|kho_bench_|kho_start|"
+                                         r"^\+#include <linux/timex.h>$", glue)
+
     def test_assign(self):
         entries = [("files", "m1", ["rust/kernel"], []), ("files", "m2", ["kernel/liveupdate/"], [])]
         files = ["kernel/liveupdate/a.rs", "rust/kernel/b.rs", "rust/kernel/c/d.rs"]
