@@ -16,9 +16,16 @@ registers. The blackout is cut at consecutive markers of the same clock, so
 its parts add up to the whole by construction; the error of each cut is the
 latency from the guest's UART write to the host's read (a pipe, well under a
 millisecond, plus at most one printk record of buffering).
+
+`--bench kho` measures KHO itself, without LUO: lib/test_kho_bench.c
+(CONFIG_TEST_KHO_BENCH, built into both flavors) preserves and unpreserves
+folios in the first kernel of a two-stage chain and keeps them preserved
+across the kexec; the second kernel prints the cycles its early KHO init
+took (mm/mm_init.c). See kho_run().
 """
 
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -181,6 +188,120 @@ def scale_run(arch, builds, progs, flavor, smoke, fig, failures):
             float(p2["retrieve_finish_files_s"]) * 1000, "ms")
 
 
+# `--bench kho`: folio orders, and the folios' total of the smoke configuration.
+KHO_ORDERS = (0, 9)
+KHO_SMOKE_MIB = 64
+KHO_TIMEOUT = {"x86_64": 1200, "arm64": 2400}
+# The next kernel's totalram_pages must be lower than the first's by the preserved pages,
+# give or take this much: the kernels' own reservations differ a little (on arm64 the next
+# kernel manages about 1 MiB more, as it does not keep QEMU's device tree).
+KHO_TOTALRAM_SLACK = 8 * MIB
+_KHO_PASS = re.compile(r"test_kho_bench: (preserve|unpreserve) round=(\S+) order=(\d+) "
+                       r"folios=(\d+) ns=(\d+) free_delta=(-?\d+)")
+_KHO_BOOT = re.compile(r"test_kho_bench: boot kho=(\d) counter_khz=(\d+) "
+                       r"totalram_pages=(\d+) page_size=(\d+)")
+_KHO_RESTORE = re.compile(r"KHO bench: boot restore: (kho_memory_init(?:_early)?)\(\) "
+                          r"(\d+) cycles")
+
+
+def kho_vm_mem(mib):
+    """The VM's memory for mib MiB of preserved folios: twice that, plus room to boot."""
+    return max(2048, 1024 + 2 * mib)
+
+
+def kho_cmdline(mib, order):
+    return f"test_kho_bench.mib={mib} test_kho_bench.order={order} test_kho_bench.reps=1"
+
+
+def kho_parse(text1, text2):
+    """The figures of a kho chain from its stages' logs, or a list of problems.
+
+    Returns (figures, problems); figures: {"passes": [(pass, round, folios, ns,
+    free_delta)], "boot1"/"boot2": (kho, khz, totalram, page_size),
+    "restore": {fn: cycles}}.
+    """
+    problems = []
+    passes = [(m.group(1), m.group(2), int(m.group(4)), int(m.group(5)), int(m.group(6)))
+              for m in map(_KHO_PASS.search, text1.splitlines()) if m]
+    boots = [[tuple(int(x) for x in m.groups()) for m in map(_KHO_BOOT.search, t.splitlines())
+              if m] for t in (text1, text2)]
+    restore = {m.group(1): int(m.group(2))
+               for m in map(_KHO_RESTORE.search, text2.splitlines()) if m}
+    fails = [ln.strip() for ln in text1.splitlines() if "test_kho_bench: FAIL" in ln]
+    problems += fails
+    if [p[:2] for p in passes] != [("preserve", "1"), ("unpreserve", "1"),
+                                   ("preserve", "final")]:
+        problems.append(f"stage 1 passes {[p[:2] for p in passes]}, expected preserve 1, "
+                        "unpreserve 1, preserve final")
+    if len(boots[0]) != 1 or boots[0][0][0] != 0:
+        problems.append(f"stage 1: boot lines {boots[0]}, expected one of a cold boot")
+    if len(boots[1]) != 1 or boots[1][0][0] != 1:
+        problems.append(f"stage 2: boot lines {boots[1]}, expected one of a KHO boot")
+    if set(restore) != {"kho_memory_init_early", "kho_memory_init"}:
+        problems.append(f"stage 2: boot restore figures {sorted(restore)}, expected "
+                        "kho_memory_init_early and kho_memory_init")
+    if problems:
+        return None, problems
+    return {"passes": passes, "boot1": boots[0][0], "boot2": boots[1][0],
+            "restore": restore}, []
+
+
+def kho_run(arch, builds, progs, flavor, order, mib, fig, failures):
+    """One chain of lib/test_kho_bench.c: preserve mib MiB of folios of order, kexec.
+
+    Stage 1 (late_initcall) allocates the folios, times preserve, unpreserve
+    and preserve again, and keeps them preserved; stage 2 reports the cycles
+    of kho_memory_init_early() and kho_memory_init(), and must manage the
+    preserved memory less than stage 1 (it was handed over), within
+    KHO_TOTALRAM_SLACK.
+    """
+    label = f"kho-{mib}M-o{order}"
+    res = vm.run_chain(f"bench-{arch}-{flavor}-{label}", [
+        vm.Stage(builds[flavor], []), vm.Stage(builds[flavor], []),
+    ], progs, arch, mem=kho_vm_mem(mib), timeout=KHO_TIMEOUT[arch],
+        extra_cmdline=kho_cmdline(mib, order))
+    problems = res.problems(2)
+    if not problems:
+        figs, problems = kho_parse(res.text(1), res.text(2))
+    if problems:
+        failures.append(f"{flavor} {label}: {'; '.join(problems)} (log {res.log})")
+        return
+    passes, restore = figs["passes"], figs["restore"]
+    _, _, total1, page = figs["boot1"]
+    _, khz, total2, _ = figs["boot2"]
+    n = passes[0][2]
+    want = (mib << 20) // (page << order)
+    if any(p[2] != want for p in passes):
+        failures.append(f"{flavor} {label}: {n} folios, expected {want} (log {res.log})")
+        return
+    if total1 - total2 < (n << order) - KHO_TOTALRAM_SLACK // page:
+        failures.append(f"{flavor} {label}: stage 2 manages {total1 - total2} pages less than "
+                        f"stage 1, not the {n << order} preserved (log {res.log})")
+        return
+    if not khz:
+        failures.append(f"{flavor} {label}: cycle counter frequency unknown (log {res.log})")
+        return
+    cfg = f"{mib} MiB, order {order} ({n} folios)"
+    kib = page / 1024
+    names = {("preserve", "1"): "preserve, first pass",
+             ("unpreserve", "1"): "unpreserve",
+             ("preserve", "final"): "preserve again (kept for the kexec)"}
+    for kind, rnd, _, ns, delta in passes:
+        name = names[(kind, rnd)]
+        fig.add("kho", f"{name}: time", cfg, flavor, ns / 1e6, "ms")
+        fig.add("kho", f"{name}: time per folio", cfg, flavor, ns / n, "ns")
+        if kind == "preserve":
+            fig.add("kho", f"{name}: memory allocated (radix tree)", cfg, flavor,
+                    delta * kib, "KiB")
+        else:
+            fig.add("kho", f"{name}: memory freed", cfg, flavor, -delta * kib, "KiB")
+    early = restore["kho_memory_init_early"] / khz
+    init = restore["kho_memory_init"] / khz
+    fig.add("kho", "boot restore: kho_memory_init_early()", cfg, flavor, early, "ms")
+    fig.add("kho", "boot restore: kho_memory_init()", cfg, flavor, init, "ms")
+    fig.add("kho", "boot restore: total", cfg, flavor, early + init, "ms")
+
+
 def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
     res = vm.run_chain(f"bench-{arch}-{flavor}-coldboot", [
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "meminfo"])]),
@@ -212,7 +333,7 @@ def markdown(fig, meta):
     by_bench = {}
     for (bench, metric, config), per, unit in fig.rows():
         by_bench.setdefault(bench, []).append((metric, config, per, unit))
-    for bench in ("blackout", "throughput", "scale", "memory"):
+    for bench in ("blackout", "throughput", "scale", "memory", "kho"):
         if bench not in by_bench:
             continue
         lines += [f"## {bench}", "", "| configuration | figure | unit | n | c | rust | rust/c |",
@@ -297,6 +418,31 @@ if tp:
     ax.set_yscale("log")
     save(fig, ax, list(range(len(cfgs))), cfgs, "GiB/s (median, log scale)",
          "Preserve and retrieve throughput by memfd configuration", "throughput.png")
+kho = [r for r in rows if r["bench"] == "kho" and r["unit"] == "ms"]
+if kho:
+    keys = []
+    for r in kho:
+        if (r["config"], r["metric"]) not in keys:
+            keys.append((r["config"], r["metric"]))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys)), 5))
+    w = 0.4
+    for j, fl in enumerate(("c", "rust")):
+        ys = []
+        for cfg, metric in keys:
+            vals = [r["values"].get(fl, []) for r in kho
+                    if r["config"] == cfg and r["metric"] == metric]
+            ys.append(st.median(vals[0]) if vals and vals[0] else 0)
+        ax.bar([i + (j - 0.5) * w for i in range(len(keys))], ys, w, label=fl)
+    ax.set_yscale("log")
+    labels = [f"{m.replace(': time', '').replace('boot restore: ', 'boot: ')}, "
+              f"{c.split(', ')[1].split(' (')[0]}" for c, m in keys]
+    ax.set_xticks(list(range(len(keys))))
+    ax.set_xticklabels(labels, fontsize=7, rotation=60, ha="right")
+    ax.set_ylabel("ms (median, log scale)")
+    ax.set_title("KHO: preserve, unpreserve, boot restore")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}/kho.png", dpi=110)
 '''
 
 
@@ -321,7 +467,8 @@ def draw(outdir):
     return sorted(outdir.glob("*.png"))
 
 
-def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, command, accel_note):
+def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, command, accel_note,
+              kho_mib=4096):
     fig = Figures()
     failures = []
     cfgs = memfd_configs(sizes, smoke)
@@ -343,6 +490,11 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
             if "scale" in benches:
                 scale_run(arch, builds, progs, flavor, smoke, fig, failures)
                 info(f"{flavor} scale done ({time.monotonic() - t0:.0f} s)")
+            if "kho" in benches:
+                for order in KHO_ORDERS:
+                    kho_run(arch, builds, progs, flavor, order, kho_mib, fig, failures)
+                    info(f"{flavor} kho {kho_mib} MiB order {order} done "
+                         f"({time.monotonic() - t0:.0f} s)")
     # Keep only what was asked for.
     fig.data = {k: v for k, v in fig.data.items() if k[0] in benches}
     outdir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +502,7 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
             "machine": _machine(), "accel": accel_note, "smp": 2, "reps": reps,
             "command": command,
             "kernels": {f: b.ident for f, b in builds.items()},
-            "notes": _notes(mem, failures)}
+            "notes": _notes(mem, failures, benches, kho_mib)}
     report = markdown(fig, meta)
     pngs = plots(fig, outdir) if fig.data else []
     if pngs:
@@ -376,7 +528,7 @@ def _machine():
     return f"{cpu}, {n} host CPUs, {mem} GiB"
 
 
-def _notes(mem, failures):
+def _notes(mem, failures, benches=(), kho_mib=0):
     notes = ["## How each figure is taken", "",
              "- **blackout**: host-clock stamps on serial lines: `LU-REBOOT` (init calls "
              "reboot(KEXEC)) → `Starting new kernel` (old kernel, after LUO serialization and "
@@ -407,9 +559,45 @@ def _notes(mem, failures):
               "TCG-emulated machine.",
               "- Parts of a few milliseconds (old-kernel serialize + shutdown, FINISH) are within "
               "the cut uncertainty; compare totals.", ""]
+    if "kho" in benches:
+        kho = _kho_notes(kho_mib)
+        if set(benches) == {"kho"}:
+            # The notes above are about the LUO benches.
+            notes = ["## How each figure is taken", "", kho[0], "",
+                     "## Reading the figures", "", kho[1], ""]
+        else:
+            i = notes.index("## Reading the figures")
+            notes[i - 1:i - 1] = [kho[0]]
+            notes[-1:-1] = [kho[1]]
     if failures:
         notes += ["## Runs that failed (not in the figures)", ""] + [f"- {f}" for f in failures]
     return notes
+
+
+def _kho_notes(kho_mib):
+    """How the kho figures are taken, and how to read them."""
+    return [
+        f"- **kho**: KHO alone, without LUO: `lib/test_kho_bench.c` "
+        f"(`CONFIG_TEST_KHO_BENCH`, the same C test on both flavors) in a "
+        f"{kho_vm_mem(kho_mib)} MiB VM allocates {kho_mib} MiB of folios at late_initcall, "
+        f"then times (ktime_get_ns) kho_preserve_folio() of every folio (first "
+        f"pass), kho_unpreserve_folio() of every folio, and kho_preserve_folio() again; the "
+        f"last pass stays preserved and the kernel kexecs. Memory: the drop of free pages "
+        f"(buddy + per-CPU lists) across a pass, the folios being allocated before. Boot "
+        f"restore: the next kernel's get_cycles() around kho_memory_init_early() and "
+        f"kho_memory_init() (mm/mm_init.c, `CONFIG_TEST_KHO_BENCH`), converted with the "
+        f"counter frequency the kernel reports (x86 tsc_khz, arm64 arch timer rate); that "
+        f"kernel must manage the preserved pages less than the first (within "
+        f"{KHO_TOTALRAM_SLACK // MIB} MiB).",
+        "- **kho**: the same test (`lib/test_kho_bench.c`, public KHO API only) on both "
+        "flavors: c's KHO is upstream's `kernel/liveupdate/kexec_handover.c`, rust's the "
+        "Rust KHO (`kernel/liveupdate/kho/`). Memory figures are whole pages taken from (or "
+        "returned to) the page allocator; 0 means the pass needed no new radix node because "
+        "the nodes on its keys' paths existed already (other boot-time users, e.g. "
+        "lib/test_kho.c, preserve folios of several orders before, and the previous pass "
+        "left its nodes). The two boot restore calls run before the page allocator starts; "
+        "compare their total, the work is split differently between them.",
+    ]
 
 
 def publish(outdir, dest):

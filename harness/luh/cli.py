@@ -50,9 +50,13 @@ def parse_args(argv):
     bn.add_argument("--reps", type=int, default=3, help="repetitions per figure (default 3)")
     bn.add_argument("--sizes", default="1,4", help="memfd totals in GiB (default: 1,4)")
     bn.add_argument("--bench", default="blackout,throughput,scale,memory",
-                    help="comma-separated subset of blackout,throughput,scale,memory")
+                    help="comma-separated subset of blackout,throughput,scale,memory,kho "
+                         "(default: all but kho)")
+    bn.add_argument("--kho-mib", type=int, default=4096, metavar="MIB",
+                    help="--bench kho: MiB of folios preserved (default: %(default)s)")
     bn.add_argument("--smoke", action="store_true",
-                    help="tiny configuration (16 MiB, 50 sessions, 1 repetition) to check the bench")
+                    help="tiny configuration (16 MiB, 50 sessions, kho 64 MiB, 1 repetition) "
+                         "to check the bench")
     bn.add_argument("-o", "--output", metavar="DIR",
                     help=f"report directory (default: {CACHE}/bench/<date>)")
     bn.add_argument("--publish", action="store_true",
@@ -110,7 +114,8 @@ SUITE_NAMES = (
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy",
        "rustdoc", "c-core-gone"]
     + [f"cross:{t}" for t in CROSS_TESTS]
-    + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke"]
+    + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke",
+       "bench:kho-smoke"]
     + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
     + [f"corrupt:kho-{n}" for n in sorted(suites.KHO_CORRUPT_CASES)]
 )
@@ -167,6 +172,9 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
     if _wanted("bench:smoke", globs) and set(builds) == set(FLAVORS) and "lu-bench" in progs:
         stage(f"benchmark smoke run on {arch}")
         add(suites.bench_smoke(arch, builds, progs))
+    if _wanted("bench:kho-smoke", globs) and set(builds) == set(FLAVORS):
+        stage(f"KHO benchmark smoke run on {arch}")
+        add(suites.bench_kho_smoke(arch, builds, progs))
     if cross and crate.supported(arch) and _wanted("crate:luoctl-kexec", globs):
         for chain in (("c", "rust"), ("rust", "c")):
             add(suites.luoctl_kexec(arch, builds, progs, chain))
@@ -346,7 +354,7 @@ def report_demo(res, size):
 def cmd_bench(args):
     from pathlib import Path
     benches = [b.strip() for b in args.bench.split(",") if b.strip()]
-    unknown = set(benches) - {"blackout", "throughput", "scale", "memory"}
+    unknown = set(benches) - {"blackout", "throughput", "scale", "memory", "kho"}
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -358,7 +366,8 @@ def cmd_bench(args):
     command = "./lu " + " ".join(sys.argv[1:])
     report, failures, outdir = bench.run_bench(
         args.arch, builds, progs, reps=reps, sizes=sizes, benches=benches, smoke=args.smoke,
-        outdir=outdir, command=command, accel_note=accel)
+        outdir=outdir, command=command, accel_note=accel,
+        kho_mib=bench.KHO_SMOKE_MIB if args.smoke else args.kho_mib)
     print()
     print(report)
     print(f"report: {outdir / 'BENCHMARKS.md'}")

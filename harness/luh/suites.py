@@ -612,6 +612,33 @@ def bench_smoke(arch, builds, progs):
     return s
 
 
+def bench_kho_smoke(arch, builds, progs):
+    """`lu bench --smoke --bench kho`: lib/test_kho_bench.c gives every figure on both."""
+    from . import bench
+    t0 = time.monotonic()
+    outdir = CACHE / "bench" / f"kho-smoke-{arch}"
+    report, failures, outdir = bench.run_bench(
+        arch, builds, progs, reps=1, sizes=[1], smoke=True, outdir=outdir, benches=["kho"],
+        command=f"./lu bench --smoke --bench kho --arch {arch}", accel_note="(smoke)",
+        kho_mib=bench.KHO_SMOKE_MIB)
+    s = Suite(arch, "c+rust", "bench:kho-smoke", log=str(outdir / "BENCHMARKS.md"))
+    s.cases = [Case(f"run: {f}", FAIL) for f in failures]
+    body = report.split("## kho", 1)[1].split("\n## ", 1)[0] if "## kho" in report else ""
+    cols = [[c.strip() for c in r.strip().strip("|").split("|")] for r in body.splitlines()
+            if r.startswith("| ") and not r.startswith("| configuration")]
+    for order in bench.KHO_ORDERS:
+        mine = [c for c in cols if f", order {order} (" in c[0]]
+        # Every figure (preserve, unpreserve, memory, boot restore) for both flavors.
+        complete = len(mine) == 12 and all(len(c) == 7 and c[4] != "–" and c[5] != "–"
+                                           for c in mine)
+        s.cases.append(Case(f"order {order}", PASS if complete else FAIL,
+                            "" if complete else f"{len(mine)} rows, some without figures"))
+    ok = (outdir / "kho.png").exists()
+    s.cases.append(Case("plot", PASS if ok else FAIL, "" if ok else "no kho.png"))
+    s.seconds = time.monotonic() - t0
+    return s
+
+
 def series_check():
     """The patch series: exported, applies to the pristine tree, checkpatch --strict clean."""
     from . import tree

@@ -609,3 +609,52 @@ class CliTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+KHO_STAGE1 = """\
+test_kho_bench: boot kho=0 counter_khz=2600000 totalram_pages=2300000 page_size=4096
+test_kho_bench: preserve round=1 order=9 folios=8 ns=5000 free_delta=6
+test_kho_bench: unpreserve round=1 order=9 folios=8 ns=3000 free_delta=0
+test_kho_bench: preserve round=final order=9 folios=8 ns=4000 free_delta=0
+"""
+KHO_STAGE2 = """\
+KHO bench: boot restore: kho_memory_init_early() 2600000 cycles
+KHO bench: boot restore: kho_memory_init() 5200000 cycles
+test_kho_bench: boot kho=1 counter_khz=2600000 totalram_pages=2290000 page_size=4096
+"""
+
+
+class KhoBenchTest(unittest.TestCase):
+    def test_parse(self):
+        from harness.luh import bench
+        figs, problems = bench.kho_parse(KHO_STAGE1, KHO_STAGE2)
+        self.assertEqual(problems, [])
+        self.assertEqual(figs["passes"][0], ("preserve", "1", 8, 5000, 6))
+        self.assertEqual(figs["restore"], {"kho_memory_init_early": 2600000,
+                                           "kho_memory_init": 5200000})
+        self.assertEqual(figs["boot2"], (1, 2600000, 2290000, 4096))
+
+    def test_figures(self):
+        from unittest import mock
+        from harness.luh import bench
+        res = mock.Mock(stages=[1, 2], problems=lambda n: [],
+                        text=lambda k: KHO_STAGE1 if k == 1 else KHO_STAGE2)
+        fig, failures = bench.Figures(), []
+        with mock.patch.object(bench.vm, "run_chain", return_value=res):
+            bench.kho_run("x86_64", {"c": None}, {}, "c", 9, 16, fig, failures)
+        self.assertEqual(failures, [])
+        rows = {(m, c): v["c"][0] for (b, m, c), v, _ in fig.rows()}
+        cfg = "16 MiB, order 9 (8 folios)"
+        self.assertEqual(len(rows), 12)
+        self.assertEqual(rows[("boot restore: kho_memory_init_early()", cfg)], 1.0)
+        self.assertEqual(rows[("boot restore: total", cfg)], 3.0)
+        self.assertEqual(rows[("preserve, first pass: memory allocated (radix tree)", cfg)], 24)
+        self.assertEqual(rows[("unpreserve: time per folio", cfg)], 375)
+
+    def test_problems(self):
+        from harness.luh import bench
+        _, problems = bench.kho_parse(KHO_STAGE1.replace("round=final", "round=2"),
+                                      KHO_STAGE2.splitlines()[0])
+        self.assertEqual(len(problems), 3)
+        self.assertEqual(bench.kho_vm_mem(4096), 9216)
+        self.assertIn("test_kho_bench.order=9", bench.kho_cmdline(64, 9))
