@@ -95,9 +95,12 @@ fn check_not_scratch(phys: PhysAddr, size: u64) -> Result {
 
 /// Preserves `folio` at its order.
 pub(crate) fn preserve_folio(folio: &Folio) -> Result {
-    check_not_scratch(folio.phys(), folio.size() as u64)?;
-    let key = encode_key(folio.phys(), folio.order());
-    crate::radix::out_tree().ok_or(EINVAL)?.add(key)
+    // Two calls into C for the folio's place, not one per use.
+    let (phys, order) = (pfn_to_phys(folio.pfn()), folio.order());
+    check_not_scratch(phys, crate::order_size(order))?;
+    crate::radix::out_tree()
+        .ok_or(EINVAL)?
+        .add(encode_key(phys, order))
 }
 
 /// `kho_preserve_folio()`.
@@ -124,8 +127,9 @@ pub(crate) unsafe extern "C" fn kho_preserve_folio(folio: *mut bindings::folio) 
 pub(crate) unsafe extern "C" fn kho_unpreserve_folio(folio: *mut bindings::folio) {
     // SAFETY: As guaranteed by the caller.
     let folio = unsafe { Folio::from_raw(folio) };
+    let key = encode_key(pfn_to_phys(folio.pfn()), folio.order());
     if let Some(mut t) = crate::radix::out_tree() {
-        t.del(encode_key(folio.phys(), folio.order()));
+        t.del(key);
     }
 }
 

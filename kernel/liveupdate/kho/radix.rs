@@ -51,6 +51,37 @@ unsafe fn free_node(node: NonNull<Node>) {
     drop(unsafe { Pages::from_raw(first, 0) });
 }
 
+/// The translation from the physical addresses in tables to nodes.
+///
+/// Nodes are pages of the direct map, which is linear on the 64-bit architectures KHO supports
+/// (`__va(x)` is `x` plus a constant). The constant is computed once per operation from the root
+/// node, instead of an out-of-line `phys_to_virt()` call per level: on the hot path of
+/// `kho_preserve_folio()` those calls cost more than the rest of the walk.
+#[derive(Clone, Copy)]
+pub(crate) struct DirectMap(usize);
+
+impl DirectMap {
+    /// The translation of the tree whose root is `root`.
+    pub(crate) fn of(root: NonNull<Node>) -> Self {
+        let phys = virt_to_phys(root.as_ptr().cast());
+        debug_assert_eq!(phys_to_virt(phys), root.as_ptr().cast());
+        // A physical address fits in `usize` on the 64-bit architectures of KHO.
+        Self((root.as_ptr() as usize).wrapping_sub(phys as usize))
+    }
+
+    /// Returns the node at physical address `phys`, as stored in a table.
+    ///
+    /// # Safety
+    ///
+    /// `phys` is a node of the tree this translation was made for.
+    unsafe fn node(self, phys: u64) -> NonNull<Node> {
+        let virt =
+            core::ptr::with_exposed_provenance_mut::<Node>((phys as usize).wrapping_add(self.0));
+        // SAFETY: Nodes are direct-map allocations, so their address is not null.
+        unsafe { NonNull::new_unchecked(virt) }
+    }
+}
+
 /// Returns the node at physical address `phys`, as stored in a table.
 ///
 /// # Safety
@@ -69,7 +100,7 @@ unsafe fn node_at(phys: u64) -> NonNull<Node> {
 /// # Safety
 ///
 /// `root` is the root of a tree built by this kernel; the caller holds the tree's lock.
-pub(crate) unsafe fn add_key(root: NonNull<Node>, key: u64) -> Result {
+pub(crate) unsafe fn add_key(root: NonNull<Node>, dm: DirectMap, key: u64) -> Result {
     if u64::from(u64::BITS - key.leading_zeros()) > u64::from(GEOMETRY.key_width()) {
         return Err(ERANGE);
     }
@@ -82,7 +113,7 @@ pub(crate) unsafe fn add_key(root: NonNull<Node>, key: u64) -> Result {
         let entry = unsafe { (*node.as_ptr())[idx] };
         if entry != 0 {
             // SAFETY: Entries of a tree built by this kernel are its nodes.
-            node = unsafe { node_at(entry) };
+            node = unsafe { dm.node(entry) };
             continue;
         }
         let new = match alloc_node() {
@@ -122,7 +153,7 @@ pub(crate) unsafe fn add_key(root: NonNull<Node>, key: u64) -> Result {
 /// # Safety
 ///
 /// As for [`add_key`].
-pub(crate) unsafe fn del_key(root: NonNull<Node>, key: u64) {
+pub(crate) unsafe fn del_key(root: NonNull<Node>, dm: DirectMap, key: u64) {
     if u64::from(u64::BITS - key.leading_zeros()) > u64::from(GEOMETRY.key_width()) {
         return;
     }
@@ -136,7 +167,7 @@ pub(crate) unsafe fn del_key(root: NonNull<Node>, key: u64) {
             return;
         }
         // SAFETY: Entries of a tree built by this kernel are its nodes.
-        node = unsafe { node_at(entry) };
+        node = unsafe { dm.node(entry) };
     }
     let bit = decode::bitmap_index(&GEOMETRY, key);
     // SAFETY: `node` is the leaf of the path; the caller holds the lock.
@@ -238,7 +269,7 @@ unsafe fn destroy_level(node: NonNull<Node>, level: u32) {
 
 /// The outgoing tree: every block this kernel preserves for the next one.
 pub(crate) struct OutTree {
-    root: Option<NonNull<Node>>,
+    root: Option<(NonNull<Node>, DirectMap)>,
 }
 
 // SAFETY: The nodes are owned by the tree and only touched with the lock held.
@@ -251,21 +282,21 @@ impl OutTree {
 
     /// The root node, once the tree exists.
     pub(crate) fn root(&self) -> Option<NonNull<Node>> {
-        self.root
+        self.root.map(|(r, _)| r)
     }
 
     /// Adds `key`; fails with [`EINVAL`] before the tree exists (KHO disabled).
     pub(crate) fn add(&mut self, key: u64) -> Result {
-        let root = self.root.ok_or(EINVAL)?;
+        let (root, dm) = self.root.ok_or(EINVAL)?;
         // SAFETY: `root` is this kernel's tree and `&mut self` is the lock.
-        unsafe { add_key(root, key) }
+        unsafe { add_key(root, dm, key) }
     }
 
     /// Removes `key`.
     pub(crate) fn del(&mut self, key: u64) {
-        if let Some(root) = self.root {
+        if let Some((root, dm)) = self.root {
             // SAFETY: As above.
-            unsafe { del_key(root, key) };
+            unsafe { del_key(root, dm, key) };
         }
     }
 }
@@ -297,7 +328,8 @@ pub(crate) fn init_out_tree() -> Result {
     }
     let mut t = OUT_TREE.lock();
     if t.root.is_none() {
-        t.root = Some(alloc_node()?);
+        let root = alloc_node()?;
+        t.root = Some((root, DirectMap::of(root)));
     }
     Ok(())
 }
@@ -344,7 +376,7 @@ pub(crate) unsafe extern "C" fn kho_radix_add_key(
     // SAFETY: As guaranteed by the caller.
     let _guard = unsafe { c_tree_lock(tree) }.lock();
     // SAFETY: The tree was built by this kernel and its lock is held.
-    match unsafe { add_key(root, key as u64) } {
+    match unsafe { add_key(root, DirectMap::of(root), key as u64) } {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
@@ -368,7 +400,7 @@ pub(crate) unsafe extern "C" fn kho_radix_del_key(
     // SAFETY: As guaranteed by the caller.
     let _guard = unsafe { c_tree_lock(tree) }.lock();
     // SAFETY: The tree was built by this kernel and its lock is held.
-    unsafe { del_key(root, key as u64) };
+    unsafe { del_key(root, DirectMap::of(root), key as u64) };
 }
 
 /// `kho_radix_walk_tree()`.
