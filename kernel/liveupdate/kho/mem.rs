@@ -56,6 +56,7 @@ pub(crate) fn split_order(pfn: usize, end: usize) -> u32 {
 /// Preserves `[pfn, end)` block by block; on failure, unpreserves what it added.
 fn preserve_range(pfn: usize, end: usize) -> Result {
     let mut t = crate::radix::out_tree().ok_or(EINVAL)?;
+    t.check_not_scratch(pfn_to_phys(pfn), pfn_to_phys(end - pfn))?;
     let mut p = pfn;
     while p < end {
         let order = split_order(p, end);
@@ -83,24 +84,13 @@ fn unpreserve_range(pfn: usize, end: usize) {
     }
 }
 
-/// With `CONFIG_KEXEC_HANDOVER_DEBUG`, refuses memory in a scratch area: the next kernel
-/// allocates from scratch before it has reserved preserved memory.
-fn check_not_scratch(phys: PhysAddr, size: u64) -> Result {
-    if cfg!(CONFIG_KEXEC_HANDOVER_DEBUG) && crate::boot::scratch_overlap(phys, size) {
-        kernel::warn_on!(true);
-        return Err(EINVAL);
-    }
-    Ok(())
-}
-
 /// Preserves `folio` at its order.
 pub(crate) fn preserve_folio(folio: &Folio) -> Result {
     // Two calls into C for the folio's place, not one per use.
     let (phys, order) = (pfn_to_phys(folio.pfn()), folio.order());
-    check_not_scratch(phys, crate::order_size(order))?;
-    crate::radix::out_tree()
-        .ok_or(EINVAL)?
-        .add(encode_key(phys, order))
+    let mut t = crate::radix::out_tree().ok_or(EINVAL)?;
+    t.check_not_scratch(phys, crate::order_size(order))?;
+    t.add(encode_key(phys, order))
 }
 
 /// `kho_preserve_folio()`.
@@ -151,8 +141,7 @@ pub(crate) unsafe extern "C" fn kho_preserve_pages(
     let Some(end) = pfn.checked_add(nr_pages) else {
         return EINVAL.to_errno();
     };
-    let res = check_not_scratch(pfn_to_phys(pfn), (nr_pages as u64) * PAGE_SIZE as u64)
-        .and_then(|()| preserve_range(pfn, end));
+    let res = preserve_range(pfn, end);
     match res {
         Ok(()) => 0,
         Err(e) => e.to_errno(),

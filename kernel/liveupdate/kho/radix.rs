@@ -270,6 +270,9 @@ unsafe fn destroy_level(node: NonNull<Node>, level: u32) {
 /// The outgoing tree: every block this kernel preserves for the next one.
 pub(crate) struct OutTree {
     root: Option<(NonNull<Node>, DirectMap)>,
+    /// The scratch areas, final once the tree exists; kept here so that the hot path reads them
+    /// under the lock it holds anyway instead of through atomics (calls into C).
+    scratch: &'static [bindings::kho_scratch],
 }
 
 // SAFETY: The nodes are owned by the tree and only touched with the lock held.
@@ -277,7 +280,28 @@ unsafe impl Send for OutTree {}
 
 impl OutTree {
     const fn new() -> Self {
-        Self { root: None }
+        Self {
+            root: None,
+            scratch: &[],
+        }
+    }
+
+    /// With `CONFIG_KEXEC_HANDOVER_DEBUG`, refuses memory in a scratch area: the next kernel
+    /// allocates from scratch before it has reserved preserved memory.
+    pub(crate) fn check_not_scratch(&self, phys: u64, size: u64) -> Result {
+        if !cfg!(CONFIG_KEXEC_HANDOVER_DEBUG) {
+            return Ok(());
+        }
+        let end = phys.saturating_add(size);
+        let overlap = self
+            .scratch
+            .iter()
+            .any(|a| phys < a.addr.saturating_add(a.size) && end > a.addr);
+        if overlap {
+            kernel::warn_on!(true);
+            return Err(EINVAL);
+        }
+        Ok(())
     }
 
     /// The root node, once the tree exists.
@@ -302,31 +326,31 @@ impl OutTree {
 }
 
 kernel::sync::global_lock! {
-    // SAFETY: `init_out_tree()` initializes the lock before it sets `OUT_TREE_READY`, and
-    // every user goes through `out_tree()`, which checks that flag, or is `init_out_tree()`.
+    // SAFETY: `init_lock()` initializes the lock from `kho_memory_init()`, which
+    // `mm_core_init()` calls before any allocator exists, so before anybody can preserve memory.
     pub(crate) unsafe(uninit) static OUT_TREE: Mutex<OutTree> = OutTree::new();
 }
 
 /// Set once [`OUT_TREE`] is initialized.
-static OUT_TREE_READY: kernel::sync::atomic::Atomic<bool> =
-    kernel::sync::atomic::Atomic::new(false);
+/// Initializes the lock of the outgoing tree.
+///
+/// # Safety
+///
+/// Called once, from `kho_memory_init()`, before anything locks [`OUT_TREE`].
+pub(crate) unsafe fn init_lock() {
+    // SAFETY: As guaranteed by the caller.
+    unsafe { OUT_TREE.init() };
+}
 
-/// Locks the outgoing tree; `None` before KHO set it up.
+/// Locks the outgoing tree; it has no root before KHO set it up.
 pub(crate) fn out_tree() -> Option<kernel::sync::lock::GlobalGuard<OUT_TREE>> {
-    if !OUT_TREE_READY.load(kernel::sync::atomic::Acquire) {
-        return None;
-    }
     Some(OUT_TREE.lock())
 }
 
-/// Creates the outgoing tree's lock and root node.
+/// Creates the outgoing tree's root node.
 pub(crate) fn init_out_tree() -> Result {
-    if !OUT_TREE_READY.load(kernel::sync::atomic::Acquire) {
-        // SAFETY: Called once, from the initcall, before `OUT_TREE_READY` publishes the lock.
-        unsafe { OUT_TREE.init() };
-        OUT_TREE_READY.store(true, kernel::sync::atomic::Release);
-    }
     let mut t = OUT_TREE.lock();
+    t.scratch = crate::boot::scratch();
     if t.root.is_none() {
         let root = alloc_node()?;
         t.root = Some((root, DirectMap::of(root)));
