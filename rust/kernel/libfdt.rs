@@ -522,9 +522,9 @@ impl<'a> FdtMut<'a> {
 
     /// Adds subnode `name` to `parent` and returns it.
     pub fn add_subnode(&mut self, parent: Node, name: &CStr) -> Result<Node, FdtError> {
+        let fdt = self.ptr();
         // SAFETY: By the type invariant the buffer holds an open blob; `name` is valid.
-        let off =
-            check(unsafe { bindings::fdt_add_subnode(self.ptr(), parent.0, name.as_char_ptr()) })?;
+        let off = check(unsafe { bindings::fdt_add_subnode(fdt, parent.0, name.as_char_ptr()) })?;
         Ok(Node(off))
     }
 

@@ -102,12 +102,17 @@ fn set_scratch(p: *mut bindings::kho_scratch, cnt: usize) {
     SCRATCH.store(p, Release);
 }
 
-/// Whether `[phys, phys + size)` overlaps a scratch area.
-pub(crate) fn scratch_overlap(phys: PhysAddr, size: u64) -> bool {
+/// Whether `[phys, phys + size)` overlaps one of `areas`.
+pub(crate) fn overlaps(areas: &[bindings::kho_scratch], phys: PhysAddr, size: u64) -> bool {
     let end = phys.saturating_add(size);
-    scratch()
+    areas
         .iter()
         .any(|a| phys < a.addr.saturating_add(a.size) && end > a.addr)
+}
+
+/// Whether `[phys, phys + size)` overlaps a scratch area.
+pub(crate) fn scratch_overlap(phys: PhysAddr, size: u64) -> bool {
+    overlaps(scratch(), phys, size)
 }
 
 /// `kho_scratch_overlap()`.
@@ -140,13 +145,10 @@ pub(crate) unsafe extern "C" fn kho_set_scratch_sizes(
 
 /// Checks the scratch list: a whole number of areas, each aligned and without overflow.
 fn check_scratch(areas: &[u8]) -> Result<(), &'static str> {
-    let entry = size_of::<bindings::kho_scratch>();
-    if areas.is_empty() || areas.len() % entry != 0 {
+    if areas.is_empty() || areas.len() % size_of::<bindings::kho_scratch>() != 0 {
         return Err("scratch list size is not a multiple of an entry");
     }
-    for e in areas.chunks_exact(entry) {
-        let addr = u64::from_ne_bytes(e.get(0..8).and_then(|b| b.try_into().ok()).ok_or("")?);
-        let size = u64::from_ne_bytes(e.get(8..16).and_then(|b| b.try_into().ok()).ok_or("")?);
+    for (addr, size) in scratch_entries(areas) {
         // An area may be empty: the global one is when all kernel memory is low memory.
         if addr % PAGE_SIZE as u64 != 0 || size % PAGE_SIZE as u64 != 0 {
             return Err("scratch area not page-aligned");
@@ -156,6 +158,21 @@ fn check_scratch(areas: &[u8]) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// The `(addr, size)` of each whole `struct kho_scratch` in a scratch list from the previous
+/// kernel.
+fn scratch_entries(areas: &[u8]) -> impl Iterator<Item = (u64, u64)> + Clone + '_ {
+    areas
+        .chunks_exact(size_of::<bindings::kho_scratch>())
+        .map(|e| {
+            let word = |r: core::ops::Range<usize>| {
+                e.get(r)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_ne_bytes)
+            };
+            (word(0..8), word(8..16))
+        })
 }
 
 /// `kho_populate()`: accepts the previous kernel's root FDT and scratch list, if valid, and
@@ -229,14 +246,7 @@ fn populate(
         .memremap(scratch_phys, scratch_len as usize)
         .ok_or("cannot map the scratch list")?;
     check_scratch(map.as_bytes())?;
-    let areas = map.as_bytes().chunks_exact(entry as usize).map(|e| {
-        let word = |r: core::ops::Range<usize>| {
-            e.get(r)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_ne_bytes)
-        };
-        (word(0..8), word(8..16))
-    });
+    let areas = scratch_entries(map.as_bytes());
     // We are handed safe blocks of memory for early boot allocations, so that the memblock
     // arrays can grow without scribbling over preserved memory.
     for (marked, (addr, size)) in areas.clone().enumerate() {
@@ -250,6 +260,7 @@ fn populate(
             return Err("cannot mark a scratch area".into());
         }
     }
+    drop(areas);
     drop(map);
     early
         .reserve(scratch_phys, scratch_len)

@@ -43,8 +43,12 @@ pub(crate) unsafe extern "C" fn kho_test_corrupt_case() -> c_int {
 }
 
 /// Returns a set entry of `node` and its index.
-fn first_entry(node: *mut radix::Node) -> Option<(usize, u64)> {
-    // SAFETY: `node` is a node of this kernel's outgoing tree; the tree's lock is held.
+///
+/// # Safety
+///
+/// `node` is a node of this kernel's outgoing tree, whose lock the caller holds.
+unsafe fn first_entry(node: *mut radix::Node) -> Option<(usize, u64)> {
+    // SAFETY: As guaranteed by the caller.
     let words = unsafe { &*node };
     words.iter().copied().enumerate().find(|&(_, e)| e != 0)
 }
@@ -82,16 +86,19 @@ fn corrupt(case: i32) -> Result<&'static str> {
             let root = t.root().ok_or(EINVAL)?.as_ptr();
             match case {
                 3 => {
-                    let (i, _) = first_entry(root).ok_or(EINVAL)?;
+                    // SAFETY: `root` is the root of the outgoing tree, locked by `t`.
+                    let (i, _) = unsafe { first_entry(root) }.ok_or(EINVAL)?;
                     // Far beyond the RAM of any test machine, and page-aligned.
                     // SAFETY: `root` is the tree's root, locked.
                     unsafe { (*root)[i] = 1 << 45 };
                     Ok("radix pointer outside RAM")
                 }
                 4 => {
-                    let (_, child) = first_entry(root).ok_or(EINVAL)?;
+                    // SAFETY: As above.
+                    let (_, child) = unsafe { first_entry(root) }.ok_or(EINVAL)?;
                     let child = phys_to_virt(child).cast::<radix::Node>();
-                    let (j, _) = first_entry(child).ok_or(EINVAL)?;
+                    // SAFETY: `child` is the root's first child, a node of the same tree.
+                    let (j, _) = unsafe { first_entry(child) }.ok_or(EINVAL)?;
                     // SAFETY: `child` is a node of the tree, locked.
                     unsafe { (*child)[j] = virt_to_phys(root.cast()) };
                     Ok("radix loop")

@@ -257,10 +257,10 @@ fn incoming_metadata() -> Option<([u8; bindings::__NEW_UTS_LEN as usize + 1], u3
         pr_warn!("kexec-metadata blob too small ({} bytes)\n", size);
         return None;
     }
+    let blob = phys_to_virt(phys).cast_const();
     // SAFETY: `boot` checked that the blob's `size` bytes are preserved memory, which is in the
     // direct map and not used by anybody else.
-    let bytes =
-        unsafe { core::slice::from_raw_parts(phys_to_virt(phys).cast_const(), size as usize) };
+    let bytes = unsafe { core::slice::from_raw_parts(blob, size as usize) };
     let version = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     if version != bindings::KHO_KEXEC_METADATA_VERSION {
         pr_warn!(
@@ -308,9 +308,9 @@ pub(crate) fn kexec_metadata_init() -> Result {
     }
     let folio = Folio::alloc(0, GFP_KERNEL | __GFP_ZERO)?;
     mem::preserve_folio(&folio)?;
+    let blob = phys_to_virt(folio.phys());
     // SAFETY: The folio is a page owned here, in the direct map.
-    let meta =
-        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(folio.phys()), METADATA_SIZE) };
+    let meta = unsafe { core::slice::from_raw_parts_mut(blob, METADATA_SIZE) };
     meta[..4].copy_from_slice(&bindings::KHO_KEXEC_METADATA_VERSION.to_ne_bytes());
     // SAFETY: `init_uts_ns` is the static initial UTS namespace; its `release` is a
     // NUL-terminated string set at build time and never written.
@@ -320,12 +320,10 @@ pub(crate) fn kexec_metadata_init() -> Result {
     let n = ours.len().min(bindings::__NEW_UTS_LEN as usize);
     meta[4..4 + n].copy_from_slice(&ours[..n]);
     meta[METADATA_COUNT_OFF..].copy_from_slice(&count.wrapping_add(1).to_ne_bytes());
-    let blob = phys_to_virt(folio.phys());
     match add_subtree(METADATA_NAME, folio.phys(), METADATA_SIZE as u64) {
         Ok(()) => {
             #[cfg(CONFIG_KEXEC_HANDOVER_DEBUGFS)]
             crate::debugfs::out_blob_add(METADATA_NAME, blob as usize, METADATA_SIZE);
-            let _ = blob;
             // The metadata lives as long as the kernel.
             let _ = ARef::into_raw(folio);
             Ok(())

@@ -48,7 +48,10 @@ pub(crate) unsafe extern "C" fn kho_fill_kimage(image: *mut bindings::kimage) ->
     let Some(last) = img.nr_segments.checked_sub(1) else {
         return EINVAL.to_errno();
     };
-    img.kho.scratch = &raw mut img.segment[last];
+    let Some(segment) = img.segment.get_mut(last) else {
+        return EINVAL.to_errno();
+    };
+    img.kho.scratch = segment;
     0
 }
 

@@ -82,16 +82,6 @@ impl DirectMap {
     }
 }
 
-/// Returns the node at physical address `phys`, as stored in a table.
-///
-/// # Safety
-///
-/// `phys` is a node of a tree built by this kernel.
-unsafe fn node_at(phys: u64) -> NonNull<Node> {
-    // SAFETY: Nodes are direct-map allocations, so their address is not null.
-    unsafe { NonNull::new_unchecked(phys_to_virt(phys).cast()) }
-}
-
 /// Adds `key` under `root`.
 ///
 /// Allocates the missing nodes of the path; if an allocation fails, the nodes this call added
@@ -193,7 +183,7 @@ pub(crate) enum Visit {
 /// As for [`add_key`].
 pub(crate) unsafe fn walk(root: NonNull<Node>, f: &mut dyn FnMut(Visit) -> c_int) -> c_int {
     // SAFETY: As guaranteed by the caller.
-    unsafe { walk_level(root, TOP, 0, f) }
+    unsafe { walk_level(root, DirectMap::of(root), TOP, 0, f) }
 }
 
 /// # Safety
@@ -201,6 +191,7 @@ pub(crate) unsafe fn walk(root: NonNull<Node>, f: &mut dyn FnMut(Visit) -> c_int
 /// `node` is a node at `level` of a tree built by this kernel; the caller holds its lock.
 unsafe fn walk_level(
     node: NonNull<Node>,
+    dm: DirectMap,
     level: u32,
     start: u64,
     f: &mut dyn FnMut(Visit) -> c_int,
@@ -230,9 +221,9 @@ unsafe fn walk_level(
         if entry == 0 {
             continue;
         }
+        let key = start | ((i as u64) << shift);
         // SAFETY: Entries of a tree built by this kernel are its nodes, one level down.
-        let ret =
-            unsafe { walk_level(node_at(entry), level - 1, start | ((i as u64) << shift), f) };
+        let ret = unsafe { walk_level(dm.node(entry), dm, level - 1, key, f) };
         if ret != 0 {
             return ret;
         }
@@ -248,19 +239,19 @@ unsafe fn walk_level(
 /// any more.
 pub(crate) unsafe fn destroy(root: NonNull<Node>) {
     // SAFETY: As guaranteed by the caller.
-    unsafe { destroy_level(root, TOP) }
+    unsafe { destroy_level(root, DirectMap::of(root), TOP) }
 }
 
 /// # Safety
 ///
 /// As for [`destroy`], for a node at `level`.
-unsafe fn destroy_level(node: NonNull<Node>, level: u32) {
+unsafe fn destroy_level(node: NonNull<Node>, dm: DirectMap, level: u32) {
     if level > 0 {
         // SAFETY: As guaranteed by the caller.
         let words = unsafe { &*node.as_ptr() };
         for &entry in words.iter().filter(|&&e| e != 0) {
             // SAFETY: Entries are nodes of the tree one level down.
-            unsafe { destroy_level(node_at(entry), level - 1) };
+            unsafe { destroy_level(dm.node(entry), dm, level - 1) };
         }
     }
     // SAFETY: The node came from `alloc_node()` and is no longer referenced.
@@ -292,12 +283,7 @@ impl OutTree {
         if !cfg!(CONFIG_KEXEC_HANDOVER_DEBUG) {
             return Ok(());
         }
-        let end = phys.saturating_add(size);
-        let overlap = self
-            .scratch
-            .iter()
-            .any(|a| phys < a.addr.saturating_add(a.size) && end > a.addr);
-        if overlap {
+        if crate::boot::overlaps(self.scratch, phys, size) {
             kernel::warn_on!(true);
             return Err(EINVAL);
         }
