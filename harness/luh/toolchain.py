@@ -10,23 +10,35 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from .common import CACHE, HarnessError, LOGS, info, run, stage
 
 # From the machine's default (bookworm) sources.
 APT_PACKAGES = [
-    "clang-19", "lld-19", "llvm-19", "libclang-19-dev", "qemu-system-x86",
+    "clang-19", "lld-19", "llvm-19", "libclang-19-dev",
     "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "dwarves",
     "make", "gcc", "libc6-dev", "xz-utils", "git", "rsync",
     # libfuzzer-sys builds libFuzzer (C++) for crate:kho-decode's fuzz smoke.
     "g++",
-    # arm64: cross compiler and libc for the static test programs, and QEMU.
-    "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-system-arm",
+    # arm64: cross compiler and libc for the static test programs.
+    "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross",
     # checkpatch.pl runs scripts/spdxcheck.py with Debian's python3.
     "python3-ply", "python3-git",
     # lu bench draws its plots with Debian's python3 and matplotlib.
     "python3-matplotlib",
 ]
+
+# QEMU is installed apart from the rest (see qemu_plan()): these two and what
+# they depend on, without recommends (no GUI, no firmware we do not boot).
+QEMU_PACKAGES = ["qemu-system-x86", "qemu-system-arm"]
+# The pinned QEMU: bookworm-backports builds for bookworm (no libc upgrade).
+# Today's machine image ships qemu-utils of exactly this version.
+QEMU_SUITE = "bookworm-backports"
+QEMU_VERSION = "1:10.0.2+ds-2+deb13u1~bpo12+1"
+# Binary packages of these sources come from QEMU_SUITE when QEMU does:
+# qemu-system-x86 10.0 needs seabios > 1.16.3-1~ (bookworm has 1.16.2).
+QEMU_SUITE_SOURCES = ["seabios"]
 
 BINDGEN_VERSION = "0.72.1"
 LIBCLANG_PATH = "/usr/lib/llvm-19/lib"
@@ -43,6 +55,7 @@ RUST_SRC_PINS = {
 }
 
 APT_DIR = CACHE / "apt"
+QEMU_APT_DIR = CACHE / "apt-qemu"
 DEBS = CACHE / "debs"
 SUITE = "trixie-backports"
 
@@ -59,6 +72,7 @@ def missing_packages(packages=APT_PACKAGES):
 def ensure_packages():
     missing = missing_packages()
     if not missing:
+        ensure_qemu()
         return
     stage(f"installing host packages: {' '.join(missing)}")
     if os.geteuid() != 0:
@@ -72,6 +86,195 @@ def ensure_packages():
     still = missing_packages()
     if still:
         raise HarnessError(f"still missing after apt-get install: {still} (log {log})")
+    ensure_qemu()
+
+
+class QemuPlan:
+    """Where the missing QEMU packages come from, and why.
+
+    suite is None (nothing to install), "bookworm" (the system's own sources)
+    or QEMU_SUITE (a private apt configuration); version is what every
+    missing package is installed at.
+    """
+
+    def __init__(self, suite, version, packages, reason, pinned=True):
+        self.suite = suite
+        self.version = version
+        self.packages = packages
+        self.reason = reason
+        self.pinned = pinned
+
+    def __repr__(self):
+        return (f"QemuPlan({self.suite!r}, {self.version!r}, {self.packages!r}, "
+                f"pinned={self.pinned})")
+
+
+def _suite_of(version):
+    """The bookworm suite a Debian QEMU version was built for, or None."""
+    if "~bpo12" in version:
+        return QEMU_SUITE
+    if "~bpo" in version:
+        return None
+    if re.search(r"\+deb12u\d+", version) or version.startswith("1:7.2+dfsg-7"):
+        return "bookworm"
+    return None
+
+
+def qemu_plan(installed, served=None):
+    """Decide where QEMU comes from, given what is installed.
+
+    installed maps every installed binary package of source `qemu` (qemu-utils,
+    qemu-system-*, qemu-block-extra, ...) to its version; served is the list
+    of QEMU_SUITE's versions of qemu-system-x86 (None: not looked up yet).
+
+    - Both QEMU_PACKAGES installed: nothing to do, whatever their version.
+    - Nothing of QEMU installed: QEMU_SUITE at the pinned QEMU_VERSION, or, if
+      that is no longer served, loudly its newest version.
+    - Some QEMU piece installed: the missing packages at that piece's version,
+      from the suite it was built for. A piece is never upgraded, downgraded
+      or removed (bookworm's 7.2 cannot be installed beside a newer
+      qemu-utils: it Breaks qemu-system-common << 8.0), and pieces of two
+      versions, or of a suite lu does not know, stop with what to do.
+    """
+    missing = [p for p in QEMU_PACKAGES if p not in installed]
+    if not missing:
+        return QemuPlan(None, None, [], "installed: " + _pieces(installed))
+    versions = sorted(set(installed.values()))
+    if not versions:
+        if served is not None and QEMU_VERSION not in served:
+            if not served:
+                raise HarnessError(f"QEMU is not in {QEMU_SUITE} any more: install "
+                                   f"{' '.join(missing)} by hand")
+            newest = sorted(served, key=_debver_key)[-1]
+            return QemuPlan(QEMU_SUITE, newest, missing,
+                            f"no QEMU installed; the pinned {QEMU_VERSION} is no longer "
+                            f"served by {QEMU_SUITE}", pinned=False)
+        return QemuPlan(QEMU_SUITE, QEMU_VERSION, missing,
+                        f"no QEMU installed: the pinned version from {QEMU_SUITE}")
+    if len(versions) > 1:
+        raise HarnessError(
+            "installed QEMU packages have different versions (" + _pieces(installed) +
+            "): install " + " ".join(missing) + " by hand at one of them")
+    version = versions[0]
+    suite = _suite_of(version)
+    if suite is None:
+        raise HarnessError(
+            f"installed QEMU ({_pieces(installed)}) comes from a suite lu does not know: "
+            "install " + " ".join(missing) + f" by hand at {version}")
+    if served is not None and suite == QEMU_SUITE and version not in served:
+        raise HarnessError(
+            f"installed QEMU ({_pieces(installed)}) is no longer served by {QEMU_SUITE}: "
+            "install " + " ".join(missing) + f" by hand at {version}")
+    return QemuPlan(suite, version, missing,
+                    f"the installed {_pieces(installed)} come from {suite}",
+                    pinned=version == QEMU_VERSION)
+
+
+def _pieces(installed):
+    return ", ".join(f"{p} {v}" for p, v in sorted(installed.items()))
+
+
+def installed_qemu():
+    """Every installed binary package built from source qemu, with its version."""
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Version} ${source:Package} ${db:Status-Abbrev}\n"],
+        capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[2] == "qemu" and f[3].startswith("ii"):
+            found[f[0]] = f[1]
+    return found
+
+
+def _qemu_apt_opts():
+    """A private apt configuration: the system's sources plus QEMU_SUITE.
+
+    The system's source files are linked, not copied or edited; lists, cache
+    and preferences are our own, so the system's apt never sees QEMU_SUITE.
+    """
+    return [
+        "-o", f"Dir::Etc::sourceparts={QEMU_APT_DIR}/sources.list.d",
+        "-o", f"Dir::Etc::preferencesparts={QEMU_APT_DIR}/preferences.d",
+        "-o", f"Dir::State::Lists={QEMU_APT_DIR}/lists",
+        "-o", f"Dir::Cache={QEMU_APT_DIR}/cache",
+        "-o", "Acquire::Languages=none",
+        "-o", "APT::Sandbox::User=root",
+    ]
+
+
+def qemu_preferences(version):
+    """The private preferences: QEMU at version, its firmware from QEMU_SUITE.
+
+    Priority 990 (< 1000) never downgrades an installed package.
+    """
+    text = (f"Package: src:qemu\nPin: version {version}\nPin-Priority: 990\n")
+    for src in QEMU_SUITE_SOURCES:
+        text += (f"\nPackage: src:{src}\nPin: release n={QEMU_SUITE}\n"
+                 "Pin-Priority: 990\n")
+    return text
+
+
+def _qemu_apt_setup():
+    for d in ("sources.list.d", "preferences.d", "lists/partial",
+              "cache/archives/partial"):
+        (QEMU_APT_DIR / d).mkdir(parents=True, exist_ok=True)
+    parts = QEMU_APT_DIR / "sources.list.d"
+    for old in parts.iterdir():
+        old.unlink()
+    for f in sorted(Path("/etc/apt/sources.list.d").glob("*")):
+        if f.suffix in (".list", ".sources"):
+            (parts / f.name).symlink_to(f)
+    (parts / "lu-qemu.sources").write_text(
+        "Types: deb\nURIs: http://deb.debian.org/debian\n"
+        f"Suites: {QEMU_SUITE}\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    run(["apt-get"] + _qemu_apt_opts() + ["update", "-q"], log=LOGS / "apt-qemu.log")
+
+
+def ensure_qemu():
+    """Install QEMU_PACKAGES from where qemu_plan() says; nothing if present."""
+    installed = installed_qemu()
+    plan = qemu_plan(installed)
+    if plan.suite is None:
+        return plan
+    if os.geteuid() != 0:
+        raise HarnessError(
+            f"missing packages: {' '.join(plan.packages)} ({plan.reason}); install "
+            f"them at {plan.version} from {plan.suite}")
+    log = LOGS / "apt-qemu.log"
+    opts = []
+    if plan.suite == QEMU_SUITE:
+        _qemu_apt_setup()
+        served = _versions(_qemu_apt_opts(), "qemu-system-x86", QEMU_SUITE)
+        plan = qemu_plan(installed, served)
+        (QEMU_APT_DIR / "preferences.d" / "lu-qemu.pref").write_text(
+            qemu_preferences(plan.version))
+        opts = _qemu_apt_opts()
+    if not plan.pinned:
+        banner = "!" * 72
+        print(f"{banner}\n!! QEMU {plan.version} from {plan.suite} ({plan.reason}),\n"
+              f"!! not the pinned {QEMU_VERSION}: timings are not comparable.\n{banner}",
+              flush=True)
+    stage(f"installing QEMU {plan.version} from {plan.suite}: {' '.join(plan.packages)} "
+          f"({plan.reason})")
+    run(["apt-get"] + opts + ["install", "-y", "-q", "--no-install-recommends", "--no-remove"]
+        + [f"{p}={plan.version}" for p in plan.packages],
+        log=log, env={"DEBIAN_FRONTEND": "noninteractive"}, heartbeat="apt-get install qemu")
+    after = installed_qemu()
+    changed = [p for p, v in installed.items() if after.get(p) != v]
+    still = [p for p in plan.packages if after.get(p) != plan.version]
+    if changed or still:
+        raise HarnessError(f"QEMU install went wrong (changed {changed}, missing {still}); "
+                           f"log {log}")
+    return plan
+
+
+def _versions(opts, pkg, suite):
+    """The versions of pkg that suite serves, as the given apt configuration sees it."""
+    p = run(["apt-cache"] + opts + ["madison", pkg], check=False)
+    return [f[1].strip() for f in (line.split("|") for line in p.stdout.splitlines())
+            if len(f) > 2 and f" {suite}/" in f[2]]
 
 
 def _apt_opts():

@@ -4,9 +4,87 @@
 import unittest
 
 from harness.luh import build as kbuild
-from harness.luh import cli, kconfig, ktap, suites, tree, vm
+from harness.luh import cli, kconfig, ktap, suites, toolchain, tree, vm
 from harness.luh.common import FLAVORS, REPO, HarnessError
 from harness.luh.suites import LIVEUPDATE_TEST_EXPECTED, liveupdate_test_lines
+
+
+class QemuSourceTest(unittest.TestCase):
+    """Where QEMU comes from, given what the machine has (issue: fresh image)."""
+
+    BPO = toolchain.QEMU_VERSION
+    STOCK = "1:7.2+dfsg-7+deb12u18+b3"
+
+    def test_qemu_is_not_in_the_system_install(self):
+        # bookworm's qemu-system-* 7.2 cannot go beside the image's newer
+        # qemu-utils (Breaks qemu-system-common << 8.0): never ask apt for it
+        # in the plain install.
+        for p in toolchain.QEMU_PACKAGES:
+            self.assertNotIn(p, toolchain.APT_PACKAGES)
+        self.assertFalse([p for p in toolchain.APT_PACKAGES if p.startswith("qemu")])
+        self.assertEqual(toolchain.QEMU_PACKAGES, ["qemu-system-x86", "qemu-system-arm"])
+
+    def test_nothing_installed_takes_the_pinned_backport(self):
+        plan = toolchain.qemu_plan({})
+        self.assertEqual((plan.suite, plan.version, plan.packages, plan.pinned),
+                         ("bookworm-backports", self.BPO, toolchain.QEMU_PACKAGES, True))
+        plan = toolchain.qemu_plan({}, served=["1:9.2.0-1~bpo12+1", self.BPO])
+        self.assertEqual((plan.version, plan.pinned), (self.BPO, True))
+
+    def test_todays_image_newer_qemu_utils(self):
+        plan = toolchain.qemu_plan({"qemu-utils": self.BPO})
+        self.assertEqual((plan.suite, plan.version, plan.packages, plan.pinned),
+                         ("bookworm-backports", self.BPO, toolchain.QEMU_PACKAGES, True))
+        self.assertIn("qemu-utils", plan.reason)
+
+    def test_another_backport_installed_is_matched_not_replaced(self):
+        other = "1:10.0.3+ds-1~bpo12+1"
+        plan = toolchain.qemu_plan({"qemu-utils": other, "qemu-block-extra": other},
+                                   served=[other, self.BPO])
+        self.assertEqual((plan.suite, plan.version, plan.pinned),
+                         ("bookworm-backports", other, False))
+        with self.assertRaisesRegex(HarnessError, "no longer served"):
+            toolchain.qemu_plan({"qemu-utils": other}, served=[self.BPO])
+
+    def test_stock_bookworm_qemu_stays_stock(self):
+        plan = toolchain.qemu_plan({"qemu-utils": self.STOCK, "qemu-system-x86": self.STOCK})
+        self.assertEqual((plan.suite, plan.version, plan.packages),
+                         ("bookworm", self.STOCK, ["qemu-system-arm"]))
+        self.assertEqual(toolchain.qemu_plan({"qemu-utils": "1:7.2+dfsg-7+deb12u15"}).suite,
+                         "bookworm")
+
+    def test_all_present_installs_nothing(self):
+        for v in (self.BPO, self.STOCK, "1:11.1.3+ds-1"):
+            plan = toolchain.qemu_plan({"qemu-system-x86": v, "qemu-system-arm": v})
+            self.assertEqual((plan.suite, plan.packages), (None, []))
+
+    def test_pinned_gone_takes_the_newest_loudly(self):
+        plan = toolchain.qemu_plan({}, served=["1:10.0.2+ds-3~bpo12+1", "1:10.0.7+ds-1~bpo12+1"])
+        self.assertEqual((plan.version, plan.pinned), ("1:10.0.7+ds-1~bpo12+1", False))
+        with self.assertRaisesRegex(HarnessError, "not in bookworm-backports any more"):
+            toolchain.qemu_plan({}, served=[])
+
+    def test_refusals(self):
+        with self.assertRaisesRegex(HarnessError, "different versions"):
+            toolchain.qemu_plan({"qemu-utils": self.BPO, "qemu-system-x86": self.STOCK})
+        # trixie's own QEMU (needs trixie's libc) or another distribution's
+        with self.assertRaisesRegex(HarnessError, "suite lu does not know"):
+            toolchain.qemu_plan({"qemu-utils": "1:10.0.2+ds-2+deb13u1"})
+        with self.assertRaisesRegex(HarnessError, "suite lu does not know"):
+            toolchain.qemu_plan({"qemu-utils": "1:8.2.2+ds-0ubuntu1"})
+
+    def test_preferences_pin_qemu_and_its_firmware(self):
+        text = toolchain.qemu_preferences(self.BPO)
+        self.assertEqual(text,
+                         f"Package: src:qemu\nPin: version {self.BPO}\nPin-Priority: 990\n"
+                         "\nPackage: src:seabios\nPin: release n=bookworm-backports\n"
+                         "Pin-Priority: 990\n")
+
+    def test_private_apt_leaves_the_system_alone(self):
+        opts = " ".join(toolchain._qemu_apt_opts())
+        self.assertIn(f"Dir::State::Lists={toolchain.QEMU_APT_DIR}/lists", opts)
+        self.assertIn(f"Dir::Etc::sourceparts={toolchain.QEMU_APT_DIR}/sources.list.d", opts)
+        self.assertNotIn("/etc/apt", opts)
 
 
 class KconfigTest(unittest.TestCase):
