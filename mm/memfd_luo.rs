@@ -37,7 +37,10 @@ use kernel::{
         },
         handler::{
             FileHandler,
-            FileHandlerRegistration, //
+            FileHandlerRegistration,
+            IncomingSession,
+            OutgoingSession,
+            RetrieveStatus, //
         },
         kho::{
             PreservedFolio,
@@ -378,7 +381,7 @@ impl FileHandler for MemfdHandler {
         Memfd::from_file(file).is_some()
     }
 
-    fn preserve(file: &File) -> Result<(u64, Self::Private)> {
+    fn preserve(_session: &OutgoingSession<'_>, file: &File) -> Result<(u64, Self::Private)> {
         let memfd = Memfd::from_file(file).ok_or(EINVAL)?;
         let guard = memfd.lock();
         guard.set_frozen(true);
@@ -430,7 +433,7 @@ impl FileHandler for MemfdHandler {
         Ok((data, private))
     }
 
-    fn unpreserve(file: &File, _data: u64, private: Self::Private) {
+    fn unpreserve(_session: &OutgoingSession<'_>, file: &File, _data: u64, private: Self::Private) {
         if let Some(memfd) = Memfd::from_preserved(file) {
             memfd.lock().set_frozen(false);
         }
@@ -438,7 +441,12 @@ impl FileHandler for MemfdHandler {
         drop(private);
     }
 
-    fn freeze(file: &File, data: u64, private: Pin<&Mutex<State>>) -> Result<u64> {
+    fn freeze(
+        _session: &OutgoingSession<'_>,
+        file: &File,
+        data: u64,
+        private: Pin<&Mutex<State>>,
+    ) -> Result<u64> {
         let memfd = Memfd::from_preserved(file).ok_or(EINVAL)?;
         let mut state = private.lock();
         // Inside reboot(): a task that holds the inode lock forever must not hang it.
@@ -449,7 +457,7 @@ impl FileHandler for MemfdHandler {
         Ok(data)
     }
 
-    fn retrieve(data: u64) -> Result<ARef<File>> {
+    fn retrieve(_session: &IncomingSession<'_>, data: u64) -> Result<ARef<File>> {
         let ser = RestoredMem::restore(data)?;
         let ser =
             MemfdSer::from_bytes_copy(ser.as_slice().get(..size_of::<MemfdSer>()).ok_or(EINVAL)?)
@@ -473,9 +481,14 @@ impl FileHandler for MemfdHandler {
         res
     }
 
-    fn finish(_file: Option<&File>, data: u64, retrieve_status: i32) {
+    fn finish(
+        _session: &IncomingSession<'_>,
+        _file: Option<&File>,
+        data: u64,
+        status: RetrieveStatus,
+    ) {
         // Retrieved, or the failed retrieve freed what it could.
-        if retrieve_status != 0 {
+        if status != RetrieveStatus::NotRetrieved {
             return;
         }
         let Ok(ser) = RestoredMem::restore(data) else {

@@ -164,6 +164,7 @@ def user_programs(srctree, arch):
               "-I", srctree / "tools" / "include" / "nolibc", "-I", lu / "lib" / "include"]
     cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
     cc_if_needed("lu-corrupt-check", [HARNESS / "init" / "lu-corrupt-check.c"], glibc)
+    cc_if_needed("lu-query-check", [HARNESS / "init" / "lu-query-check.c"], glibc)
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
     kselftest = glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"]

@@ -110,7 +110,7 @@ SUITE_NAMES = (
     list(HOST_SUITES)
     + [f"kselftest:{t}" for t in KSELFTESTS]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS + tuple(kbuild.OUR_KEXEC_TESTS)]
-    + ["kexec:reserve_mem"]
+    + ["kexec:reserve_mem", "kexec:fd_query"]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy",
        "rustdoc", "c-core-gone"]
     + [f"cross:{t}" for t in CROSS_TESTS]
@@ -162,6 +162,8 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 add(suites.rustdoc(arch, trees["rust"], builds["rust"], tc, ours))
             if _wanted("c-core-gone", globs):
                 add(suites.c_core_gone(arch, builds["rust"]))
+            if _wanted("kexec:fd_query", globs):
+                add(suites.fd_query_test(arch, builds, progs))
             if crate.supported(arch):
                 for n in sorted(suites.CORRUPT_CASES):
                     if _wanted(f"corrupt:{n}", globs):

@@ -680,6 +680,48 @@ def crate_example(arch, builds, progs, flavor):
     return _finish(s, res, t0)
 
 
+# CONFIG_LIVEUPDATE_QUERY_TEST (kernel/liveupdate/luo_query_test.c): the boot-time
+# liveupdate_fd_data_query() of a test handler, and what `lu-query-check hold`
+# preserves with it (data handles 0x5100.. in preservation order).
+FD_QUERY_PREFIX = "luo_query_test: "
+FD_QUERY_STAGE1 = ["0 incoming files"]
+FD_QUERY_STAGE2 = [
+    "3 incoming files",
+    "session=query-a token=7 data=0x5100",
+    "session=query-b token=3 data=0x5101",
+    "session=query-b token=4 data=0x5102",
+]
+
+
+def fd_query_lines(text):
+    """The test handler's query lines of one stage, without the log prefix."""
+    return [t[t.index(FD_QUERY_PREFIX) + len(FD_QUERY_PREFIX):].strip()
+            for t in text.splitlines() if FD_QUERY_PREFIX in t]
+
+
+def fd_query_test(arch, builds, progs):
+    """rust>rust: a handler's boot-time query reports exactly the files stage 1 preserved
+    with it (rust only: Linux 7.3 has no liveupdate_fd_data_query())."""
+    t0 = time.monotonic()
+    b = builds["rust"]
+    res = vm.run_chain(f"{arch}-rust-fd-query", [
+        vm.Stage(b, [("hold", ["/bin/lu-query-check", "hold"])]),
+        vm.Stage(b, [("check", ["/bin/lu-query-check", "check"])]),
+    ], progs, arch, timeout=300, extra_cmdline="luo_query_test.enable=1")
+    s = Suite(arch, "rust", "kexec:fd_query")
+    for k, (prog, want) in enumerate((("hold", FD_QUERY_STAGE1), ("check", FD_QUERY_STAGE2)),
+                                     start=1):
+        detail = list(res.problems(2)) if k == 2 else []
+        c = _rc_case(res, k, prog)
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+        got = fd_query_lines(res.text(k)) if len(res.stages) >= k else []
+        if got != want:
+            detail.append(f"query lines {got}, expected {want}")
+        s.cases.append(Case(f"stage{k}.query", FAIL if detail else PASS, "\n".join(detail)))
+    return _finish(s, res, t0)
+
+
 # CONFIG_LIVEUPDATE_CORRUPT_TEST: luo_test_corrupt=N damages the handover data
 # at reboot; the next kernel must refuse it with one warning and keep working.
 CORRUPT_CASES = {

@@ -423,6 +423,47 @@ ok 3 c_point
 """
 
 
+class FdQueryTest(unittest.TestCase):
+    LOG = """[    1.2] luo_query_test: 3 incoming files
+[    1.2] luo_query_test: session=query-a token=7 data=0x5100
+LU-QUERY ok retrieve
+[    1.3] luo_query_test: session=query-b token=3 data=0x5101
+"""
+
+    def test_lines_parsed_in_order(self):
+        self.assertEqual(suites.fd_query_lines(self.LOG),
+                         ["3 incoming files", "session=query-a token=7 data=0x5100",
+                          "session=query-b token=3 data=0x5101"])
+        self.assertEqual(suites.fd_query_lines("nothing\n"), [])
+
+    def test_expected_lines_match_what_the_programs_preserve(self):
+        self.assertEqual(suites.FD_QUERY_STAGE1, ["0 incoming files"])
+        self.assertEqual(suites.FD_QUERY_STAGE2[0], f"{len(suites.FD_QUERY_STAGE2) - 1} "
+                                                    "incoming files")
+        src = (REPO / "harness/init/lu-query-check.c").read_text()
+        for line in suites.FD_QUERY_STAGE2[1:]:
+            name, token = line.split()[0].split("=")[1], line.split()[1].split("=")[1]
+            self.assertIn(f'as {name}/{token}"', src)
+        self.assertIn("0x5100 + luo_query_test_count++",
+                      (REPO / "kernel/liveupdate/luo_query_test.c").read_text())
+
+    def test_registered_rust_only(self):
+        from unittest import mock
+        self.assertIn("kexec:fd_query", cli.SUITE_NAMES)
+        self.assertIn("CONFIG_LIVEUPDATE_QUERY_TEST=y",
+                      (REPO / "harness/config/rust.config").read_text().splitlines())
+        self.assertNotIn("LIVEUPDATE_QUERY_TEST",
+                         (REPO / "harness/config/c.config").read_text())
+        calls = []
+        with mock.patch.object(cli, "_prepare",
+                               return_value=(None, {"rust": None}, {}, {})), \
+                mock.patch.object(cli.suites, "fd_query_test",
+                                  side_effect=lambda a, b, p: calls.append(a)):
+            cli.run_arch("x86_64", list(FLAVORS), list(FLAVORS), False,
+                         ["kexec:fd_query"], lambda s: None)
+        self.assertEqual(calls, ["x86_64"])
+
+
 class OurKexecTestTest(unittest.TestCase):
     def test_argv_names_both_kernels(self):
         self.assertEqual(suites.our_kexec_argv("luo_memfd", 1, ("c", "rust")),

@@ -8,8 +8,10 @@
 
 use crate::{
     enabled,
+    file::Lookup,
     flb,
-    lock, //
+    lock,
+    session, //
 };
 use kernel::{
     bindings,
@@ -221,4 +223,132 @@ pub(crate) unsafe extern "C" fn liveupdate_flb_put_outgoing(flb: *mut bindings::
     if let (true, Ok(flb)) = (enabled(), unsafe { Flb::from_raw(flb) }) {
         flb::put_outgoing(flb);
     }
+}
+
+/// Finds the token of `file` in the outgoing session `s`; see
+/// [`kernel::liveupdate::handler::OutgoingSession::token_of`].
+///
+/// Stores the token through `tokenp` unless it is NULL. Fails with `-ENOENT` if `file` is not
+/// preserved in `s` (or `s` is an incoming session) and `-ENOMEM` if the dependency cannot be
+/// recorded.
+///
+/// # Safety
+///
+/// `s` must be the session passed to a handler callback that is running; `tokenp` must be NULL
+/// or valid for writes.
+#[export]
+pub(crate) unsafe extern "C" fn liveupdate_get_token_outgoing(
+    s: *mut bindings::liveupdate_session,
+    file: *mut bindings::file,
+    tokenp: *mut u64,
+) -> c_int {
+    // SAFETY: The caller guarantees that `s` is the session of a running callback; the reference
+    // is only used during this call.
+    let Some(lookup) = (unsafe { Lookup::from_raw(s) }) else {
+        return EINVAL.to_errno();
+    };
+    match lookup.token_of(file) {
+        Ok(token) => {
+            if !tokenp.is_null() {
+                // SAFETY: The caller guarantees that a non-NULL `tokenp` is valid for writes.
+                unsafe { tokenp.write(token) };
+            }
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Gets the file preserved under `token` in the incoming session `s`; see
+/// [`kernel::liveupdate::handler::IncomingSession::file`].
+///
+/// As upstream's proposal has it, no reference is handed out: the file stays valid while the
+/// session holds it (until it is finished); a caller that keeps it takes its own reference.
+///
+/// # Safety
+///
+/// `s` must be the session passed to a handler callback that is running; `filep` must be valid
+/// for writes.
+#[export]
+pub(crate) unsafe extern "C" fn liveupdate_get_file_incoming(
+    s: *mut bindings::liveupdate_session,
+    token: u64,
+    filep: *mut *mut bindings::file,
+) -> c_int {
+    // SAFETY: The caller guarantees that `s` is the session of a running callback; the reference
+    // is only used during this call.
+    let Some(lookup) = (unsafe { Lookup::from_raw(s) }) else {
+        return EINVAL.to_errno();
+    };
+    if filep.is_null() {
+        return EINVAL.to_errno();
+    }
+    match lookup.file(token) {
+        Ok(file) => {
+            // SAFETY: The caller guarantees that `filep` is valid for writes. The session keeps
+            // its own reference to the file.
+            unsafe { filep.write(file.as_ptr()) };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Reports every incoming file of the registered handler `fh` that is not finished: its session
+/// name, token and serialized data handle, retrieving nothing.
+///
+/// `*count` is the capacity of `fds` on entry (`fds` may be NULL if it is 0) and the number of
+/// such files on return; if they do not all fit, the first `*count` on entry are written and the
+/// call fails with `-ENOSPC`. Before `/dev/liveupdate` is first opened the files come in the
+/// previous kernel's order, afterwards by session name, each session's in preservation order.
+/// Fails with `-EOPNOTSUPP` when live update is disabled and `-EINVAL` for a handler that is not
+/// registered or a bad count. Works from an initcall. Takes the core's lock: it must not be called
+/// from a handler callback (which holds it), and blocks once `liveupdate_reboot()` has serialized
+/// the sessions.
+///
+/// # Safety
+///
+/// `count` must be valid for reads and writes, and `fds` valid for writes of `*count` entries.
+#[export]
+pub(crate) unsafe extern "C" fn liveupdate_fd_data_query(
+    fh: *mut bindings::liveupdate_file_handler,
+    fds: *mut bindings::liveupdate_fd,
+    count: *mut c_long,
+) -> c_int {
+    if !enabled() {
+        return EOPNOTSUPP.to_errno();
+    }
+    if count.is_null() {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: The caller guarantees that `count` is valid for reads.
+    let Ok(cap) = usize::try_from(unsafe { count.read() }) else {
+        return EINVAL.to_errno();
+    };
+    if cap > 0 && fds.is_null() {
+        return EINVAL.to_errno();
+    }
+    let luo = lock();
+    let Some(handler) = luo.handlers.iter().copied().find(|h| h.as_raw() == fh) else {
+        return EINVAL.to_errno();
+    };
+    let mut n = 0usize;
+    session::for_each_incoming_file(&luo, handler, |name, token, data| {
+        if n < cap {
+            let entry = bindings::liveupdate_fd {
+                session: name.map(|b| c_char::from_ne_bytes([b])),
+                token,
+                data,
+            };
+            // SAFETY: The caller guarantees that `fds` is valid for `cap` entries, and `n < cap`.
+            unsafe { fds.add(n).write(entry) };
+        }
+        n += 1;
+    });
+    // SAFETY: The caller guarantees that `count` is valid for writes.
+    unsafe { count.write(c_long::try_from(n).unwrap_or(c_long::MAX)) };
+    if n > cap {
+        return ENOSPC.to_errno();
+    }
+    0
 }

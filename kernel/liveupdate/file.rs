@@ -8,6 +8,18 @@
 //! - freeze at reboot: first preserved first (FIFO), unfrozen in reverse if a later one fails;
 //! - retrieve: any order; a failed retrieve is sticky, a successful one can be repeated and
 //!   hands out the same file again.
+//!
+//! # Files that depend on other files
+//!
+//! Every handler callback gets its session as a [`Lookup`] (`struct liveupdate_session` in C):
+//! an outgoing file's callbacks can find the token of another file of the session
+//! ([`Lookup::token_of`]), an incoming file's can get another file by token, retrieving it on
+//! demand ([`Lookup::file`]). A lookup made while a file is preserved records that the file
+//! depends on the one found. Since only files preserved before can be found, a file's
+//! dependencies always come earlier in the set: LIFO unpreserve and finish handle a dependent
+//! file before what it depends on, and unpreserving one file by token
+//! ([`FileSet::unpreserve`]) is refused while a later file depends on it. Dependencies are not
+//! part of the handover data: the next kernel keeps the order, which is all it needs.
 
 use crate::{
     block::BlockSet,
@@ -15,7 +27,13 @@ use crate::{
     incoming::FileEntry,
     Luo, //
 };
+use core::cell::{
+    Cell,
+    OnceCell,
+    RefCell, //
+};
 use kernel::{
+    bindings,
     fs::{
         File,
         LocalFile, //
@@ -27,7 +45,10 @@ use kernel::{
         },
         handler::{
             Handler,
-            HandlerPrivate, //
+            HandlerPrivate,
+            IncomingSession,
+            OutgoingSession,
+            RetrieveStatus, //
         },
         kho::PhysAddr,
     },
@@ -39,13 +60,174 @@ use kernel::{
 pub(crate) struct LuoFile {
     handler: Handler,
     /// The file: the preserved one, or the retrieved one once retrieved.
-    file: Option<ARef<File>>,
+    file: OnceCell<ARef<File>>,
     /// The handler's handle to the file's serialized state.
     data: u64,
     private: HandlerPrivate,
     token: u64,
-    /// 0 before retrieve, 1 once retrieved, or the sticky error of a failed retrieve.
-    retrieve_status: i32,
+    /// What became of the retrieve of an incoming file; sticky once decided.
+    status: Cell<RetrieveStatus>,
+    /// Whether the handler's retrieve of this file is running (to refuse a cycle).
+    retrieving: Cell<bool>,
+    /// The tokens of the files of the session that this one depends on.
+    deps: KVec<u64>,
+}
+
+impl LuoFile {
+    fn file(&self) -> Option<&File> {
+        self.file.get().map(|f| &**f)
+    }
+
+    fn depends_on(&self, token: u64) -> bool {
+        self.deps.contains(&token)
+    }
+}
+
+/// The session, as a handler callback sees it: the files of the set and what the callback may
+/// do with them.
+///
+/// It is handed to C as `struct liveupdate_session *`, valid for the duration of the callback;
+/// the session's lock is held all along, so lookups take no lock.
+pub(crate) struct Lookup<'a> {
+    files: &'a [LuoFile],
+    kind: LookupKind<'a>,
+}
+
+enum LookupKind<'a> {
+    /// An outgoing session; while a file is preserved, the tokens its handler looked up.
+    Outgoing(Option<&'a RefCell<KVec<u64>>>),
+    /// An incoming session; while a file is retrieved, the identities of retrieved objects, which
+    /// a retrieve on demand adds to.
+    Incoming(Option<&'a RefCell<KVec<usize>>>),
+}
+
+impl<'a> Lookup<'a> {
+    fn outgoing(files: &'a [LuoFile], deps: Option<&'a RefCell<KVec<u64>>>) -> Self {
+        Self {
+            files,
+            kind: LookupKind::Outgoing(deps),
+        }
+    }
+
+    fn incoming(files: &'a [LuoFile], ids: Option<&'a RefCell<KVec<usize>>>) -> Self {
+        Self {
+            files,
+            kind: LookupKind::Incoming(ids),
+        }
+    }
+
+    fn as_raw(&self) -> *mut bindings::liveupdate_session {
+        core::ptr::from_ref(self).cast_mut().cast()
+    }
+
+    /// Returns the lookup as the outgoing session of the kernel crate's handler API.
+    fn outgoing_session(&self) -> OutgoingSession<'_> {
+        // SAFETY: `self` is valid for the returned lifetime; the handler callbacks it is passed to
+        // run within it, and `Lookup::from_raw` turns it back into `self`.
+        unsafe { OutgoingSession::from_raw(self.as_raw()) }
+    }
+
+    /// Returns the lookup as the incoming session of the kernel crate's handler API.
+    fn incoming_session(&self) -> IncomingSession<'_> {
+        // SAFETY: As in `outgoing_session`.
+        unsafe { IncomingSession::from_raw(self.as_raw()) }
+    }
+
+    /// Turns the session a handler got back into the lookup.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be NULL or a session the core passed to a handler callback that is still
+    /// running; the returned reference must not be used after that callback returns.
+    pub(crate) unsafe fn from_raw<'b>(ptr: *mut bindings::liveupdate_session) -> Option<&'b Self> {
+        // SAFETY: The core only hands out sessions made by `as_raw` from a `Lookup` that outlives
+        // the callback; the caller guarantees that the callback is running.
+        unsafe { ptr.cast::<Self>().cast_const().as_ref() }
+    }
+
+    /// Returns the token of the file of an outgoing session that is `file` (compared by
+    /// address); during a preserve, records that the file being preserved depends on it.
+    pub(crate) fn token_of(&self, file: *const bindings::file) -> Result<u64> {
+        let LookupKind::Outgoing(deps) = self.kind else {
+            return Err(ENOENT);
+        };
+        let found = self
+            .files
+            .iter()
+            .find(|f| f.file().is_some_and(|f| core::ptr::eq(f.as_ptr(), file)))
+            .ok_or(ENOENT)?;
+        if let Some(deps) = deps {
+            let mut deps = deps.try_borrow_mut().map_err(|_| EDEADLK)?;
+            if !deps.contains(&found.token) {
+                deps.push(found.token, GFP_KERNEL)?;
+            }
+        }
+        Ok(found.token)
+    }
+
+    /// Returns the file of an incoming session preserved under `token`; during a retrieve, a
+    /// file not retrieved yet is retrieved now (see [`retrieve_in`]).
+    pub(crate) fn file(&self, token: u64) -> Result<ARef<File>> {
+        let LookupKind::Incoming(ids) = self.kind else {
+            return Err(ENOENT);
+        };
+        match ids {
+            // The top-level retrieve reserved room for every file of the session.
+            Some(ids) => retrieve_in(self.files, ids, token),
+            None => {
+                let f = self.files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
+                match (f.status.get(), f.file.get()) {
+                    (RetrieveStatus::Retrieved, Some(file)) => Ok(file.clone()),
+                    (RetrieveStatus::Failed(e), _) => Err(e),
+                    _ => Err(EBUSY),
+                }
+            }
+        }
+    }
+}
+
+/// Retrieves the file preserved under `token` in `files` with the rules of `RETRIEVE_FD`, and
+/// returns a new reference to it.
+///
+/// Runs for `RETRIEVE_FD` and, re-entered through [`Lookup::file`], for a handler's retrieve
+/// that needs another file of the session: all state it changes is in cells, so the set is only
+/// borrowed shared. A retrieve that needs the file being retrieved fails with [`EDEADLK`].
+/// `ids` must have room for one identity per file of the session (reserved once, by
+/// [`FileSet::retrieve`], so that no nested retrieve allocates).
+fn retrieve_in(files: &[LuoFile], ids: &RefCell<KVec<usize>>, token: u64) -> Result<ARef<File>> {
+    let f = files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
+    match f.status.get() {
+        RetrieveStatus::Failed(e) => return Err(e),
+        RetrieveStatus::Retrieved => return f.file.get().cloned().ok_or(EINVAL),
+        RetrieveStatus::NotRetrieved => {}
+    }
+    if f.retrieving.get() {
+        return Err(EDEADLK);
+    }
+    f.retrieving.set(true);
+    let lookup = Lookup::incoming(files, Some(ids));
+    let r = f.handler.retrieve(&lookup.incoming_session(), f.data);
+    f.retrieving.set(false);
+    let file = match r {
+        Ok(file) => file,
+        Err(e) => {
+            f.status.set(RetrieveStatus::Failed(e));
+            return Err(e);
+        }
+    };
+    let id = f.handler.id(&file);
+    // Within the capacity `FileSet::retrieve` reserved: each file of the session is retrieved at
+    // most once, and no borrow is held while no callback runs.
+    let pushed = ids
+        .try_borrow_mut()
+        .map(|mut ids| ids.push_within_capacity(id).is_ok());
+    if !matches!(pushed, Ok(true)) {
+        pr_warn!("retrieved file [{:#x}] not tracked\n", token);
+    }
+    // The cell is empty: the file was not retrieved.
+    let _ = f.file.set(file.clone());
+    f.status.set(RetrieveStatus::Retrieved);
+    Ok(file)
 }
 
 /// The files of one session.
@@ -114,18 +296,24 @@ impl FileSet {
             luo.preserved.reserve(1, GFP_KERNEL)?;
             self.files.reserve(1, GFP_KERNEL)?;
             flb::file_preserve(handler)?;
-            let (data, private) = handler.preserve(&file).inspect_err(|_| {
-                flb::file_unpreserve(handler);
-            })?;
+            let deps = RefCell::new(KVec::new());
+            let lookup = Lookup::outgoing(&self.files, Some(&deps));
+            let (data, private) = handler
+                .preserve(&lookup.outgoing_session(), &file)
+                .inspect_err(|_| {
+                    flb::file_unpreserve(handler);
+                })?;
             // Both pushes are within the capacity reserved above and cannot fail.
             let _ = luo.preserved.push_within_capacity(id);
             let _ = self.files.push_within_capacity(LuoFile {
                 handler,
-                file: Some(file),
+                file: OnceCell::from(file),
                 data,
                 private,
                 token,
-                retrieve_status: 0,
+                status: Cell::new(RetrieveStatus::NotRetrieved),
+                retrieving: Cell::new(false),
+                deps: deps.into_inner(),
             });
             Ok(())
         })();
@@ -135,15 +323,46 @@ impl FileSet {
         r
     }
 
+    /// Checks that the file preserved under `token` can be unpreserved now: returns its index.
+    ///
+    /// Fails with [`ENOENT`] if there is none and with [`EBUSY`] if another file depends on it.
+    pub(crate) fn check_unpreserve(&self, token: u64) -> Result<usize> {
+        let i = self
+            .files
+            .iter()
+            .position(|f| f.token == token)
+            .ok_or(ENOENT)?;
+        if self.files.iter().any(|f| f.depends_on(token)) {
+            return Err(EBUSY);
+        }
+        Ok(i)
+    }
+
+    /// Unpreserves the file preserved under `token`, if [`FileSet::check_unpreserve`] agrees.
+    pub(crate) fn unpreserve(&mut self, preserved: &mut KVec<usize>, token: u64) -> Result {
+        let i = self.check_unpreserve(token)?;
+        let f = self.files.remove(i).map_err(|_| EINVAL)?;
+        self.unpreserve_removed(preserved, f);
+        self.blocks.shrink(self.files.len());
+        Ok(())
+    }
+
+    /// Calls the handler of `f`, just removed from the set, to unpreserve it.
+    fn unpreserve_removed(&self, preserved: &mut KVec<usize>, f: LuoFile) {
+        if let Some(file) = f.file() {
+            let lookup = Lookup::outgoing(&self.files, None);
+            f.handler
+                .unpreserve(&lookup.outgoing_session(), file, f.data, f.private);
+            forget_id(preserved, f.handler.id(file));
+        }
+        flb::file_unpreserve(f.handler);
+        f.handler.module_put();
+    }
+
     /// Unpreserves every file, last preserved first, and frees the blocks.
     pub(crate) fn unpreserve_all(&mut self, preserved: &mut KVec<usize>) {
         while let Some(f) = self.files.pop() {
-            if let Some(file) = &f.file {
-                f.handler.unpreserve(file, f.data, f.private);
-                forget_id(preserved, f.handler.id(file));
-            }
-            flb::file_unpreserve(f.handler);
-            f.handler.module_put();
+            self.unpreserve_removed(preserved, f);
             self.blocks.shrink(self.files.len());
         }
         self.blocks.shrink(0);
@@ -154,22 +373,31 @@ impl FileSet {
     /// last first.
     pub(crate) fn freeze(&mut self) -> Result {
         let mut failed = None;
-        for (i, f) in self.files.iter_mut().enumerate() {
-            let Some(file) = &f.file else {
-                continue;
+        for i in 0..self.files.len() {
+            let r = {
+                let lookup = Lookup::outgoing(&self.files, None);
+                self.files.get(i).and_then(|f| {
+                    let r =
+                        f.handler
+                            .freeze(&lookup.outgoing_session(), f.file()?, f.data, f.private);
+                    if let Err(e) = r {
+                        pr_warn!(
+                            "Freeze failed for token[{:#x}] handler[{}] err[{:?}]\n",
+                            f.token,
+                            f.handler.compatible_cstr(),
+                            e
+                        );
+                    }
+                    Some(r)
+                })
             };
-            match f.handler.freeze(file, f.data, f.private) {
-                Ok(data) => f.data = data,
-                Err(e) => {
-                    pr_warn!(
-                        "Freeze failed for token[{:#x}] handler[{}] err[{:?}]\n",
-                        f.token,
-                        f.handler.compatible_cstr(),
-                        e
-                    );
+            match (r, self.files.get_mut(i)) {
+                (Some(Ok(data)), Some(f)) => f.data = data,
+                (Some(Err(e)), _) => {
                     failed = Some((i, e));
                     break;
                 }
+                _ => {}
             }
         }
         if let Some((i, e)) = failed {
@@ -196,9 +424,11 @@ impl FileSet {
 
     /// Unfreezes the first `n` files, last first, and clears their serialized form.
     fn unfreeze_first(&mut self, n: usize) {
+        let lookup = Lookup::outgoing(&self.files, None);
         for f in self.files.iter().take(n).rev() {
-            if let Some(file) = &f.file {
-                f.handler.unfreeze(file, f.data, f.private);
+            if let Some(file) = f.file() {
+                f.handler
+                    .unfreeze(&lookup.outgoing_session(), file, f.data, f.private);
             }
         }
         self.blocks.clear();
@@ -212,8 +442,8 @@ impl FileSet {
     /// Checks that the file with `token` exists and was not refused by its handler.
     pub(crate) fn check_retrieve(&self, token: u64) -> Result {
         let f = self.files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
-        if f.retrieve_status < 0 {
-            return Err(Error::from_errno(f.retrieve_status));
+        if let RetrieveStatus::Failed(e) = f.status.get() {
+            return Err(e);
         }
         Ok(())
     }
@@ -224,38 +454,20 @@ impl FileSet {
         preserved: &mut KVec<usize>,
         token: u64,
     ) -> Result<ARef<File>> {
-        let f = self
-            .files
-            .iter_mut()
-            .find(|f| f.token == token)
-            .ok_or(ENOENT)?;
-        if f.retrieve_status < 0 {
-            return Err(Error::from_errno(f.retrieve_status));
-        }
-        if let (1, Some(file)) = (f.retrieve_status, &f.file) {
-            return Ok(file.clone());
-        }
-        preserved.reserve(1, GFP_KERNEL)?;
-        let file = match f.handler.retrieve(f.data) {
-            Ok(file) => file,
-            Err(e) => {
-                f.retrieve_status = e.to_errno();
-                return Err(e);
-            }
-        };
-        // Within the capacity reserved above.
-        let _ = preserved.push_within_capacity(f.handler.id(&file));
-        f.file = Some(file.clone());
-        f.retrieve_status = 1;
-        Ok(file)
+        preserved.reserve(self.files.len(), GFP_KERNEL)?;
+        let ids = RefCell::new(core::mem::take(preserved));
+        let r = retrieve_in(&self.files, &ids, token);
+        *preserved = ids.into_inner();
+        r
     }
 
     /// Checks that every handler agrees to finish now: [`EBUSY`] otherwise.
     pub(crate) fn can_finish(&self) -> Result {
+        let lookup = Lookup::incoming(&self.files, None);
         for f in self.files.iter() {
             if !f
                 .handler
-                .can_finish(f.file.as_deref(), f.data, f.retrieve_status)
+                .can_finish(&lookup.incoming_session(), f.file(), f.data, f.status.get())
             {
                 return Err(EBUSY);
             }
@@ -266,13 +478,21 @@ impl FileSet {
     /// Finishes every file, last first; [`FileSet::can_finish`] must have agreed.
     pub(crate) fn finish(&mut self, preserved: &mut KVec<usize>) {
         while let Some(f) = self.files.pop() {
+            let lookup = Lookup::incoming(&self.files, None);
             f.handler
-                .finish(f.file.as_deref(), f.data, f.retrieve_status);
+                .finish(&lookup.incoming_session(), f.file(), f.data, f.status.get());
             flb::file_finish(f.handler);
-            if let Some(file) = &f.file {
+            if let Some(file) = f.file() {
                 forget_id(preserved, f.handler.id(file));
             }
             f.handler.module_put();
+        }
+    }
+
+    /// Calls `f` with the token and data handle of every file of `handler`'s, in order.
+    pub(crate) fn for_each_of(&self, handler: Handler, mut f: impl FnMut(u64, u64)) {
+        for file in self.files.iter().filter(|file| file.handler == handler) {
+            f(file.token, file.data);
         }
     }
 
@@ -296,11 +516,13 @@ impl FileSet {
             // Within the capacity reserved above.
             let _ = set.files.push_within_capacity(LuoFile {
                 handler,
-                file: None,
+                file: OnceCell::new(),
                 data: e.data,
                 private: HandlerPrivate::NONE,
                 token: e.token,
-                retrieve_status: 0,
+                status: Cell::new(RetrieveStatus::NotRetrieved),
+                retrieving: Cell::new(false),
+                deps: KVec::new(),
             });
         }
         Ok(set)
@@ -344,7 +566,10 @@ mod tests {
             FileHandlerRegistration,
             FlbObject,
             FlbOps,
-            FlbRegistration, //
+            FlbRegistration,
+            IncomingSession,
+            OutgoingSession,
+            RetrieveStatus, //
         },
         sync::atomic::{
             Atomic,
@@ -359,6 +584,10 @@ mod tests {
     static FILES: [Atomic<usize>; 8] = [const { Atomic::new(0) }; 8];
     /// The file number whose freeze fails, or 0.
     static FAIL_FREEZE: Atomic<u64> = Atomic::new(0);
+    /// For each file number, the number of the file it depends on (0: none, a plain file).
+    static DEPS: [Atomic<u64>; 8] = [const { Atomic::new(0) }; 8];
+    /// The address of the file the dependent handler's last retrieve got by token.
+    static GOT: Atomic<usize> = Atomic::new(0);
 
     const PRESERVE: u64 = 1;
     const UNPRESERVE: u64 = 2;
@@ -366,6 +595,10 @@ mod tests {
     const UNFREEZE: u64 = 4;
     const RETRIEVE: u64 = 5;
     const FINISH: u64 = 6;
+    /// The dependent handler: a lookup failed with this errno (negated).
+    const LOOKUP_FAILED: u64 = 11;
+    /// The dependent handler: its retrieve got its dependency (file number) by token.
+    const GOT_DEP: u64 = 12;
     /// A handle whose retrieve fails with `ENOEXEC`.
     const BAD: u64 = 99;
 
@@ -380,8 +613,12 @@ mod tests {
     fn reset() {
         NEXT.store(0, Relaxed);
         FAIL_FREEZE.store(0, Relaxed);
+        GOT.store(0, Relaxed);
         for f in FILES.iter() {
             f.store(0, Relaxed);
+        }
+        for d in DEPS.iter() {
+            d.store(0, Relaxed);
         }
     }
 
@@ -427,20 +664,25 @@ mod tests {
         type Private = ();
 
         fn can_preserve(file: &File) -> bool {
-            number(file).is_some_and(|n| n > 0)
+            number(file).is_some_and(|n| n > 0 && dep_of(n) == 0)
         }
 
-        fn preserve(file: &File) -> Result<(u64, ())> {
+        fn preserve(_session: &OutgoingSession<'_>, file: &File) -> Result<(u64, ())> {
             let n = number(file).ok_or(EINVAL)?;
             record(PRESERVE, n);
             Ok((n, ()))
         }
 
-        fn unpreserve(_file: &File, data: u64, _private: ()) {
+        fn unpreserve(_session: &OutgoingSession<'_>, _file: &File, data: u64, _private: ()) {
             record(UNPRESERVE, data);
         }
 
-        fn freeze(_file: &File, data: u64, _private: ()) -> Result<u64> {
+        fn freeze(
+            _session: &OutgoingSession<'_>,
+            _file: &File,
+            data: u64,
+            _private: (),
+        ) -> Result<u64> {
             record(FREEZE, data);
             if FAIL_FREEZE.load(Relaxed) == data {
                 return Err(EAGAIN);
@@ -448,11 +690,11 @@ mod tests {
             Ok(data)
         }
 
-        fn unfreeze(_file: &File, data: u64, _private: ()) {
+        fn unfreeze(_session: &OutgoingSession<'_>, _file: &File, data: u64, _private: ()) {
             record(UNFREEZE, data);
         }
 
-        fn retrieve(data: u64) -> Result<ARef<File>> {
+        fn retrieve(_session: &IncomingSession<'_>, data: u64) -> Result<ARef<File>> {
             record(RETRIEVE, data);
             if data == BAD {
                 return Err(ENOEXEC);
@@ -460,8 +702,86 @@ mod tests {
             anon_inode::new_file::<TestFile>(c"[luo_kunit]", (), O_RDWR)
         }
 
-        fn finish(_file: Option<&File>, data: u64, _retrieve_status: i32) {
+        fn finish(
+            _session: &IncomingSession<'_>,
+            _file: Option<&File>,
+            data: u64,
+            _status: RetrieveStatus,
+        ) {
             record(FINISH, data);
+        }
+    }
+
+    fn dep_of(n: u64) -> u64 {
+        usize::try_from(n)
+            .ok()
+            .and_then(|n| DEPS.get(n))
+            .map_or(0, |d| d.load(Relaxed))
+    }
+
+    /// Calls `f` with test file number `n`.
+    fn with_file<R>(n: u64, f: impl FnOnce(&File) -> R) -> Option<R> {
+        let addr = FILES.get(usize::try_from(n).ok()?)?.load(Relaxed);
+        if addr == 0 {
+            return None;
+        }
+        // SAFETY: Every test holds a reference to each file it recorded in `FILES` until after
+        // the last callback of its handlers, and `reset()` forgets them before the next test.
+        Some(f(unsafe {
+            File::from_raw_file(core::ptr::with_exposed_provenance(addr))
+        }))
+    }
+
+    /// A handler whose files depend on a file of [`TestHandler`]'s, as an iommufd depends on the
+    /// memfds it maps: its preserve looks up the token of the file `DEPS` names and keeps it in
+    /// its data (`file number << 32 | token`); its retrieve gets that file by token.
+    struct DepHandler;
+
+    #[vtable]
+    impl FileHandler for DepHandler {
+        const COMPATIBLE: &'static CStr = c"luo-kunit-dep-v1";
+        type Private = ();
+
+        fn can_preserve(file: &File) -> bool {
+            number(file).is_some_and(|n| dep_of(n) != 0)
+        }
+
+        fn preserve(session: &OutgoingSession<'_>, file: &File) -> Result<(u64, ())> {
+            let n = number(file).ok_or(EINVAL)?;
+            let token = with_file(dep_of(n), |dep| session.token_of(dep)).ok_or(EINVAL)?;
+            let token = token.inspect_err(|e| {
+                record(LOOKUP_FAILED, e.to_errno().unsigned_abs().into());
+            });
+            // The handler's own error for a dependency that is not in the session.
+            let token = token.map_err(|_| ENOLINK)?;
+            record(PRESERVE, n);
+            Ok(((n << 32) | token, ()))
+        }
+
+        fn unpreserve(_session: &OutgoingSession<'_>, _file: &File, data: u64, _private: ()) {
+            record(UNPRESERVE, data >> 32);
+        }
+
+        fn retrieve(session: &IncomingSession<'_>, data: u64) -> Result<ARef<File>> {
+            record(RETRIEVE, data >> 32);
+            let dep = session.file(data & 0xffff_ffff)?;
+            // CAST: Only compared with the address of the file `RETRIEVE_FD` hands out.
+            GOT.store(dep.as_ptr() as usize, Relaxed);
+            record(GOT_DEP, data & 0xffff_ffff);
+            anon_inode::new_file::<TestFile>(c"[luo_kunit]", (), O_RDWR)
+        }
+
+        fn finish(
+            session: &IncomingSession<'_>,
+            _file: Option<&File>,
+            data: u64,
+            _status: RetrieveStatus,
+        ) {
+            // Finished before what it depends on: its dependency is still there, retrieved.
+            if session.file(data & 0xffff_ffff).is_ok() {
+                record(GOT_DEP, data & 0xffff_ffff);
+            }
+            record(FINISH, data >> 32);
         }
     }
 
@@ -581,6 +901,204 @@ mod tests {
             assert_eq!(&events()?[..], &[6099, 6002, 6001]);
             assert!(preserved.is_empty());
             assert_eq!(set.retrieve(&mut preserved, 1).err(), Some(ENOENT));
+            Ok(())
+        })
+    }
+
+    /// Runs `f` with both test handlers registered, the plain one first.
+    fn with_handlers(f: impl FnOnce() -> Result) -> Result {
+        with_handler(|| {
+            let _dep = KBox::pin_init(
+                FileHandlerRegistration::<DepHandler>::register(),
+                GFP_KERNEL,
+            )?;
+            f()
+        })
+    }
+
+    fn unpreserve(set: &mut FileSet, token: u64) -> Result {
+        set.unpreserve(&mut crate::lock().preserved, token)
+    }
+
+    fn entry(compatible: &[u8], token: u64, data: u64) -> FileEntry {
+        let mut field = [0u8; abi::HANDLER_COMPAT_LENGTH];
+        if let Some(dst) = field.get_mut(..compatible.len()) {
+            dst.copy_from_slice(compatible);
+        }
+        FileEntry {
+            compatible: field,
+            data,
+            token,
+        }
+    }
+
+    /// A dependent file's preserve finds its dependency's token and the set records it: the
+    /// dependency cannot be unpreserved before it (`EBUSY`, nothing changed), and closing the
+    /// session unpreserves the dependent file first.
+    #[test]
+    fn dependent_outgoing() -> Result {
+        with_handlers(|| {
+            let files = [new_file(1)?, new_file(2)?, new_file(3)?];
+            DEPS[3].store(1, Relaxed);
+            let mut set = FileSet::new();
+            preserve(&mut set, 10, &files[0])?;
+            preserve(&mut set, 11, &files[1])?;
+            preserve(&mut set, 12, &files[2])?;
+            assert_eq!(&events()?[..], &[1001, 1002, 1003]);
+            assert_eq!(set.files.len(), 3);
+            assert_eq!(&set.files[2].deps[..], &[10]);
+            assert_eq!(set.files[2].data, (3 << 32) | 10);
+            assert!(set.files[0].deps.is_empty() && set.files[1].deps.is_empty());
+
+            assert_eq!(unpreserve(&mut set, 10), Err(EBUSY));
+            assert_eq!(unpreserve(&mut set, 13), Err(ENOENT));
+            assert!(events()?.is_empty());
+            assert_eq!(set.files.len(), 3);
+            assert_eq!(preserve(&mut set, 10, &files[0]), Err(EEXIST));
+
+            // The dependent file first, then its dependency: both tokens are free again.
+            unpreserve(&mut set, 12)?;
+            unpreserve(&mut set, 10)?;
+            assert_eq!(&events()?[..], &[2003, 2001]);
+            assert_eq!(set.files.len(), 1);
+            assert_eq!(set.serialized().1, 1);
+
+            // Its dependency gone, the dependent handler's lookup fails with ENOENT and its
+            // preserve with the handler's own error; nothing is preserved.
+            assert_eq!(preserve(&mut set, 12, &files[2]), Err(ENOLINK));
+            assert_eq!(&events()?[..], &[11002]);
+            assert_eq!(set.files.len(), 1);
+
+            preserve(&mut set, 10, &files[0])?;
+            preserve(&mut set, 12, &files[2])?;
+            // Last preserved first: the dependent file before its dependency.
+            unpreserve_all(&mut set);
+            assert_eq!(&events()?[..], &[1001, 1003, 2003, 2001, 2002]);
+            assert!(crate::lock().preserved.is_empty());
+            Ok(())
+        })
+    }
+
+    /// A lookup finds only the files of its own session.
+    #[test]
+    fn lookup_other_session() -> Result {
+        with_handlers(|| {
+            let (a, b) = (new_file(1)?, new_file(2)?);
+            DEPS[2].store(1, Relaxed);
+            let (mut s1, mut s2) = (FileSet::new(), FileSet::new());
+            preserve(&mut s1, 1, &a)?;
+            assert_eq!(preserve(&mut s2, 2, &b), Err(ENOLINK));
+            assert_eq!(&events()?[..], &[1001, 11002]);
+            preserve(&mut s1, 2, &b)?;
+            assert_eq!(&s1.files[1].deps[..], &[1]);
+            unpreserve_all(&mut s1);
+            assert_eq!(&events()?[..], &[1002, 2002, 2001]);
+            Ok(())
+        })
+    }
+
+    /// A dependent file's retrieve gets its dependency by token, retrieving it on demand; a
+    /// later retrieve of the dependency hands out the same file without calling its handler
+    /// again. A file that needs itself is refused (`EDEADLK`, sticky). Finish runs last first,
+    /// and a dependent file still finds its dependency.
+    #[test]
+    fn dependent_incoming() -> Result {
+        with_handlers(|| {
+            let mut entries = KVec::new();
+            entries.push(entry(b"luo-kunit-v1", 1, 1), GFP_KERNEL)?;
+            entries.push(entry(b"luo-kunit-v1", 2, 2), GFP_KERNEL)?;
+            entries.push(entry(b"luo-kunit-dep-v1", 3, (3 << 32) | 1), GFP_KERNEL)?;
+            entries.push(entry(b"luo-kunit-dep-v1", 4, (4 << 32) | 4), GFP_KERNEL)?;
+            let mut set = FileSet::from_incoming(&crate::lock(), &entries)?;
+            let mut preserved = KVec::new();
+
+            let _three = set.retrieve(&mut preserved, 3)?;
+            assert_eq!(&events()?[..], &[5003, 5001, 12001]);
+            assert_eq!(preserved.len(), 2);
+            let one = set.retrieve(&mut preserved, 1)?;
+            // CAST: Compared with the recorded address.
+            assert_eq!(GOT.load(Relaxed), one.as_ptr() as usize);
+            assert!(events()?.is_empty());
+            assert_eq!(preserved.len(), 2);
+
+            assert_eq!(set.retrieve(&mut preserved, 4).err(), Some(EDEADLK));
+            assert_eq!(set.retrieve(&mut preserved, 4).err(), Some(EDEADLK));
+            assert_eq!(set.check_retrieve(4), Err(EDEADLK));
+            assert_eq!(&events()?[..], &[5004]);
+
+            set.can_finish()?;
+            set.finish(&mut preserved);
+            assert_eq!(&events()?[..], &[6004, 12001, 6003, 6002, 6001]);
+            assert!(preserved.is_empty());
+            Ok(())
+        })
+    }
+
+    /// The boot-time query reports every incoming file of one handler, with its session, from
+    /// the previous kernel's data before the first open and from the sessions afterwards.
+    #[test]
+    fn fd_data_query() -> Result {
+        with_handlers(|| {
+            let mut luo = crate::Luo::new();
+            for h in crate::lock().handlers.iter() {
+                luo.handlers.push(*h, GFP_KERNEL)?;
+            }
+            let dep = luo
+                .handler_by_compatible(b"luo-kunit-dep-v1")
+                .ok_or(EINVAL)?;
+            let plain = luo.handler_by_compatible(b"luo-kunit-v1").ok_or(EINVAL)?;
+            let mut sessions = KVec::new();
+            for (name, files) in [
+                (&b"vm-a"[..], [(1u64, 0x11u64, false), (2, 0x22, true)]),
+                (&b"vm-b"[..], [(7, 0x77, true), (8, 0x88, false)]),
+            ] {
+                let mut n = [0u8; kernel::liveupdate::SESSION_NAME_LENGTH];
+                n[..name.len()].copy_from_slice(name);
+                let mut v = KVec::new();
+                for (token, data, is_dep) in files {
+                    let c: &[u8] = if is_dep {
+                        b"luo-kunit-dep-v1"
+                    } else {
+                        b"luo-kunit-v1"
+                    };
+                    v.push(entry(c, token, data), GFP_KERNEL)?;
+                }
+                sessions.push(
+                    crate::incoming::SessionEntry { name: n, files: v },
+                    GFP_KERNEL,
+                )?;
+            }
+            luo.pending = Some(crate::incoming::Data {
+                liveupdate_num: 1,
+                sessions,
+                flbs: KVec::new(),
+            });
+            let query = |luo: &crate::Luo, h| -> Result<KVec<(u8, u64, u64)>> {
+                let mut out = KVec::new();
+                let mut r = Ok(());
+                crate::session::for_each_incoming_file(luo, h, |name, token, data| {
+                    if r.is_ok() {
+                        r = out
+                            .push((name[3], token, data), GFP_KERNEL)
+                            .map_err(Error::from);
+                    }
+                });
+                r.map(|()| out)
+            };
+            assert_eq!(&query(&luo, dep)?[..], &[(b'a', 2, 0x22), (b'b', 7, 0x77)]);
+            assert_eq!(
+                &query(&luo, plain)?[..],
+                &[(b'a', 1, 0x11), (b'b', 8, 0x88)]
+            );
+            // Turned into sessions, as the first open does: the same files, nothing retrieved.
+            crate::session::deserialize(&mut luo)?;
+            assert_eq!(&query(&luo, dep)?[..], &[(b'a', 2, 0x22), (b'b', 7, 0x77)]);
+            assert!(events()?.is_empty());
+            if let Some(incoming) = luo.incoming.as_mut() {
+                for (_, session) in incoming.iter() {
+                    session.lock().files.drop_incoming();
+                }
+            }
             Ok(())
         })
     }

@@ -126,6 +126,21 @@ impl Session {
         inner.files.preserve(&mut lists, arg.token, arg.fd)
     }
 
+    fn unpreserve_fd(&self, ucmd: Ucmd) -> Result {
+        let arg = ucmd.read::<uapi::liveupdate_session_unpreserve_fd>()?;
+        if arg.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let mut luo = lock();
+        let luo: &mut Luo = &mut luo;
+        let mut inner = self.inner.lock();
+        inner.files.check_unpreserve(arg.token)?;
+        // As for PRESERVE_FD: the reply carries nothing new and is written before anything
+        // changes.
+        ucmd.respond(&arg)?;
+        inner.files.unpreserve(&mut luo.preserved, arg.token)
+    }
+
     fn retrieve_fd(&self, ucmd: Ucmd) -> Result {
         let mut arg = ucmd.read::<uapi::liveupdate_session_retrieve_fd>()?;
         let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
@@ -182,6 +197,7 @@ impl AnonInodeFile for Session {
         use uapi::liveupdate_session_get_name as GetName;
         use uapi::liveupdate_session_preserve_fd as PreserveFd;
         use uapi::liveupdate_session_retrieve_fd as RetrieveFd;
+        use uapi::liveupdate_session_unpreserve_fd as UnpreserveFd;
 
         let nr = kernel::ioctl::_IOC_NR(cmd);
         if nr == PreserveFd::NR {
@@ -199,6 +215,10 @@ impl AnonInodeFile for Session {
         } else if nr == GetName::NR {
             let ucmd = Ucmd::new::<GetName>(cmd, arg)?;
             this.get_name(ucmd)?;
+        } else if nr == UnpreserveFd::NR {
+            let ucmd = Ucmd::new::<UnpreserveFd>(cmd, arg)?;
+            this.direction(false, true)?;
+            this.unpreserve_fd(ucmd)?;
         } else {
             return Err(ENOTTY);
         }
@@ -238,6 +258,35 @@ impl AnonInodeFile for Session {
 /// first NUL, or all 64 bytes.
 pub(crate) fn compared_name(name: &[u8; SESSION_NAME_LENGTH]) -> &[u8] {
     c_string(name).unwrap_or(name)
+}
+
+/// Calls `f` with the session name, token and data handle of every incoming file of `handler`
+/// that is not finished: from the previous kernel's data before `/dev/liveupdate` is first
+/// opened (in its order), from the incoming sessions afterwards (by name).
+pub(crate) fn for_each_incoming_file(
+    luo: &Luo,
+    handler: kernel::liveupdate::handler::Handler,
+    mut f: impl FnMut(&[u8; SESSION_NAME_LENGTH], u64, u64),
+) {
+    if let Some(data) = &luo.pending {
+        for s in data.sessions.iter() {
+            let mine = s
+                .files
+                .iter()
+                .filter(|e| c_string(&e.compatible).unwrap_or(&[]) == handler.compatible());
+            for e in mine {
+                f(&s.name, e.token, e.data);
+            }
+        }
+    }
+    if let Some(incoming) = &luo.incoming {
+        for (name, session) in incoming.iter() {
+            session
+                .lock()
+                .files
+                .for_each_of(handler, |token, data| f(name, token, data));
+        }
+    }
 }
 
 /// Rebuilds the incoming sessions from the previous kernel's data, on the first open of

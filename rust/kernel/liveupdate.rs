@@ -97,10 +97,13 @@ ioctl_arg!(liveupdate_session_finish, uapi::LIVEUPDATE_CMD_SESSION_FINISH,
            size: 8, last: reserved: u32);
 ioctl_arg!(liveupdate_session_get_name, uapi::LIVEUPDATE_CMD_SESSION_GET_NAME,
            size: 72, last: name: [u8; SESSION_NAME_LENGTH]);
+ioctl_arg!(liveupdate_session_unpreserve_fd, uapi::LIVEUPDATE_CMD_SESSION_UNPRESERVE_FD,
+           size: 16, last: token: u64);
 
 // The token is an `__aligned_u64`: 8-byte aligned on every architecture, 32-bit ones included.
 static_assert!(offset_of!(uapi::liveupdate_session_preserve_fd, token) == 8);
 static_assert!(offset_of!(uapi::liveupdate_session_retrieve_fd, token) == 8);
+static_assert!(offset_of!(uapi::liveupdate_session_unpreserve_fd, token) == 8);
 static_assert!(offset_of!(uapi::liveupdate_ioctl_create_session, name) == 8);
 static_assert!(offset_of!(uapi::liveupdate_session_get_name, name) == 8);
 
@@ -129,13 +132,14 @@ pub const fn device_commands() -> [u32; 2] {
 /// ```
 /// use kernel::liveupdate::session_commands;
 ///
-/// assert_eq!(session_commands(), [0xba40, 0xba41, 0xba42, 0xba43]);
+/// assert_eq!(session_commands(), [0xba40, 0xba41, 0xba42, 0xba43, 0xba44]);
 /// ```
-pub const fn session_commands() -> [u32; 4] {
+pub const fn session_commands() -> [u32; 5] {
     [
         <uapi::liveupdate_session_preserve_fd as IoctlArg>::CMD,
         <uapi::liveupdate_session_retrieve_fd as IoctlArg>::CMD,
         <uapi::liveupdate_session_finish as IoctlArg>::CMD,
         <uapi::liveupdate_session_get_name as IoctlArg>::CMD,
+        <uapi::liveupdate_session_unpreserve_fd as IoctlArg>::CMD,
     ]
 }

@@ -82,6 +82,7 @@ enum {
 	LIVEUPDATE_CMD_SESSION_RETRIEVE_FD = 0x41,
 	LIVEUPDATE_CMD_SESSION_FINISH = 0x42,
 	LIVEUPDATE_CMD_SESSION_GET_NAME = 0x43,
+	LIVEUPDATE_CMD_SESSION_UNPRESERVE_FD = 0x44,
 };
 
 /**
@@ -335,5 +336,43 @@ struct liveupdate_session_get_name {
 
 #define LIVEUPDATE_SESSION_GET_NAME					\
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_GET_NAME)
+
+/**
+ * struct liveupdate_session_unpreserve_fd - ioctl(LIVEUPDATE_SESSION_UNPRESERVE_FD)
+ * @size:     Input; sizeof(struct liveupdate_session_unpreserve_fd)
+ * @reserved: Input; Must be zero. Reserved for future use.
+ * @token:    Input; The token of the file to unpreserve.
+ *
+ * Unpreserves the file preserved under @token in this outgoing session, before
+ * the live update: the counterpart of %LIVEUPDATE_SESSION_PRESERVE_FD for an
+ * agent that decides not to carry one file across. The file handler releases
+ * what it kept for the file, as when the session is closed; @token is free
+ * again, and the file can be preserved again.
+ *
+ * A file that another preserved file of the session depends on (its handler
+ * looked it up while preserving that file, as an iommufd does for the memfds it
+ * maps) cannot be unpreserved before it: unpreserve the dependent file first.
+ * Closing the session unpreserves every file, last preserved first, so that
+ * dependent files always go before what they depend on.
+ *
+ * Once the kernel has started the reboot into the next kernel, this ioctl
+ * blocks like every other one.
+ *
+ * Errors, besides the common ones:
+ *
+ *  - EINVAL: @reserved is not zero, or the session is an incoming one.
+ *  - ENOENT: no file is preserved under @token in this session.
+ *  - EBUSY: another preserved file of the session depends on this one.
+ *
+ * Return: 0 on success, negative error code on failure.
+ */
+struct liveupdate_session_unpreserve_fd {
+	__u32		size;
+	__u32		reserved;
+	__aligned_u64	token;
+};
+
+#define LIVEUPDATE_SESSION_UNPRESERVE_FD				\
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_UNPRESERVE_FD)
 
 #endif /* _UAPI_LIVEUPDATE_H */

@@ -80,6 +80,150 @@ impl FlbObject {
     }
 }
 
+/// An outgoing session, as a file handler's callback sees it (`struct liveupdate_session`).
+///
+/// The orchestrator passes one to every callback on an outgoing file (`preserve`, `unpreserve`,
+/// `freeze`, `unfreeze`): the session the file is preserved in. It is valid for the duration of
+/// the callback only, which the lifetime `'a` expresses. The orchestrator holds the session's
+/// lock across the callback, so the lookups below take no lock and may be called from it.
+///
+/// # Invariants
+///
+/// `ptr` is a session the orchestrator passed to a callback that runs for at least `'a`.
+#[derive(Clone, Copy)]
+pub struct OutgoingSession<'a> {
+    ptr: *mut bindings::liveupdate_session,
+    _callback: PhantomData<&'a ()>,
+}
+
+impl OutgoingSession<'_> {
+    /// Creates a reference to the session the orchestrator passed to a callback.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be the session of an outgoing file handed to a callback that runs for at least
+    /// the returned value's lifetime.
+    pub unsafe fn from_raw(ptr: *mut bindings::liveupdate_session) -> Self {
+        // INVARIANT: The caller guarantees that `ptr` is valid for the lifetime.
+        Self {
+            ptr,
+            _callback: PhantomData,
+        }
+    }
+
+    /// Returns the session as the C API names it.
+    pub fn as_raw(&self) -> *mut bindings::liveupdate_session {
+        self.ptr
+    }
+
+    /// Returns the token under which `file` is preserved in this session.
+    ///
+    /// Fails with [`ENOENT`] if `file` is not preserved in this session (not yet, or in another
+    /// session). Called from `preserve`, a successful lookup records that the file being
+    /// preserved depends on `file`: `file` is then unpreserved after it, and
+    /// `LIVEUPDATE_SESSION_UNPRESERVE_FD` refuses to unpreserve `file` first ([`EBUSY`]);
+    /// recording it may fail with [`ENOMEM`].
+    // Inline: generated where it is used, in the orchestrator's crate and the handlers'.
+    #[inline]
+    pub fn token_of(&self, file: &File) -> Result<u64> {
+        let mut token = 0;
+        // SAFETY: By the type invariants, the session is valid; `file` is valid and `token` is
+        // valid for writes.
+        to_result(unsafe {
+            bindings::liveupdate_get_token_outgoing(self.ptr, file.as_ptr(), &mut token)
+        })?;
+        Ok(token)
+    }
+}
+
+/// An incoming session, as a file handler's callback sees it (`struct liveupdate_session`).
+///
+/// The orchestrator passes one to every callback on an incoming file (`retrieve`, `can_finish`,
+/// `finish`), valid for the duration of the callback only, with the session's lock held.
+///
+/// # Invariants
+///
+/// `ptr` is a session the orchestrator passed to a callback that runs for at least `'a`.
+#[derive(Clone, Copy)]
+pub struct IncomingSession<'a> {
+    ptr: *mut bindings::liveupdate_session,
+    _callback: PhantomData<&'a ()>,
+}
+
+impl IncomingSession<'_> {
+    /// Creates a reference to the session the orchestrator passed to a callback.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be the session of an incoming file handed to a callback that runs for at least
+    /// the returned value's lifetime.
+    pub unsafe fn from_raw(ptr: *mut bindings::liveupdate_session) -> Self {
+        // INVARIANT: The caller guarantees that `ptr` is valid for the lifetime.
+        Self {
+            ptr,
+            _callback: PhantomData,
+        }
+    }
+
+    /// Returns the session as the C API names it.
+    pub fn as_raw(&self) -> *mut bindings::liveupdate_session {
+        self.ptr
+    }
+
+    /// Returns the file preserved under `token` in this session.
+    ///
+    /// From `retrieve`, a file not retrieved yet is retrieved now, with the rules of
+    /// `LIVEUPDATE_SESSION_RETRIEVE_FD`: a later `RETRIEVE_FD` of `token` hands out the same file,
+    /// and a failed retrieve is final (its error is returned again). From `can_finish` and
+    /// `finish` only files already retrieved are returned ([`EBUSY`] otherwise). Fails with
+    /// [`ENOENT`] if the session has no file `token`, and with [`EDEADLK`] if retrieving it
+    /// needs the file being retrieved (a cycle).
+    // Inline: generated where it is used, in the orchestrator's crate and the handlers'.
+    #[inline]
+    pub fn file(&self, token: u64) -> Result<ARef<File>> {
+        let mut file = null_mut();
+        // SAFETY: By the type invariants, the session is valid; `file` is valid for writes.
+        to_result(unsafe { bindings::liveupdate_get_file_incoming(self.ptr, token, &mut file) })?;
+        let file = NonNull::new(file).ok_or(EINVAL)?;
+        // SAFETY: On success the orchestrator returns a file it holds a reference to for the
+        // session's life, which outlasts this call; no fdget_pos region is involved.
+        let file = unsafe { File::from_raw_file(file.as_ptr()) };
+        // The C API hands out no reference of its own: take one.
+        Ok(ARef::from(file))
+    }
+}
+
+/// What became of an incoming file's retrieve, as `can_finish` and `finish` are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetrieveStatus {
+    /// Nobody retrieved the file.
+    NotRetrieved,
+    /// The file was retrieved.
+    Retrieved,
+    /// The handler's retrieve failed with this error, which is final.
+    Failed(Error),
+}
+
+impl RetrieveStatus {
+    /// Decodes the C API's `retrieve_status`: 0, a positive value, or a negative errno.
+    pub fn from_c(status: c_int) -> Self {
+        match status {
+            0 => Self::NotRetrieved,
+            s if s > 0 => Self::Retrieved,
+            e => Self::Failed(Error::from_errno(e)),
+        }
+    }
+
+    /// Encodes the status as the C API's `retrieve_status`.
+    pub fn to_c(self) -> c_int {
+        match self {
+            Self::NotRetrieved => 0,
+            Self::Retrieved => 1,
+            Self::Failed(e) => e.to_errno(),
+        }
+    }
+}
+
 /// Returns a NUL-padded C string field without its padding.
 fn field_bytes<const N: usize>(field: &[c_char; N]) -> &[u8] {
     // SAFETY: `c_char` and `u8` have the same size and alignment, and every value is valid.
@@ -203,9 +347,15 @@ impl Handler {
         module_put(self.ops().owner)
     }
 
-    fn args(&self, file: Option<&File>, data: u64) -> bindings::liveupdate_file_op_args {
+    fn args(
+        &self,
+        session: *mut bindings::liveupdate_session,
+        file: Option<&File>,
+        data: u64,
+    ) -> bindings::liveupdate_file_op_args {
         bindings::liveupdate_file_op_args {
             handler: self.as_raw(),
+            session,
             retrieve_status: 0,
             file: file.map_or(null_mut(), |f| f.as_ptr()),
             serialized_data: data,
@@ -224,8 +374,12 @@ impl Handler {
 
     /// Preserves `file`: returns the handle of its serialized state and the handler's private
     /// data for it.
-    pub fn preserve(&self, file: &File) -> Result<(u64, HandlerPrivate)> {
-        let mut args = self.args(Some(file), 0);
+    pub fn preserve(
+        &self,
+        session: &OutgoingSession<'_>,
+        file: &File,
+    ) -> Result<(u64, HandlerPrivate)> {
+        let mut args = self.args(session.as_raw(), Some(file), 0);
         if let Some(f) = self.ops().preserve {
             // SAFETY: `args` is valid and names a valid handler and file.
             to_result(unsafe { f(&mut args) })?;
@@ -234,8 +388,14 @@ impl Handler {
     }
 
     /// Undoes [`Handler::preserve`].
-    pub fn unpreserve(&self, file: &File, data: u64, private: HandlerPrivate) {
-        let mut args = self.args(Some(file), data);
+    pub fn unpreserve(
+        &self,
+        session: &OutgoingSession<'_>,
+        file: &File,
+        data: u64,
+        private: HandlerPrivate,
+    ) {
+        let mut args = self.args(session.as_raw(), Some(file), data);
         args.private_data = private.0;
         if let Some(f) = self.ops().unpreserve {
             // SAFETY: `args` is valid and names a valid handler and file.
@@ -244,8 +404,14 @@ impl Handler {
     }
 
     /// Freezes the preserved `file` just before kexec; returns its final serialized handle.
-    pub fn freeze(&self, file: &File, data: u64, private: HandlerPrivate) -> Result<u64> {
-        let mut args = self.args(Some(file), data);
+    pub fn freeze(
+        &self,
+        session: &OutgoingSession<'_>,
+        file: &File,
+        data: u64,
+        private: HandlerPrivate,
+    ) -> Result<u64> {
+        let mut args = self.args(session.as_raw(), Some(file), data);
         args.private_data = private.0;
         if let Some(f) = self.ops().freeze {
             // SAFETY: `args` is valid and names a valid handler and file.
@@ -255,8 +421,14 @@ impl Handler {
     }
 
     /// Undoes [`Handler::freeze`] when the kexec is aborted.
-    pub fn unfreeze(&self, file: &File, data: u64, private: HandlerPrivate) {
-        let mut args = self.args(Some(file), data);
+    pub fn unfreeze(
+        &self,
+        session: &OutgoingSession<'_>,
+        file: &File,
+        data: u64,
+        private: HandlerPrivate,
+    ) {
+        let mut args = self.args(session.as_raw(), Some(file), data);
         args.private_data = private.0;
         if let Some(f) = self.ops().unfreeze {
             // SAFETY: `args` is valid and names a valid handler and file.
@@ -265,8 +437,8 @@ impl Handler {
     }
 
     /// Recreates a file from the serialized handle `data` of the previous kernel.
-    pub fn retrieve(&self, data: u64) -> Result<ARef<File>> {
-        let mut args = self.args(None, data);
+    pub fn retrieve(&self, session: &IncomingSession<'_>, data: u64) -> Result<ARef<File>> {
+        let mut args = self.args(session.as_raw(), None, data);
         if let Some(f) = self.ops().retrieve {
             // SAFETY: `args` is valid and names a valid handler.
             to_result(unsafe { f(&mut args) })?;
@@ -278,9 +450,15 @@ impl Handler {
     }
 
     /// Asks the handler whether the incoming file may be finished now.
-    pub fn can_finish(&self, file: Option<&File>, data: u64, retrieve_status: i32) -> bool {
-        let mut args = self.args(file, data);
-        args.retrieve_status = retrieve_status;
+    pub fn can_finish(
+        &self,
+        session: &IncomingSession<'_>,
+        file: Option<&File>,
+        data: u64,
+        status: RetrieveStatus,
+    ) -> bool {
+        let mut args = self.args(session.as_raw(), file, data);
+        args.retrieve_status = status.to_c();
         match self.ops().can_finish {
             // SAFETY: `args` is valid and names a valid handler and, if any, a valid file.
             Some(f) => unsafe { f(&mut args) },
@@ -289,9 +467,15 @@ impl Handler {
     }
 
     /// Ends the life of an incoming file's preserved state.
-    pub fn finish(&self, file: Option<&File>, data: u64, retrieve_status: i32) {
-        let mut args = self.args(file, data);
-        args.retrieve_status = retrieve_status;
+    pub fn finish(
+        &self,
+        session: &IncomingSession<'_>,
+        file: Option<&File>,
+        data: u64,
+        status: RetrieveStatus,
+    ) {
+        let mut args = self.args(session.as_raw(), file, data);
+        args.retrieve_status = status.to_c();
         if let Some(f) = self.ops().finish {
             // SAFETY: `args` is valid and names a valid handler and, if any, a valid file.
             unsafe { f(&mut args) };
@@ -468,14 +652,18 @@ pub trait FileHandler: Sized + Send + Sync + 'static {
     /// Returns whether the handler can preserve `file`; must be cheap.
     fn can_preserve(file: &File) -> bool;
 
-    /// Preserves `file`: returns the handle of its serialized state and the private data.
-    fn preserve(file: &File) -> Result<(u64, Self::Private)>;
+    /// Preserves `file` in `session`: returns the handle of its serialized state and the
+    /// private data. A file this one depends on is found with [`OutgoingSession::token_of`],
+    /// which records the dependency.
+    fn preserve(session: &OutgoingSession<'_>, file: &File) -> Result<(u64, Self::Private)>;
 
-    /// Undoes [`FileHandler::preserve`]: the file's session was closed before reboot.
-    fn unpreserve(file: &File, data: u64, private: Self::Private);
+    /// Undoes [`FileHandler::preserve`]: the file was unpreserved, or its session closed, before
+    /// reboot. Files that depend on it were unpreserved before.
+    fn unpreserve(session: &OutgoingSession<'_>, file: &File, data: u64, private: Self::Private);
 
     /// Makes the preserved state final just before kexec; returns the final handle.
     fn freeze(
+        _session: &OutgoingSession<'_>,
         _file: &File,
         _data: u64,
         _private: <Self::Private as ForeignOwnable>::Borrowed<'_>,
@@ -485,6 +673,7 @@ pub trait FileHandler: Sized + Send + Sync + 'static {
 
     /// Undoes [`FileHandler::freeze`] when the reboot is aborted.
     fn unfreeze(
+        _session: &OutgoingSession<'_>,
         _file: &File,
         _data: u64,
         _private: <Self::Private as ForeignOwnable>::Borrowed<'_>,
@@ -492,18 +681,28 @@ pub trait FileHandler: Sized + Send + Sync + 'static {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Recreates, in the next kernel, the file whose serialized state is `data`.
-    fn retrieve(data: u64) -> Result<ARef<File>>;
+    /// Recreates, in the next kernel, the file whose serialized state is `data`. A file this one
+    /// depends on is retrieved with [`IncomingSession::file`].
+    fn retrieve(session: &IncomingSession<'_>, data: u64) -> Result<ARef<File>>;
 
-    /// Returns whether the incoming file may be finished now; `retrieve_status` is 0 if it was
-    /// not retrieved, 1 if it was, or the error its retrieve returned.
-    fn can_finish(_file: Option<&File>, _data: u64, _retrieve_status: i32) -> bool {
+    /// Returns whether the incoming file may be finished now.
+    fn can_finish(
+        _session: &IncomingSession<'_>,
+        _file: Option<&File>,
+        _data: u64,
+        _status: RetrieveStatus,
+    ) -> bool {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
     /// Ends the life of the incoming file's preserved state; `file` is the retrieved file, if
-    /// any.
-    fn finish(file: Option<&File>, data: u64, retrieve_status: i32);
+    /// any. Files preserved after this one were finished before.
+    fn finish(
+        session: &IncomingSession<'_>,
+        file: Option<&File>,
+        data: u64,
+        status: RetrieveStatus,
+    );
 
     /// Returns the identity of the object behind `file`: an object is preserved at most once.
     /// By default, the file itself.
@@ -610,13 +809,16 @@ impl<T: FileHandler> FileHandlerVTable<T> {
 
     /// # Safety
     ///
-    /// `args` must be valid and name a valid file.
+    /// `args` must be valid and name a valid file and the valid outgoing session it is preserved
+    /// in.
     unsafe extern "C" fn preserve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: The caller guarantees that `args` is valid and not aliased during the call.
         let args = unsafe { &mut *args };
         // SAFETY: The caller guarantees that `args.file` is valid.
         let file = unsafe { File::from_raw_file(args.file) };
-        match T::preserve(file) {
+        // SAFETY: The caller guarantees that `args.session` is valid during the call.
+        let session = unsafe { OutgoingSession::from_raw(args.session) };
+        match T::preserve(&session, file) {
             Ok((data, private)) => {
                 args.serialized_data = data;
                 args.private_data = private.into_foreign();
@@ -629,16 +831,18 @@ impl<T: FileHandler> FileHandlerVTable<T> {
     /// # Safety
     ///
     /// `args` must be valid and name a valid file preserved by `T`, with the private data its
-    /// `preserve` returned.
+    /// `preserve` returned, and the valid outgoing session it is preserved in.
     unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: The caller guarantees that `args` is valid.
         let args = unsafe { &mut *args };
         // SAFETY: The caller guarantees that `args.file` is valid.
         let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: The caller guarantees that `args.session` is valid during the call.
+        let session = unsafe { OutgoingSession::from_raw(args.session) };
         // SAFETY: `private_data` came from `into_foreign()` in `preserve`; unpreserve is its last
         // use.
         let private = unsafe { T::Private::from_foreign(args.private_data) };
-        T::unpreserve(file, args.serialized_data, private);
+        T::unpreserve(&session, file, args.serialized_data, private);
     }
 
     /// # Safety
@@ -649,10 +853,12 @@ impl<T: FileHandler> FileHandlerVTable<T> {
         let args = unsafe { &mut *args };
         // SAFETY: The caller guarantees that `args.file` is valid.
         let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: The caller guarantees that `args.session` is valid during the call.
+        let session = unsafe { OutgoingSession::from_raw(args.session) };
         // SAFETY: `private_data` came from `into_foreign()` in `preserve` and is not released
         // before `unpreserve`.
         let private = unsafe { T::Private::borrow(args.private_data) };
-        match T::freeze(file, args.serialized_data, private) {
+        match T::freeze(&session, file, args.serialized_data, private) {
             Ok(data) => {
                 args.serialized_data = data;
                 0
@@ -669,18 +875,22 @@ impl<T: FileHandler> FileHandlerVTable<T> {
         let args = unsafe { &mut *args };
         // SAFETY: The caller guarantees that `args.file` is valid.
         let file = unsafe { File::from_raw_file(args.file) };
+        // SAFETY: The caller guarantees that `args.session` is valid during the call.
+        let session = unsafe { OutgoingSession::from_raw(args.session) };
         // SAFETY: As in `freeze`.
         let private = unsafe { T::Private::borrow(args.private_data) };
-        T::unfreeze(file, args.serialized_data, private);
+        T::unfreeze(&session, file, args.serialized_data, private);
     }
 
     /// # Safety
     ///
-    /// `args` must be valid.
+    /// `args` must be valid and name the valid incoming session of the file.
     unsafe extern "C" fn retrieve(args: *mut bindings::liveupdate_file_op_args) -> c_int {
         // SAFETY: The caller guarantees that `args` is valid.
         let args = unsafe { &mut *args };
-        match T::retrieve(args.serialized_data) {
+        // SAFETY: The caller guarantees that `args.session` is valid during the call.
+        let session = unsafe { IncomingSession::from_raw(args.session) };
+        match T::retrieve(&session, args.serialized_data) {
             Ok(file) => {
                 // The reference is handed over to the orchestrator.
                 args.file = ARef::into_raw(file).as_ptr().cast();
@@ -692,24 +902,31 @@ impl<T: FileHandler> FileHandlerVTable<T> {
 
     /// # Safety
     ///
-    /// `args` must be valid; `args.file` must be NULL or valid.
+    /// `args` must be valid and name the valid incoming session of the file; `args.file` must be
+    /// NULL or valid.
     unsafe extern "C" fn can_finish(args: *mut bindings::liveupdate_file_op_args) -> bool {
         // SAFETY: The caller guarantees that `args` is valid.
         let args = unsafe { &*args };
         // SAFETY: The caller guarantees that a non-NULL `args.file` is valid.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
-        T::can_finish(file, args.serialized_data, args.retrieve_status)
+        // SAFETY: The caller guarantees that `args.session` is valid during the call.
+        let session = unsafe { IncomingSession::from_raw(args.session) };
+        let status = RetrieveStatus::from_c(args.retrieve_status);
+        T::can_finish(&session, file, args.serialized_data, status)
     }
 
     /// # Safety
     ///
-    /// `args` must be valid; `args.file` must be NULL or valid.
+    /// As for [`Self::can_finish`].
     unsafe extern "C" fn finish(args: *mut bindings::liveupdate_file_op_args) {
         // SAFETY: The caller guarantees that `args` is valid.
         let args = unsafe { &*args };
         // SAFETY: The caller guarantees that a non-NULL `args.file` is valid.
         let file = (!args.file.is_null()).then(|| unsafe { File::from_raw_file(args.file) });
-        T::finish(file, args.serialized_data, args.retrieve_status);
+        // SAFETY: The caller guarantees that `args.session` is valid during the call.
+        let session = unsafe { IncomingSession::from_raw(args.session) };
+        let status = RetrieveStatus::from_c(args.retrieve_status);
+        T::finish(&session, file, args.serialized_data, status);
     }
 
     /// # Safety

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// The operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Op {
     /// Opening `/dev/liveupdate`.
     Open,
@@ -21,6 +22,8 @@ pub enum Op {
     Finish,
     /// `LIVEUPDATE_SESSION_GET_NAME`.
     GetName,
+    /// `LIVEUPDATE_SESSION_UNPRESERVE_FD`.
+    Unpreserve,
     /// Reading or writing a manifest of named fds.
     Manifest,
 }
@@ -54,6 +57,12 @@ pub enum ErrorKind {
     TokenNotFound,
     /// A file of the session is still in use, so the session cannot be finished yet.
     NotFinished,
+    /// Another preserved file of the session depends on this one (an iommufd on a memfd it
+    /// maps): unpreserve that file first.
+    DependedUpon,
+    /// The running kernel does not have this operation (Linux 7.3 has no
+    /// `LIVEUPDATE_SESSION_UNPRESERVE_FD`).
+    NotSupportedByKernel,
     /// The manifest of named fds is missing, malformed or of an unknown version.
     BadManifest,
     /// Any other error; see [`Error::errno`].
@@ -85,6 +94,12 @@ impl Error {
             (Op::Preserve, Errno::NOENT | Errno::OPNOTSUPP) => Unsupported,
             (Op::Retrieve, Errno::NOENT) => TokenNotFound,
             (Op::Finish, Errno::BUSY) => NotFinished,
+            (Op::Unpreserve, Errno::NOENT) => TokenNotFound,
+            (Op::Unpreserve, Errno::BUSY) => DependedUpon,
+            // The crate sends no reserved bytes and only outgoing sessions unpreserve, so
+            // EINVAL is a 7.3 kernel's unknown command; ENOTTY an unknown command of a kernel
+            // with the Rust core built before the ioctl existed.
+            (Op::Unpreserve, Errno::INVAL | Errno::NOTTY) => NotSupportedByKernel,
             _ => Other,
         };
         Self {
@@ -147,6 +162,8 @@ impl fmt::Display for Error {
             Unsupported => "no handler can preserve this file (only memfds are supported)",
             TokenNotFound => "no preserved file with this token in the session",
             NotFinished => "a file of the session is still in use; the session cannot finish yet",
+            DependedUpon => "another preserved file depends on this one; unpreserve it first",
+            NotSupportedByKernel => "the running kernel does not support this operation",
             BadManifest => "the manifest of named fds is missing or malformed",
             Other => "the kernel refused the request",
         };

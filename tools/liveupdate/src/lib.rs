@@ -187,6 +187,17 @@ impl OutgoingSession {
         ioctl::<{ sys::PRESERVE_FD }, _>(self.fd.as_fd(), Op::Preserve, &mut arg)
     }
 
+    /// Unpreserve the file preserved under `token`, before the kexec: the kernel releases it
+    /// as if the session had been closed, and the token can be used again.
+    ///
+    /// Fails with [`ErrorKind::DependedUpon`] while another preserved file depends on it, and
+    /// with [`ErrorKind::NotSupportedByKernel`] on a kernel without the operation.
+    pub fn unpreserve(&self, token: Token) -> Result<()> {
+        let mut arg = <sys::UnpreserveArg as sys::Arg>::new();
+        arg.token = token.0;
+        ioctl::<{ sys::UNPRESERVE_FD }, _>(self.fd.as_fd(), Op::Unpreserve, &mut arg)
+    }
+
     /// Give up the typed wrapper and keep the fd (e.g. to send it to a holder process).
     pub fn into_fd(self) -> OwnedFd {
         self.fd
@@ -281,6 +292,17 @@ mod tests {
         assert_eq!(k(Op::Open, Errno::BUSY), ErrorKind::Busy);
         assert_eq!(k(Op::Finish, Errno::BUSY), ErrorKind::NotFinished);
         assert_eq!(k(Op::Preserve, Errno::NOENT), ErrorKind::Unsupported);
+        assert_eq!(k(Op::Unpreserve, Errno::BUSY), ErrorKind::DependedUpon);
+        assert_eq!(k(Op::Unpreserve, Errno::NOENT), ErrorKind::TokenNotFound);
+        assert_eq!(
+            k(Op::Unpreserve, Errno::INVAL),
+            ErrorKind::NotSupportedByKernel
+        );
+        assert_eq!(
+            k(Op::Unpreserve, Errno::NOTTY),
+            ErrorKind::NotSupportedByKernel
+        );
+        assert_eq!(k(Op::Unpreserve, Errno::NOMEM), ErrorKind::Other);
         assert_eq!(k(Op::Retrieve, Errno::NOENT), ErrorKind::TokenNotFound);
         assert_eq!(
             k(Op::RetrieveSession, Errno::NOENT),

@@ -247,6 +247,20 @@ impl NamedSession {
         Ok(token)
     }
 
+    /// Unpreserve the fd named `name` (see [`OutgoingSession::unpreserve`]) and drop it from the
+    /// manifest; returns the token it had.
+    pub fn unpreserve(&mut self, name: &str) -> Result<Token> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| Error::new(Op::Unpreserve, ErrorKind::TokenNotFound, name))?;
+        let token = Token(self.entries[i].token);
+        self.session.unpreserve(token)?;
+        self.entries.remove(i);
+        Ok(token)
+    }
+
     /// Write, seal and preserve the manifest; returns the session to keep open.
     pub fn commit(self) -> Result<OutgoingSession> {
         let m = Manifest {

@@ -29,6 +29,8 @@ pub const RETRIEVE_FD: Opcode = opcode::none(IOCTL_TYPE, 0x41);
 pub const FINISH: Opcode = opcode::none(IOCTL_TYPE, 0x42);
 /// `LIVEUPDATE_SESSION_GET_NAME`.
 pub const GET_NAME: Opcode = opcode::none(IOCTL_TYPE, 0x43);
+/// `LIVEUPDATE_SESSION_UNPRESERVE_FD` (not in Linux 7.3, whose kernels fail it with `EINVAL`).
+pub const UNPRESERVE_FD: Opcode = opcode::none(IOCTL_TYPE, 0x44);
 
 /// `struct liveupdate_ioctl_create_session` and `struct liveupdate_ioctl_retrieve_session`
 /// (same layout).
@@ -67,11 +69,23 @@ pub struct GetNameArg {
     pub name: [u8; SESSION_NAME_LENGTH],
 }
 
+/// `struct liveupdate_session_unpreserve_fd`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UnpreserveArg {
+    pub size: u32,
+    pub reserved: u32,
+    /// `__aligned_u64`: 8-byte aligned on every architecture.
+    pub token: u64,
+}
+
 const _: () = assert!(std::mem::size_of::<SessionArg>() == 72);
 const _: () = assert!(std::mem::size_of::<FdArg>() == 16);
 const _: () = assert!(std::mem::align_of::<FdArg>() == 8);
 const _: () = assert!(std::mem::size_of::<FinishArg>() == 8);
 const _: () = assert!(std::mem::size_of::<GetNameArg>() == 72);
+const _: () = assert!(std::mem::size_of::<UnpreserveArg>() == 16);
+const _: () = assert!(std::mem::align_of::<UnpreserveArg>() == 8);
 
 /// A LUO argument struct: plain old data whose first field is `size`.
 ///
@@ -98,6 +112,7 @@ arg!(SessionArg, { fd: 0, name: [0; SESSION_NAME_LENGTH] });
 arg!(FdArg, { fd: 0, token: 0 });
 arg!(FinishArg, { reserved: 0 });
 arg!(GetNameArg, { reserved: 0, name: [0; SESSION_NAME_LENGTH] });
+arg!(UnpreserveArg, { reserved: 0, token: 0 });
 
 /// Issue LUO ioctl `OPCODE` on `fd` with `arg`, which the kernel reads and may update.
 ///

@@ -46,6 +46,12 @@ int main(void)
 	C(LIVEUPDATE_SESSION_RETRIEVE_FD)
 	C(LIVEUPDATE_SESSION_FINISH)
 	C(LIVEUPDATE_SESSION_GET_NAME)
+#ifdef LIVEUPDATE_SESSION_UNPRESERVE_FD
+	S(liveupdate_session_unpreserve_fd)
+	O(liveupdate_session_unpreserve_fd, reserved)
+	O(liveupdate_session_unpreserve_fd, token)
+	C(LIVEUPDATE_SESSION_UNPRESERVE_FD)
+#endif
 	printf("const NAME_LENGTH %u\n", (unsigned)LIVEUPDATE_SESSION_NAME_LENGTH);
 	return 0;
 }
@@ -233,6 +239,63 @@ fn layouts_match_the_header() {
     for (name, value) in cmds {
         assert_eq!(get("cmd", name), u64::from(*value), "{name}");
     }
+    // LIVEUPDATE_SESSION_UNPRESERVE_FD is not in Linux 7.3's header; compared where it is.
+    let unpreserve: &[(&str, &str, u64)] = &[
+        (
+            "size",
+            "liveupdate_session_unpreserve_fd",
+            size_of::<sys::UnpreserveArg>() as u64,
+        ),
+        (
+            "align",
+            "liveupdate_session_unpreserve_fd",
+            align_of::<sys::UnpreserveArg>() as u64,
+        ),
+        (
+            "offset",
+            "liveupdate_session_unpreserve_fd.reserved",
+            offset_of!(sys::UnpreserveArg, reserved) as u64,
+        ),
+        (
+            "offset",
+            "liveupdate_session_unpreserve_fd.token",
+            offset_of!(sys::UnpreserveArg, token) as u64,
+        ),
+        (
+            "cmd",
+            "LIVEUPDATE_SESSION_UNPRESERVE_FD",
+            u64::from(sys::UNPRESERVE_FD),
+        ),
+    ];
+    let has_unpreserve = c.iter().any(|(_, n, _)| n.contains("unpreserve"));
+    if has_unpreserve {
+        for (kind, name, value) in unpreserve {
+            assert_eq!(get(kind, name), *value, "{kind} of {name}");
+        }
+    } else {
+        eprintln!("the header has no LIVEUPDATE_SESSION_UNPRESERVE_FD (Linux 7.3): not compared");
+    }
     // Every line the probe printed was compared.
-    assert_eq!(c.len(), rust.len() + cmds.len());
+    let extra = if has_unpreserve { unpreserve.len() } else { 0 };
+    assert_eq!(c.len(), rust.len() + cmds.len() + extra);
+}
+
+/// The header of this tree (not the pristine one `lu test` may point the test above at) has
+/// `LIVEUPDATE_SESSION_UNPRESERVE_FD`, laid out as `sys::UnpreserveArg`.
+#[test]
+fn unpreserve_in_this_tree() {
+    let tree =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../include/uapi/linux/liveupdate.h");
+    let Ok(h) = std::fs::read_to_string(&tree) else {
+        eprintln!(
+            "{} not found: the crate is built outside the kernel tree",
+            tree.display()
+        );
+        return;
+    };
+    assert!(h.contains("LIVEUPDATE_CMD_SESSION_UNPRESERVE_FD = 0x44,"));
+    assert!(h.contains(
+        "struct liveupdate_session_unpreserve_fd {\n\t__u32\t\tsize;\n\t__u32\t\treserved;\n\t__aligned_u64\ttoken;\n};"
+    ));
+    assert_eq!(sys::UNPRESERVE_FD, 0xba44);
 }

@@ -52,6 +52,55 @@ fn sessions_and_names() {
     );
 }
 
+/// Whether the running kernel is this project's Rust one (`LOCALVERSION` `-lu-rust`): only it
+/// has `LIVEUPDATE_SESSION_UNPRESERVE_FD`; upstream's C (`-lu-c`) fails it with `EINVAL`.
+fn kernel_is_rust() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim_end()
+        .ends_with("-lu-rust")
+}
+
+#[test]
+#[ignore = "needs /dev/liveupdate: run by `lu test` in a VM"]
+fn unpreserve() {
+    let dev = Device::open().unwrap();
+    let a = dev.create_session("crate-u1").unwrap();
+    let b = dev.create_session("crate-u2").unwrap();
+    let m = memfd::create("m", 8192).unwrap();
+    a.preserve(&m, Token(1)).unwrap();
+    let r = a.unpreserve(Token(1));
+    if !kernel_is_rust() {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotSupportedByKernel);
+        assert_eq!(e.raw_os_error(), Some(22));
+        return;
+    }
+    r.unwrap();
+    // Unpreserved: the size is no longer frozen, the token and the memfd are free again.
+    rustix::fs::ftruncate(&m, 4096).unwrap();
+    let e = a.unpreserve(Token(1)).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.raw_os_error()),
+        (ErrorKind::TokenNotFound, Some(2))
+    );
+    b.preserve(&m, Token(1)).unwrap();
+    assert_eq!(kind(a.preserve(&m, Token(1))), ErrorKind::AlreadyPreserved);
+    b.unpreserve(Token(1)).unwrap();
+    a.preserve(&m, Token(1)).unwrap();
+    // Named: the fd leaves the session and the manifest.
+    let mut named = NamedSession::new(b);
+    let m2 = memfd::create("m2", 4096).unwrap();
+    let t = named.preserve("keep", &m2).unwrap();
+    let t2 = named
+        .preserve("drop", memfd::create("m3", 4096).unwrap())
+        .unwrap();
+    assert_eq!((t, t2), (Token(1), Token(2)));
+    assert_eq!(named.unpreserve("drop").unwrap(), Token(2));
+    assert_eq!(kind(named.unpreserve("drop")), ErrorKind::TokenNotFound);
+    named.commit().unwrap();
+}
+
 #[test]
 #[ignore = "needs /dev/liveupdate: run by `lu test` in a VM"]
 fn preserve_errors() {

@@ -15,12 +15,14 @@ const USAGE: &str = "\
 luoctl: operate Linux's Live Update Orchestrator (/dev/liveupdate)
 
 USAGE:
-  luoctl hold SESSION [--memfd NAME:SIZE]... [--seed N] [--daemon]
+  luoctl hold SESSION [--memfd NAME:SIZE]... [--unpreserve NAME]... [--seed N] [--daemon]
         Create session SESSION, create each memfd (SIZE in bytes or with K/M/G), fill it
         with the position-dependent pattern of --seed, preserve it by NAME (a manifest at
-        token 0 records the names), and keep the session open until killed. With --daemon
-        it detaches once everything is preserved, as a VMM agent's holder does, and the
-        session stays preserved across reboot(KEXEC).
+        token 0 records the names), and keep the session open until killed. With
+        --unpreserve, the memfd NAME is unpreserved again (LIVEUPDATE_SESSION_UNPRESERVE_FD)
+        once all are preserved, and left out of the manifest. With --daemon it detaches
+        once everything is preserved, as a VMM agent's holder does, and the session stays
+        preserved across reboot(KEXEC).
   luoctl verify SESSION [--seed N] [--finish]
         In the new kernel: retrieve SESSION, every memfd named in its manifest, and check
         every byte against the pattern. With --finish, finish the session afterwards.
@@ -44,6 +46,7 @@ struct Args {
     cmd: String,
     session: Option<String>,
     memfds: Vec<(String, u64)>,
+    unpreserve: Vec<String>,
     seed: u64,
     daemon: bool,
     finish: bool,
@@ -74,6 +77,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         cmd: String::new(),
         session: None,
         memfds: Vec::new(),
+        unpreserve: Vec::new(),
         seed: 1,
         daemon: false,
         finish: false,
@@ -106,6 +110,15 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                 }
                 named::check_name(name).map_err(|e| e.to_string())?;
                 a.memfds.push((name.into(), size));
+            }
+            "--unpreserve" => {
+                let v = val("a memfd NAME")?;
+                if !a.memfds.iter().any(|(n, _)| *n == v) {
+                    return Err(format!(
+                        "--unpreserve {v:?}: no --memfd of that name before it"
+                    ));
+                }
+                a.unpreserve.push(v);
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if a.cmd.is_empty() => a.cmd = s.into(),
@@ -200,12 +213,21 @@ fn cmd_hold(a: &Args) -> CmdResult {
         items.push(json!({"name": mname, "token": token.0, "bytes": size,
                           "fill_s": fill_s, "preserve_s": preserve_s}));
     }
+    let mut unpreserved = Vec::new();
+    for mname in &a.unpreserve {
+        let token = named.unpreserve(mname).map_err(|e| hint(&e))?;
+        unpreserved.push(json!({"name": mname, "token": token.0}));
+        items.retain(|i| i["name"] != json!(mname));
+    }
     let session = named.commit().map_err(|e| hint(&e))?;
     drop(dev);
     let mut r = Report::new("hold");
     r.set("session", json!(name));
     r.set("seed", json!(a.seed));
     r.set("memfds", Value::Array(items));
+    if !unpreserved.is_empty() {
+        r.set("unpreserved", Value::Array(unpreserved));
+    }
     r.set("state", json!("preserved; holding the session open"));
     r.print(a.json);
     if a.notify_stdout {
@@ -451,6 +473,10 @@ mod tests {
         assert!(args("hold s --memfd ram").is_err());
         assert!(args("hold s --memfd ram:7").is_err());
         assert!(args("hold s --bogus").is_err());
+        let a = args("hold s --memfd a:4K --memfd b:8K --unpreserve a").unwrap();
+        assert_eq!(a.unpreserve, vec!["a".to_string()]);
+        assert!(args("hold s --unpreserve a --memfd a:4K").is_err());
+        assert!(args("hold s --memfd a:4K --unpreserve").is_err());
         assert!(args("kho").is_ok());
     }
 }

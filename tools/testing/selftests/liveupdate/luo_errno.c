@@ -41,6 +41,20 @@
 
 #define NAME_LEN LIVEUPDATE_SESSION_NAME_LENGTH
 
+#ifndef LIVEUPDATE_SESSION_UNPRESERVE_FD
+/*
+ * Not in Linux 7.3's header, which this test may be built against: the
+ * layout of this tree's include/uapi/linux/liveupdate.h.
+ */
+struct liveupdate_session_unpreserve_fd {
+	__u32		size;
+	__u32		reserved;
+	__aligned_u64	token;
+};
+
+#define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
+#endif
+
 enum luo_expect {
 	LUO_EXPECT_UNSET,
 	LUO_EXPECT_UPSTREAM,
@@ -68,6 +82,11 @@ struct preserve_big {
 
 struct get_name_big {
 	struct liveupdate_session_get_name s;
+	__u8 tail[8];
+};
+
+struct unpreserve_big {
+	struct liveupdate_session_unpreserve_fd s;
 	__u8 tail[8];
 };
 
@@ -144,6 +163,31 @@ static int expected_unknown_nr(void)
 {
 	return luo_expect == LUO_EXPECT_FIXED ? -ENOTTY : -EINVAL;
 }
+
+static int unpreserve(int session, __u64 token)
+{
+	struct liveupdate_session_unpreserve_fd arg = {
+		.size = sizeof(arg),
+		.token = token,
+	};
+
+	return luo_ioctl(session, LIVEUPDATE_SESSION_UNPRESERVE_FD, &arg);
+}
+
+/*
+ * LIVEUPDATE_SESSION_UNPRESERVE_FD is not in Linux 7.3: upstream's kernel
+ * fails it as an unknown command (EINVAL); the Rust core ("fixed") has it.
+ */
+static int unpreserve_expect(int fixed)
+{
+	return luo_expect == LUO_EXPECT_FIXED ? fixed : -EINVAL;
+}
+
+#define NEED_EXPECT()							\
+	do {								\
+		if (luo_expect == LUO_EXPECT_UNSET)			\
+			SKIP(return, "no expectation: --expect=upstream|fixed or LUO_EXPECT"); \
+	} while (0)
 
 FIXTURE(luo) {
 	int dev;
@@ -601,6 +645,141 @@ TEST_F(luo, finish_outgoing)
 	close(session);
 }
 
+/*
+ * UNPRESERVE_FD takes one file back out of an outgoing session: the token and
+ * the file are free again, and the memfd's size is no longer frozen.
+ */
+TEST_F(luo, unpreserve_fd)
+{
+	int session, other, mfd;
+
+	NEED_EXPECT();
+	session = create_session(self->dev, "errno-unpreserve");
+	ASSERT_GE(session, 0);
+	other = create_session(self->dev, "errno-unpreserve-other");
+	ASSERT_GE(other, 0);
+	mfd = memfd_create("errno-unpreserve", 0);
+	ASSERT_GE(mfd, 0);
+	ASSERT_EQ(0, ftruncate(mfd, 8192));
+	ASSERT_EQ(0, preserve(session, mfd, 5));
+	EXPECT_EQ(-1, ftruncate(mfd, 4096));
+	EXPECT_EQ(unpreserve_expect(0), unpreserve(session, 5));
+	if (luo_expect == LUO_EXPECT_FIXED) {
+		EXPECT_EQ(0, ftruncate(mfd, 4096));
+		EXPECT_EQ(-ENOENT, unpreserve(session, 5));
+		/* The memfd can go into another session, the token is free. */
+		EXPECT_EQ(0, preserve(other, mfd, 5));
+		EXPECT_EQ(0, unpreserve(other, 5));
+		EXPECT_EQ(0, preserve(session, mfd, 5));
+	} else {
+		EXPECT_EQ(-EEXIST, preserve(session, mfd, 5));
+	}
+	close(mfd);
+	close(other);
+	close(session);
+}
+
+TEST_F(luo, unpreserve_fd_bad_token)
+{
+	int session, mfd;
+
+	NEED_EXPECT();
+	session = create_session(self->dev, "errno-unpreserve-token");
+	ASSERT_GE(session, 0);
+	EXPECT_EQ(unpreserve_expect(-ENOENT), unpreserve(session, 0));
+	mfd = memfd_create("errno-unpreserve-token", 0);
+	ASSERT_GE(mfd, 0);
+	ASSERT_EQ(0, preserve(session, mfd, 1));
+	EXPECT_EQ(unpreserve_expect(-ENOENT), unpreserve(session, 2));
+	EXPECT_EQ(unpreserve_expect(-ENOENT), unpreserve(session, ~0ULL));
+	/* Nothing changed: the file is still preserved under its token. */
+	EXPECT_EQ(-EEXIST, preserve(session, mfd, 1));
+	close(mfd);
+	close(session);
+}
+
+TEST_F(luo, unpreserve_fd_reserved)
+{
+	struct liveupdate_session_unpreserve_fd arg = { .size = sizeof(arg) };
+	int session, mfd;
+
+	NEED_EXPECT();
+	session = create_session(self->dev, "errno-unpreserve-reserved");
+	ASSERT_GE(session, 0);
+	mfd = memfd_create("errno-unpreserve-reserved", 0);
+	ASSERT_GE(mfd, 0);
+	ASSERT_EQ(0, preserve(session, mfd, 1));
+	arg.token = 1;
+	arg.reserved = 1;
+	EXPECT_EQ(-EINVAL, luo_ioctl(session, LIVEUPDATE_SESSION_UNPRESERVE_FD,
+				     &arg));
+	arg.reserved = 0x80000000;
+	EXPECT_EQ(-EINVAL, luo_ioctl(session, LIVEUPDATE_SESSION_UNPRESERVE_FD,
+				     &arg));
+	EXPECT_EQ(-EEXIST, preserve(session, mfd, 1));
+	close(mfd);
+	close(session);
+}
+
+TEST_F(luo, unpreserve_fd_size_rules)
+{
+	struct liveupdate_session_unpreserve_fd arg = { .token = 1 };
+	struct unpreserve_big big = { .s.size = sizeof(big), .s.token = 1 };
+	const __u32 sizes[] = { 0, 4, 8, sizeof(arg) - 1 };
+	int session, mfd;
+	unsigned int i;
+
+	NEED_EXPECT();
+	session = create_session(self->dev, "errno-unpreserve-size");
+	ASSERT_GE(session, 0);
+	mfd = memfd_create("errno-unpreserve-size", 0);
+	ASSERT_GE(mfd, 0);
+	ASSERT_EQ(0, preserve(session, mfd, 1));
+	for (i = 0; i < ARRAY_SIZE(sizes); i++) {
+		arg.size = sizes[i];
+		EXPECT_EQ(-EINVAL,
+			  luo_ioctl(session, LIVEUPDATE_SESSION_UNPRESERVE_FD,
+				    &arg))
+			TH_LOG("size %u", sizes[i]);
+	}
+	big.tail[7] = 1;
+	EXPECT_EQ(unpreserve_expect(-E2BIG),
+		  luo_ioctl(session, LIVEUPDATE_SESSION_UNPRESERVE_FD, &big));
+	/* Nothing changed so far. */
+	EXPECT_EQ(-EEXIST, preserve(session, mfd, 1));
+	big.tail[7] = 0;
+	EXPECT_EQ(unpreserve_expect(0),
+		  luo_ioctl(session, LIVEUPDATE_SESSION_UNPRESERVE_FD, &big));
+	close(mfd);
+	close(session);
+}
+
+/* A reply that cannot be written back fails the call before it unpreserves. */
+TEST_F(luo, unpreserve_fd_reply_fault)
+{
+	struct liveupdate_session_unpreserve_fd *arg;
+	int session, mfd;
+
+	NEED_EXPECT();
+	session = create_session(self->dev, "errno-unpreserve-fault");
+	ASSERT_GE(session, 0);
+	mfd = memfd_create("errno-unpreserve-fault", 0);
+	ASSERT_GE(mfd, 0);
+	ASSERT_EQ(0, preserve(session, mfd, 1));
+	arg = map_pages(1);
+	ASSERT_NE(NULL, arg);
+	arg->size = sizeof(*arg);
+	arg->token = 1;
+	ASSERT_EQ(0, mprotect(arg, page_size(), PROT_READ));
+	EXPECT_EQ(unpreserve_expect(-EFAULT),
+		  luo_ioctl(session, LIVEUPDATE_SESSION_UNPRESERVE_FD, arg));
+	EXPECT_EQ(-EEXIST, preserve(session, mfd, 1));
+	EXPECT_EQ(unpreserve_expect(0), unpreserve(session, 1));
+	munmap(arg, page_size());
+	close(mfd);
+	close(session);
+}
+
 TEST_F(luo, get_name_reserved)
 {
 	struct liveupdate_session_get_name arg = { .size = sizeof(arg) };
@@ -849,7 +1028,7 @@ TEST_F(luo, deviation_unknown_nr_session)
 {
 	struct liveupdate_session_get_name arg = { .size = sizeof(arg) };
 	const unsigned long cmds[] = {
-		_IO(LIVEUPDATE_IOCTL_TYPE, 0x44),
+		_IO(LIVEUPDATE_IOCTL_TYPE, 0x45),
 		_IO(LIVEUPDATE_IOCTL_TYPE, 0x3f),
 		_IO(LIVEUPDATE_IOCTL_TYPE, 0x80),
 		LIVEUPDATE_IOCTL_CREATE_SESSION,
