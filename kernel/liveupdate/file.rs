@@ -1103,6 +1103,21 @@ mod tests {
         })
     }
 
+    /// The kernel crate's query (`FileHandlerRegistration::incoming_files`) of a handler that
+    /// has no incoming files: none, and nothing retrieved.
+    #[test]
+    fn incoming_files_none() -> Result {
+        with_handler(|| {
+            let reg = KBox::pin_init(
+                FileHandlerRegistration::<DepHandler>::register(),
+                GFP_KERNEL,
+            )?;
+            assert_eq!(reg.incoming_files()?.count(), 0);
+            assert!(events()?.is_empty());
+            Ok(())
+        })
+    }
+
     const FLB_PRESERVE: u64 = 7;
     const FLB_UNPRESERVE: u64 = 8;
     const FLB_RETRIEVE: u64 = 9;

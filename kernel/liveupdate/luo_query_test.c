@@ -30,6 +30,8 @@
 #include <linux/moduleparam.h>
 #include <linux/slab.h>
 
+#define LUO_QUERY_TEST_COMPATIBLE "luo-query-test-v1"
+
 static bool enable;
 module_param(enable, bool, 0444);
 MODULE_PARM_DESC(enable, "Register the test handler and report its incoming files");
@@ -83,7 +85,7 @@ static const struct liveupdate_file_ops luo_query_test_ops = {
 
 static struct liveupdate_file_handler luo_query_test_handler = {
 	.ops = &luo_query_test_ops,
-	.compatible = "luo-query-test-v1",
+	.compatible = LUO_QUERY_TEST_COMPATIBLE,
 };
 
 static void __init luo_query_test_report(void)

@@ -80,28 +80,54 @@ impl FlbObject {
     }
 }
 
-/// An outgoing session, as a file handler's callback sees it (`struct liveupdate_session`).
+/// The direction of a [`Session`]: [`Outgoing`] or [`Incoming`].
+pub trait Direction: private::Sealed {}
+
+/// A session being prepared for the next kernel.
+pub enum Outgoing {}
+
+/// A session handed over by the previous kernel.
+pub enum Incoming {}
+
+impl Direction for Outgoing {}
+impl Direction for Incoming {}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for super::Outgoing {}
+    impl Sealed for super::Incoming {}
+}
+
+/// The session a file handler's callback runs for (`struct liveupdate_session`).
 ///
-/// The orchestrator passes one to every callback on an outgoing file (`preserve`, `unpreserve`,
-/// `freeze`, `unfreeze`): the session the file is preserved in. It is valid for the duration of
-/// the callback only, which the lifetime `'a` expresses. The orchestrator holds the session's
-/// lock across the callback, so the lookups below take no lock and may be called from it.
+/// The orchestrator passes one to every callback but `can_preserve` and `get_id`: an
+/// [`OutgoingSession`] to those on an outgoing file (`preserve`, `unpreserve`, `freeze`,
+/// `unfreeze`), an [`IncomingSession`] to those on an incoming one (`retrieve`, `can_finish`,
+/// `finish`). It is valid for the duration of the callback only, which the lifetime `'a`
+/// expresses. The orchestrator holds the session's lock across the callback, so the lookups take
+/// no lock and may be called from it.
 ///
 /// # Invariants
 ///
-/// `ptr` is a session the orchestrator passed to a callback that runs for at least `'a`.
-#[derive(Clone, Copy)]
-pub struct OutgoingSession<'a> {
+/// `ptr` is a session of direction `D` that the orchestrator passed to a callback that runs for
+/// at least `'a`.
+pub struct Session<'a, D: Direction> {
     ptr: *mut bindings::liveupdate_session,
-    _callback: PhantomData<&'a ()>,
+    _callback: PhantomData<(&'a (), D)>,
 }
 
-impl OutgoingSession<'_> {
+/// The session of an outgoing file.
+pub type OutgoingSession<'a> = Session<'a, Outgoing>;
+
+/// The session of an incoming file.
+pub type IncomingSession<'a> = Session<'a, Incoming>;
+
+impl<D: Direction> Session<'_, D> {
     /// Creates a reference to the session the orchestrator passed to a callback.
     ///
     /// # Safety
     ///
-    /// `ptr` must be the session of an outgoing file handed to a callback that runs for at least
+    /// `ptr` must be the session, of direction `D`, handed to a callback that runs for at least
     /// the returned value's lifetime.
     pub unsafe fn from_raw(ptr: *mut bindings::liveupdate_session) -> Self {
         // INVARIANT: The caller guarantees that `ptr` is valid for the lifetime.
@@ -115,7 +141,9 @@ impl OutgoingSession<'_> {
     pub fn as_raw(&self) -> *mut bindings::liveupdate_session {
         self.ptr
     }
+}
 
+impl Session<'_, Outgoing> {
     /// Returns the token under which `file` is preserved in this session.
     ///
     /// Fails with [`ENOENT`] if `file` is not preserved in this session (not yet, or in another
@@ -136,40 +164,7 @@ impl OutgoingSession<'_> {
     }
 }
 
-/// An incoming session, as a file handler's callback sees it (`struct liveupdate_session`).
-///
-/// The orchestrator passes one to every callback on an incoming file (`retrieve`, `can_finish`,
-/// `finish`), valid for the duration of the callback only, with the session's lock held.
-///
-/// # Invariants
-///
-/// `ptr` is a session the orchestrator passed to a callback that runs for at least `'a`.
-#[derive(Clone, Copy)]
-pub struct IncomingSession<'a> {
-    ptr: *mut bindings::liveupdate_session,
-    _callback: PhantomData<&'a ()>,
-}
-
-impl IncomingSession<'_> {
-    /// Creates a reference to the session the orchestrator passed to a callback.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be the session of an incoming file handed to a callback that runs for at least
-    /// the returned value's lifetime.
-    pub unsafe fn from_raw(ptr: *mut bindings::liveupdate_session) -> Self {
-        // INVARIANT: The caller guarantees that `ptr` is valid for the lifetime.
-        Self {
-            ptr,
-            _callback: PhantomData,
-        }
-    }
-
-    /// Returns the session as the C API names it.
-    pub fn as_raw(&self) -> *mut bindings::liveupdate_session {
-        self.ptr
-    }
-
+impl Session<'_, Incoming> {
     /// Returns the file preserved under `token` in this session.
     ///
     /// From `retrieve`, a file not retrieved yet is retrieved now, with the rules of
@@ -190,6 +185,37 @@ impl IncomingSession<'_> {
         let file = unsafe { File::from_raw_file(file.as_ptr()) };
         // The C API hands out no reference of its own: take one.
         Ok(ARef::from(file))
+    }
+}
+
+/// An incoming file of a handler, as the boot-time query reports it
+/// ([`FileHandlerRegistration::incoming_files`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncomingFile {
+    session: [u8; crate::liveupdate::SESSION_NAME_LENGTH],
+    token: u64,
+    data: u64,
+}
+
+impl IncomingFile {
+    /// Returns the name of the file's session, without its NUL.
+    pub fn session_name(&self) -> &[u8] {
+        let len = self
+            .session
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.session.len());
+        self.session.get(..len).unwrap_or(&[])
+    }
+
+    /// Returns the file's token in its session.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Returns the handler's serialized data handle, as its `retrieve` will get it.
+    pub fn data(&self) -> u64 {
+        self.data
     }
 }
 
@@ -749,6 +775,39 @@ impl<T: FileHandler> FileHandlerRegistration<T> {
             }),
             _t: PhantomData,
         })
+    }
+}
+
+impl<T: FileHandler> FileHandlerRegistration<T> {
+    /// Returns the handler's incoming files that are not finished: their session, token and data
+    /// handle, without retrieving anything (`liveupdate_fd_data_query()`).
+    ///
+    /// For a subsystem that must act at boot, before userspace retrieves its files; works from an
+    /// initcall. Must not be called from one of the handler's callbacks, and blocks once the
+    /// reboot into the next kernel has serialized the sessions.
+    pub fn incoming_files(&self) -> Result<impl Iterator<Item = IncomingFile>> {
+        let fh = self.inner.get();
+        let mut count: c_long = 0;
+        // SAFETY: The handler is registered; `count` is valid and 0, so `fds` may be NULL.
+        let r = unsafe { bindings::liveupdate_fd_data_query(fh, null_mut(), &mut count) };
+        let mut fds = KVec::new();
+        // More files cannot appear: the incoming files are only ever finished.
+        if r == ENOSPC.to_errno() {
+            let n = usize::try_from(count).map_err(|_| EINVAL)?;
+            fds = KVec::from_elem(pin_init::zeroed::<bindings::liveupdate_fd>(), n, GFP_KERNEL)?;
+            // SAFETY: The handler is registered; `fds` has room for `count` entries.
+            to_result(unsafe {
+                bindings::liveupdate_fd_data_query(fh, fds.as_mut_ptr(), &mut count)
+            })?;
+            fds.truncate(usize::try_from(count).map_err(|_| EINVAL)?);
+        } else {
+            to_result(r)?;
+        }
+        Ok(fds.into_iter().map(|fd| IncomingFile {
+            session: fd.session.map(|c| u8::from_ne_bytes(c.to_ne_bytes())),
+            token: fd.token,
+            data: fd.data,
+        }))
     }
 }
 

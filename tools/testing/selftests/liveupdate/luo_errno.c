@@ -183,12 +183,6 @@ static int unpreserve_expect(int fixed)
 	return luo_expect == LUO_EXPECT_FIXED ? fixed : -EINVAL;
 }
 
-#define NEED_EXPECT()							\
-	do {								\
-		if (luo_expect == LUO_EXPECT_UNSET)			\
-			SKIP(return, "no expectation: --expect=upstream|fixed or LUO_EXPECT"); \
-	} while (0)
-
 FIXTURE(luo) {
 	int dev;
 };
@@ -653,7 +647,8 @@ TEST_F(luo, unpreserve_fd)
 {
 	int session, other, mfd;
 
-	NEED_EXPECT();
+	if (luo_expect == LUO_EXPECT_UNSET)
+		SKIP(return, "no expectation: --expect=upstream|fixed or LUO_EXPECT");
 	session = create_session(self->dev, "errno-unpreserve");
 	ASSERT_GE(session, 0);
 	other = create_session(self->dev, "errno-unpreserve-other");
@@ -683,7 +678,8 @@ TEST_F(luo, unpreserve_fd_bad_token)
 {
 	int session, mfd;
 
-	NEED_EXPECT();
+	if (luo_expect == LUO_EXPECT_UNSET)
+		SKIP(return, "no expectation: --expect=upstream|fixed or LUO_EXPECT");
 	session = create_session(self->dev, "errno-unpreserve-token");
 	ASSERT_GE(session, 0);
 	EXPECT_EQ(unpreserve_expect(-ENOENT), unpreserve(session, 0));
@@ -703,7 +699,8 @@ TEST_F(luo, unpreserve_fd_reserved)
 	struct liveupdate_session_unpreserve_fd arg = { .size = sizeof(arg) };
 	int session, mfd;
 
-	NEED_EXPECT();
+	if (luo_expect == LUO_EXPECT_UNSET)
+		SKIP(return, "no expectation: --expect=upstream|fixed or LUO_EXPECT");
 	session = create_session(self->dev, "errno-unpreserve-reserved");
 	ASSERT_GE(session, 0);
 	mfd = memfd_create("errno-unpreserve-reserved", 0);
@@ -729,7 +726,8 @@ TEST_F(luo, unpreserve_fd_size_rules)
 	int session, mfd;
 	unsigned int i;
 
-	NEED_EXPECT();
+	if (luo_expect == LUO_EXPECT_UNSET)
+		SKIP(return, "no expectation: --expect=upstream|fixed or LUO_EXPECT");
 	session = create_session(self->dev, "errno-unpreserve-size");
 	ASSERT_GE(session, 0);
 	mfd = memfd_create("errno-unpreserve-size", 0);
@@ -760,7 +758,8 @@ TEST_F(luo, unpreserve_fd_reply_fault)
 	struct liveupdate_session_unpreserve_fd *arg;
 	int session, mfd;
 
-	NEED_EXPECT();
+	if (luo_expect == LUO_EXPECT_UNSET)
+		SKIP(return, "no expectation: --expect=upstream|fixed or LUO_EXPECT");
 	session = create_session(self->dev, "errno-unpreserve-fault");
 	ASSERT_GE(session, 0);
 	mfd = memfd_create("errno-unpreserve-fault", 0);
