@@ -134,13 +134,16 @@ def qemu_plan(installed, served=None):
       from the suite it was built for. A piece is never upgraded, downgraded
       or removed (bookworm's 7.2 cannot be installed beside a newer
       qemu-utils: it Breaks qemu-system-common << 8.0), and pieces of two
-      versions, or of a suite lu does not know, stop with what to do.
+      source versions, or of a suite lu does not know, stop with what to do.
+      Pieces of one source version may differ by a binNMU suffix (bookworm's
+      arch-specific packages are "+b3", qemu-system-data is not): the missing
+      (arch-specific) packages get the highest of them.
     """
     missing = [p for p in QEMU_PACKAGES if p not in installed]
     if not missing:
         return QemuPlan(None, None, [], "installed: " + _pieces(installed))
-    versions = sorted(set(installed.values()))
-    if not versions:
+    sources = sorted({_source_version(v) for v in installed.values()})
+    if not sources:
         if served is not None and QEMU_VERSION not in served:
             if not served:
                 raise HarnessError(f"QEMU is not in {QEMU_SUITE} any more: install "
@@ -151,39 +154,58 @@ def qemu_plan(installed, served=None):
                             f"served by {QEMU_SUITE}", pinned=False)
         return QemuPlan(QEMU_SUITE, QEMU_VERSION, missing,
                         f"no QEMU installed: the pinned version from {QEMU_SUITE}")
-    if len(versions) > 1:
+    if len(sources) > 1:
         raise HarnessError(
             "installed QEMU packages have different versions (" + _pieces(installed) +
             "): install " + " ".join(missing) + " by hand at one of them")
-    version = versions[0]
+    version = sorted(installed.values(), key=_debver_key)[-1]
     suite = _suite_of(version)
     if suite is None:
         raise HarnessError(
             f"installed QEMU ({_pieces(installed)}) comes from a suite lu does not know: "
             "install " + " ".join(missing) + f" by hand at {version}")
-    if served is not None and suite == QEMU_SUITE and version not in served:
+    if served is not None and version not in served:
         raise HarnessError(
-            f"installed QEMU ({_pieces(installed)}) is no longer served by {QEMU_SUITE}: "
+            f"installed QEMU ({_pieces(installed)}) is no longer served by {suite}: "
             "install " + " ".join(missing) + f" by hand at {version}")
     return QemuPlan(suite, version, missing,
                     f"the installed {_pieces(installed)} come from {suite}",
                     pinned=version == QEMU_VERSION)
 
 
+def _source_version(version):
+    """A binary package's version without its binNMU suffix ("+b3")."""
+    return re.sub(r"\+b\d+$", "", version)
+
+
 def _pieces(installed):
     return ", ".join(f"{p} {v}" for p, v in sorted(installed.items()))
 
 
-def installed_qemu():
-    """Every installed binary package built from source qemu, with its version."""
-    out = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Package} ${Version} ${source:Package} ${db:Status-Abbrev}\n"],
-        capture_output=True, text=True).stdout
-    found = {}
-    for line in out.splitlines():
+def installed_qemu(dpkg_output=None):
+    """Every installed binary package built from source qemu, with its version.
+
+    A package counts when dpkg says it is installed (`ii`, or held: `hi`); one
+    half-installed or half-configured stops lu, which would otherwise pick a
+    version for it.
+    """
+    if dpkg_output is None:
+        dpkg_output = subprocess.run(
+            ["dpkg-query", "-W",
+             "-f=${Package} ${Version} ${source:Package} ${db:Status-Abbrev}\n"],
+            capture_output=True, text=True).stdout
+    found, broken = {}, []
+    for line in dpkg_output.splitlines():
         f = line.split()
-        if len(f) >= 4 and f[2] == "qemu" and f[3].startswith("ii"):
+        if len(f) < 4 or f[2] != "qemu":
+            continue
+        if f[3][1:2] == "i":
             found[f[0]] = f[1]
+        elif f[3][1:2] in ("U", "F", "H", "W", "t"):
+            broken.append(f"{f[0]} ({f[3]})")
+    if broken:
+        raise HarnessError("QEMU packages are half-installed: " + ", ".join(broken) +
+                           "; run dpkg --configure -a (as root) first")
     return found
 
 
@@ -203,15 +225,18 @@ def _qemu_apt_opts():
     ]
 
 
-def qemu_preferences(version):
-    """The private preferences: QEMU at version, its firmware from QEMU_SUITE.
+def qemu_preferences(plan):
+    """The private preferences: QEMU at the plan's version (binNMU suffixes
+    included), and for QEMU_SUITE its firmware from QEMU_SUITE.
 
     Priority 990 (< 1000) never downgrades an installed package.
     """
-    text = (f"Package: src:qemu\nPin: version {version}\nPin-Priority: 990\n")
-    for src in QEMU_SUITE_SOURCES:
-        text += (f"\nPackage: src:{src}\nPin: release n={QEMU_SUITE}\n"
-                 "Pin-Priority: 990\n")
+    text = (f"Package: src:qemu\nPin: version {_source_version(plan.version)}*\n"
+            "Pin-Priority: 990\n")
+    if plan.suite == QEMU_SUITE:
+        for src in QEMU_SUITE_SOURCES:
+            text += (f"\nPackage: src:{src}\nPin: release n={QEMU_SUITE}\n"
+                     "Pin-Priority: 990\n")
     return text
 
 
@@ -243,15 +268,13 @@ def ensure_qemu():
             f"missing packages: {' '.join(plan.packages)} ({plan.reason}); install "
             f"them at {plan.version} from {plan.suite}")
     log = LOGS / "apt-qemu.log"
-    opts = []
-    if plan.suite == QEMU_SUITE:
-        _qemu_apt_setup()
-        served = _versions(_qemu_apt_opts(), "qemu-system-x86", QEMU_SUITE)
-        plan = qemu_plan(installed, served)
-        (QEMU_APT_DIR / "preferences.d" / "lu-qemu.pref").write_text(
-            qemu_preferences(plan.version))
-        opts = _qemu_apt_opts()
-    if not plan.pinned:
+    # The private configuration for either suite: fresh lists, and the
+    # version pin that keeps every QEMU piece at one version.
+    _qemu_apt_setup()
+    opts = _qemu_apt_opts()
+    plan = qemu_plan(installed, _versions(opts, "qemu-system-x86", plan.suite))
+    (QEMU_APT_DIR / "preferences.d" / "lu-qemu.pref").write_text(qemu_preferences(plan))
+    if not plan.pinned and plan.suite == QEMU_SUITE:
         banner = "!" * 72
         print(f"{banner}\n!! QEMU {plan.version} from {plan.suite} ({plan.reason}),\n"
               f"!! not the pinned {QEMU_VERSION}: timings are not comparable.\n{banner}",
@@ -271,10 +294,11 @@ def ensure_qemu():
 
 
 def _versions(opts, pkg, suite):
-    """The versions of pkg that suite serves, as the given apt configuration sees it."""
-    p = run(["apt-cache"] + opts + ["madison", pkg], check=False)
+    """The versions of pkg that suite (or, for "bookworm", its updates and
+    security suites) serves, as the given apt configuration sees it."""
+    p = run(["apt-cache"] + opts + ["madison", pkg])
     return [f[1].strip() for f in (line.split("|") for line in p.stdout.splitlines())
-            if len(f) > 2 and f" {suite}/" in f[2]]
+            if len(f) > 2 and re.search(rf" {re.escape(suite)}(-updates|-security)?/", f[2])]
 
 
 def _apt_opts():

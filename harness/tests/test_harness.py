@@ -47,11 +47,17 @@ class QemuSourceTest(unittest.TestCase):
             toolchain.qemu_plan({"qemu-utils": other}, served=[self.BPO])
 
     def test_stock_bookworm_qemu_stays_stock(self):
-        plan = toolchain.qemu_plan({"qemu-utils": self.STOCK, "qemu-system-x86": self.STOCK})
+        # As bookworm ships it: the arch-specific packages are a binNMU ("+b3"),
+        # qemu-system-data (arch all) is not; the missing one gets "+b3".
+        stock = {"qemu-system-x86": self.STOCK, "qemu-system-common": self.STOCK,
+                 "qemu-system-data": "1:7.2+dfsg-7+deb12u18", "qemu-utils": self.STOCK}
+        plan = toolchain.qemu_plan(stock, served=[self.STOCK, "1:7.2+dfsg-7+deb12u15"])
         self.assertEqual((plan.suite, plan.version, plan.packages),
                          ("bookworm", self.STOCK, ["qemu-system-arm"]))
         self.assertEqual(toolchain.qemu_plan({"qemu-utils": "1:7.2+dfsg-7+deb12u15"}).suite,
                          "bookworm")
+        with self.assertRaisesRegex(HarnessError, "no longer served by bookworm"):
+            toolchain.qemu_plan(stock, served=["1:7.2+dfsg-7+deb12u19+b1"])
 
     def test_all_present_installs_nothing(self):
         for v in (self.BPO, self.STOCK, "1:11.1.3+ds-1"):
@@ -74,17 +80,70 @@ class QemuSourceTest(unittest.TestCase):
             toolchain.qemu_plan({"qemu-utils": "1:8.2.2+ds-0ubuntu1"})
 
     def test_preferences_pin_qemu_and_its_firmware(self):
-        text = toolchain.qemu_preferences(self.BPO)
+        text = toolchain.qemu_preferences(toolchain.qemu_plan({}))
         self.assertEqual(text,
-                         f"Package: src:qemu\nPin: version {self.BPO}\nPin-Priority: 990\n"
+                         f"Package: src:qemu\nPin: version {self.BPO}*\nPin-Priority: 990\n"
                          "\nPackage: src:seabios\nPin: release n=bookworm-backports\n"
+                         "Pin-Priority: 990\n")
+        stock = toolchain.qemu_plan({"qemu-system-x86": self.STOCK})
+        self.assertEqual(toolchain.qemu_preferences(stock),
+                         "Package: src:qemu\nPin: version 1:7.2+dfsg-7+deb12u18*\n"
                          "Pin-Priority: 990\n")
 
     def test_private_apt_leaves_the_system_alone(self):
-        opts = " ".join(toolchain._qemu_apt_opts())
-        self.assertIn(f"Dir::State::Lists={toolchain.QEMU_APT_DIR}/lists", opts)
-        self.assertIn(f"Dir::Etc::sourceparts={toolchain.QEMU_APT_DIR}/sources.list.d", opts)
-        self.assertNotIn("/etc/apt", opts)
+        d = toolchain.QEMU_APT_DIR
+        self.assertEqual(toolchain._qemu_apt_opts(), [
+            "-o", f"Dir::Etc::sourceparts={d}/sources.list.d",
+            "-o", f"Dir::Etc::preferencesparts={d}/preferences.d",
+            "-o", f"Dir::State::Lists={d}/lists",
+            "-o", f"Dir::Cache={d}/cache",
+            "-o", "Acquire::Languages=none",
+            "-o", "APT::Sandbox::User=root",
+        ])
+
+    def test_dpkg_states(self):
+        out = ("qemu-utils 1:10.0.2+ds-2+deb13u1~bpo12+1 qemu ii \n"
+               "qemu-system-x86 1:10.0.2+ds-2+deb13u1~bpo12+1 qemu hi \n"
+               "qemu-system-arm 1:7.2+dfsg-7 qemu rc \n"
+               "seabios 1.16.2-1 seabios ii \n"
+               "qemu-guest-agent 1:7.2+dfsg-7 qemu un \n")
+        self.assertEqual(toolchain.installed_qemu(out), {
+            "qemu-utils": self.BPO, "qemu-system-x86": self.BPO})
+        with self.assertRaisesRegex(HarnessError, "half-installed: qemu-system-arm \\(iU\\)"):
+            toolchain.installed_qemu("qemu-system-arm 1:7.2+dfsg-7 qemu iU \n")
+
+    def test_install_command(self):
+        from unittest import mock
+        calls = []
+
+        def fake_run(cmd, **kw):
+            calls.append([str(c) for c in cmd])
+            return mock.Mock(stdout="")
+
+        with mock.patch.object(toolchain, "installed_qemu",
+                               side_effect=[{"qemu-utils": self.BPO},
+                                            {"qemu-utils": self.BPO,
+                                             "qemu-system-x86": self.BPO,
+                                             "qemu-system-arm": self.BPO}]), \
+                mock.patch.object(toolchain.os, "geteuid", return_value=0), \
+                mock.patch.object(toolchain, "_qemu_apt_setup"), \
+                mock.patch.object(toolchain, "_versions", return_value=[self.BPO]), \
+                mock.patch.object(toolchain, "run", side_effect=fake_run), \
+                mock.patch.object(toolchain.Path, "write_text") as wrote, \
+                mock.patch.object(toolchain, "stage"):
+            plan = toolchain.ensure_qemu()
+        self.assertEqual(plan.version, self.BPO)
+        self.assertEqual(calls, [["apt-get"] + toolchain._qemu_apt_opts() + [
+            "install", "-y", "-q", "--no-install-recommends", "--no-remove",
+            f"qemu-system-x86={self.BPO}", f"qemu-system-arm={self.BPO}"]])
+        wrote.assert_called_once_with(toolchain.qemu_preferences(plan))
+
+    def test_every_package_check_ends_with_qemu(self):
+        from unittest import mock
+        with mock.patch.object(toolchain, "missing_packages", return_value=[]), \
+                mock.patch.object(toolchain, "ensure_qemu") as q:
+            toolchain.ensure_packages()
+        q.assert_called_once_with()
 
 
 class KconfigTest(unittest.TestCase):

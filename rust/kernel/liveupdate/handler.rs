@@ -170,7 +170,8 @@ impl Session<'_, Incoming> {
     /// From `retrieve`, a file not retrieved yet is retrieved now, with the rules of
     /// `LIVEUPDATE_SESSION_RETRIEVE_FD`: a later `RETRIEVE_FD` of `token` hands out the same file,
     /// and a failed retrieve is final (its error is returned again). From `can_finish` and
-    /// `finish` only files already retrieved are returned ([`EBUSY`] otherwise). Fails with
+    /// `finish` only files already retrieved are returned (the sticky error of a failed
+    /// retrieve, [`EBUSY`] for a file not retrieved). Fails with
     /// [`ENOENT`] if the session has no file `token`, and with [`EDEADLK`] if retrieving it
     /// needs the file being retrieved (a cycle).
     // Inline: generated where it is used, in the orchestrator's crate and the handlers'.
@@ -659,7 +660,9 @@ impl Flb {
 ///
 /// The orchestrator calls it like any handler of the C API, with the same ordering rules:
 /// [`FileHandler::can_preserve`] is asked in registration order and the first handler that
-/// accepts a file preserves it; `unpreserve` and `finish` run last-preserved first; `freeze` runs
+/// accepts a file preserves it; `unpreserve` (when a session is closed) and `finish` run
+/// last-preserved first, and `LIVEUPDATE_SESSION_UNPRESERVE_FD` unpreserves one file that no
+/// other file depends on; `freeze` runs
 /// first-preserved first at reboot, and `unfreeze` undoes it in reverse if the reboot is
 /// aborted; `retrieve` runs in any order, once per file.
 ///
