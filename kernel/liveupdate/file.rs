@@ -61,8 +61,8 @@ pub(crate) struct LuoFile {
     handler: Handler,
     /// The file: the preserved one, or the retrieved one once retrieved.
     file: OnceCell<ARef<File>>,
-    /// The handler's handle to the file's serialized state.
-    data: u64,
+    /// The handler's handle to the file's serialized state (`freeze` may replace it).
+    data: Cell<u64>,
     private: HandlerPrivate,
     token: u64,
     /// What became of the retrieve of an incoming file; sticky once decided.
@@ -80,6 +80,16 @@ impl LuoFile {
 
     fn depends_on(&self, token: u64) -> bool {
         self.deps.contains(&token)
+    }
+
+    /// Returns the outcome of an earlier retrieve: the file, its sticky error, or `None` if the
+    /// file was not retrieved.
+    fn retrieved(&self) -> Option<Result<ARef<File>>> {
+        match self.status.get() {
+            RetrieveStatus::Failed(e) => Some(Err(e)),
+            RetrieveStatus::Retrieved => Some(self.file.get().cloned().ok_or(EINVAL)),
+            RetrieveStatus::NotRetrieved => None,
+        }
     }
 }
 
@@ -176,11 +186,7 @@ impl<'a> Lookup<'a> {
             Some(ids) => retrieve_in(self.files, ids, token),
             None => {
                 let f = self.files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
-                match (f.status.get(), f.file.get()) {
-                    (RetrieveStatus::Retrieved, Some(file)) => Ok(file.clone()),
-                    (RetrieveStatus::Failed(e), _) => Err(e),
-                    _ => Err(EBUSY),
-                }
+                f.retrieved().unwrap_or(Err(EBUSY))
             }
         }
     }
@@ -196,17 +202,15 @@ impl<'a> Lookup<'a> {
 /// [`FileSet::retrieve`], so that no nested retrieve allocates).
 fn retrieve_in(files: &[LuoFile], ids: &RefCell<KVec<usize>>, token: u64) -> Result<ARef<File>> {
     let f = files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
-    match f.status.get() {
-        RetrieveStatus::Failed(e) => return Err(e),
-        RetrieveStatus::Retrieved => return f.file.get().cloned().ok_or(EINVAL),
-        RetrieveStatus::NotRetrieved => {}
+    if let Some(r) = f.retrieved() {
+        return r;
     }
     if f.retrieving.get() {
         return Err(EDEADLK);
     }
     f.retrieving.set(true);
     let lookup = Lookup::incoming(files, Some(ids));
-    let r = f.handler.retrieve(&lookup.incoming_session(), f.data);
+    let r = f.handler.retrieve(&lookup.incoming_session(), f.data.get());
     f.retrieving.set(false);
     let file = match r {
         Ok(file) => file,
@@ -308,7 +312,7 @@ impl FileSet {
             let _ = self.files.push_within_capacity(LuoFile {
                 handler,
                 file: OnceCell::from(file),
-                data,
+                data: Cell::new(data),
                 private,
                 token,
                 status: Cell::new(RetrieveStatus::NotRetrieved),
@@ -323,10 +327,11 @@ impl FileSet {
         r
     }
 
-    /// Checks that the file preserved under `token` can be unpreserved now: returns its index.
+    /// Unpreserves the file preserved under `token`.
     ///
-    /// Fails with [`ENOENT`] if there is none and with [`EBUSY`] if another file depends on it.
-    pub(crate) fn check_unpreserve(&self, token: u64) -> Result<usize> {
+    /// Fails, changing nothing, with [`ENOENT`] if there is none and with [`EBUSY`] if another
+    /// file depends on it.
+    pub(crate) fn unpreserve(&mut self, preserved: &mut KVec<usize>, token: u64) -> Result {
         let i = self
             .files
             .iter()
@@ -335,12 +340,6 @@ impl FileSet {
         if self.files.iter().any(|f| f.depends_on(token)) {
             return Err(EBUSY);
         }
-        Ok(i)
-    }
-
-    /// Unpreserves the file preserved under `token`, if [`FileSet::check_unpreserve`] agrees.
-    pub(crate) fn unpreserve(&mut self, preserved: &mut KVec<usize>, token: u64) -> Result {
-        let i = self.check_unpreserve(token)?;
         let f = self.files.remove(i).map_err(|_| EINVAL)?;
         self.unpreserve_removed(preserved, f);
         self.blocks.shrink(self.files.len());
@@ -352,7 +351,7 @@ impl FileSet {
         if let Some(file) = f.file() {
             let lookup = Lookup::outgoing(&self.files, None);
             f.handler
-                .unpreserve(&lookup.outgoing_session(), file, f.data, f.private);
+                .unpreserve(&lookup.outgoing_session(), file, f.data.get(), f.private);
             forget_id(preserved, f.handler.id(file));
         }
         flb::file_unpreserve(f.handler);
@@ -373,31 +372,26 @@ impl FileSet {
     /// last first.
     pub(crate) fn freeze(&mut self) -> Result {
         let mut failed = None;
-        for i in 0..self.files.len() {
-            let r = {
-                let lookup = Lookup::outgoing(&self.files, None);
-                self.files.get(i).and_then(|f| {
-                    let r =
-                        f.handler
-                            .freeze(&lookup.outgoing_session(), f.file()?, f.data, f.private);
-                    if let Err(e) = r {
-                        pr_warn!(
-                            "Freeze failed for token[{:#x}] handler[{}] err[{:?}]\n",
-                            f.token,
-                            f.handler.compatible_cstr(),
-                            e
-                        );
-                    }
-                    Some(r)
-                })
+        let lookup = Lookup::outgoing(&self.files, None);
+        for (i, f) in self.files.iter().enumerate() {
+            let Some(file) = f.file() else {
+                continue;
             };
-            match (r, self.files.get_mut(i)) {
-                (Some(Ok(data)), Some(f)) => f.data = data,
-                (Some(Err(e)), _) => {
+            match f
+                .handler
+                .freeze(&lookup.outgoing_session(), file, f.data.get(), f.private)
+            {
+                Ok(data) => f.data.set(data),
+                Err(e) => {
+                    pr_warn!(
+                        "Freeze failed for token[{:#x}] handler[{}] err[{:?}]\n",
+                        f.token,
+                        f.handler.compatible_cstr(),
+                        e
+                    );
                     failed = Some((i, e));
                     break;
                 }
-                _ => {}
             }
         }
         if let Some((i, e)) = failed {
@@ -406,7 +400,7 @@ impl FileSet {
         }
         let entries = self.files.iter().map(|f| FileSer {
             compatible: f.handler.compatible_field(),
-            data: f.data,
+            data: f.data.get(),
             token: f.token,
         });
         if let Err(e) = self.blocks.write(entries) {
@@ -428,7 +422,7 @@ impl FileSet {
         for f in self.files.iter().take(n).rev() {
             if let Some(file) = f.file() {
                 f.handler
-                    .unfreeze(&lookup.outgoing_session(), file, f.data, f.private);
+                    .unfreeze(&lookup.outgoing_session(), file, f.data.get(), f.private);
             }
         }
         self.blocks.clear();
@@ -442,10 +436,10 @@ impl FileSet {
     /// Checks that the file with `token` exists and was not refused by its handler.
     pub(crate) fn check_retrieve(&self, token: u64) -> Result {
         let f = self.files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
-        if let RetrieveStatus::Failed(e) = f.status.get() {
-            return Err(e);
+        match f.retrieved() {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Retrieves the file preserved under `token`: returns a new reference to it.
@@ -465,10 +459,12 @@ impl FileSet {
     pub(crate) fn can_finish(&self) -> Result {
         let lookup = Lookup::incoming(&self.files, None);
         for f in self.files.iter() {
-            if !f
-                .handler
-                .can_finish(&lookup.incoming_session(), f.file(), f.data, f.status.get())
-            {
+            if !f.handler.can_finish(
+                &lookup.incoming_session(),
+                f.file(),
+                f.data.get(),
+                f.status.get(),
+            ) {
                 return Err(EBUSY);
             }
         }
@@ -479,8 +475,12 @@ impl FileSet {
     pub(crate) fn finish(&mut self, preserved: &mut KVec<usize>) {
         while let Some(f) = self.files.pop() {
             let lookup = Lookup::incoming(&self.files, None);
-            f.handler
-                .finish(&lookup.incoming_session(), f.file(), f.data, f.status.get());
+            f.handler.finish(
+                &lookup.incoming_session(),
+                f.file(),
+                f.data.get(),
+                f.status.get(),
+            );
             flb::file_finish(f.handler);
             if let Some(file) = f.file() {
                 forget_id(preserved, f.handler.id(file));
@@ -492,7 +492,7 @@ impl FileSet {
     /// Calls `f` with the token and data handle of every file of `handler`'s, in order.
     pub(crate) fn for_each_of(&self, handler: Handler, mut f: impl FnMut(u64, u64)) {
         for file in self.files.iter().filter(|file| file.handler == handler) {
-            f(file.token, file.data);
+            f(file.token, file.data.get());
         }
     }
 
@@ -517,7 +517,7 @@ impl FileSet {
             let _ = set.files.push_within_capacity(LuoFile {
                 handler,
                 file: OnceCell::new(),
-                data: e.data,
+                data: Cell::new(e.data),
                 private: HandlerPrivate::NONE,
                 token: e.token,
                 status: Cell::new(RetrieveStatus::NotRetrieved),
@@ -947,7 +947,7 @@ mod tests {
             assert_eq!(&events()?[..], &[1001, 1002, 1003]);
             assert_eq!(set.files.len(), 3);
             assert_eq!(&set.files[2].deps[..], &[10]);
-            assert_eq!(set.files[2].data, (3 << 32) | 10);
+            assert_eq!(set.files[2].data.get(), (3 << 32) | 10);
             assert!(set.files[0].deps.is_empty() && set.files[1].deps.is_empty());
 
             assert_eq!(unpreserve(&mut set, 10), Err(EBUSY));

@@ -134,7 +134,6 @@ impl Session {
         let mut luo = lock();
         let luo: &mut Luo = &mut luo;
         let mut inner = self.inner.lock();
-        inner.files.check_unpreserve(arg.token)?;
         // As for PRESERVE_FD: the reply carries nothing new and is written before anything
         // changes.
         ucmd.respond(&arg)?;

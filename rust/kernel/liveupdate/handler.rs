@@ -193,7 +193,7 @@ impl Session<'_, Incoming> {
 /// ([`FileHandlerRegistration::incoming_files`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IncomingFile {
-    session: [u8; crate::liveupdate::SESSION_NAME_LENGTH],
+    session: [c_char; crate::liveupdate::SESSION_NAME_LENGTH],
     token: u64,
     data: u64,
 }
@@ -201,12 +201,7 @@ pub struct IncomingFile {
 impl IncomingFile {
     /// Returns the name of the file's session, without its NUL.
     pub fn session_name(&self) -> &[u8] {
-        let len = self
-            .session
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.session.len());
-        self.session.get(..len).unwrap_or(&[])
+        field_bytes(&self.session)
     }
 
     /// Returns the file's token in its session.
@@ -807,7 +802,7 @@ impl<T: FileHandler> FileHandlerRegistration<T> {
             to_result(r)?;
         }
         Ok(fds.into_iter().map(|fd| IncomingFile {
-            session: fd.session.map(|c| u8::from_ne_bytes(c.to_ne_bytes())),
+            session: fd.session,
             token: fd.token,
             data: fd.data,
         }))
