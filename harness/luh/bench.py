@@ -302,6 +302,78 @@ def kho_run(arch, builds, progs, flavor, order, mib, fig, failures):
     fig.add("kho", "boot restore: total", cfg, flavor, early + init, "ms")
 
 
+def iommufd_configs(sizes, smoke):
+    """(name, bytes, thp, populate %) of the iommufd runs: a memfd of guest RAM mapped whole."""
+    if smoke:
+        return [("smoke-16M", 16 * MIB, False, 100)]
+    cfgs = [(f"{g}G-4K", g * GIB, False, 100) for g in sizes]
+    cfgs += [(f"{g}G-2M-THP", g * GIB, True, 100) for g in sizes]
+    cfgs.append((f"{sizes[-1]}G-sparse-1%", sizes[-1] * GIB, False, 1))
+    return cfgs
+
+
+# The iommufd runs count instructions: with one vCPU and -icount shift=0 the
+# guest's clocks advance one nanosecond per instruction executed, so a time in
+# the guest is an instruction count, free of the host's noise and of TCG's
+# translation of code run for the first time (which made a cold call cost
+# milliseconds of host time). What it misses: cache and TLB behaviour.
+ICOUNT = ["-icount", "shift=0,sleep=off"]
+
+# The iommufd handler is rust only: its VM is the rust kernel with the vIOMMU
+# and edu device of luo_iommufd (no device is attached by the bench).
+IOMMUFD_FLAVOR = "rust"
+
+
+def iommufd_run(arch, builds, progs, cfg, mem, fig, failures):
+    """PRESERVE_FD / RETRIEVE_FD of an iommufd against re-creating its IOAS with the device
+    attached (see harness/init/lu-iommufd-bench.c); figures in ms and as ratios."""
+    from .suites import OUR_KEXEC_VM
+    name, size, thp, pct = cfg
+    vmp = OUR_KEXEC_VM["luo_iommufd"]
+    a1 = ["/bin/lu-iommufd-bench", "--size", str(size), "--populate-pct", str(pct)]
+    a1 += ["--thp"] if thp else []
+    res = vm.run_chain(f"bench-{arch}-iommufd-{name}", [
+        vm.Stage(builds[IOMMUFD_FLAVOR], [("lu-iommufd-bench", a1 + ["preserve"])]),
+        vm.Stage(builds[IOMMUFD_FLAVOR],
+                 [("lu-iommufd-bench", ["/bin/lu-iommufd-bench", "--size", str(size),
+                                        "retrieve"])]),
+    ], progs, arch, mem=mem, smp=1, timeout=1800,
+        extra_qemu=vmp["qemu"][arch] + ICOUNT, extra_cmdline=vmp["cmdline"][arch])
+    problems = res.problems(2)
+    for k in (1, 2):
+        if len(res.stages) >= k and res.stages[k - 1].results.get("lu-iommufd-bench") != 0:
+            problems.append(f"stage {k} exited "
+                            f"{res.stages[k - 1].results.get('lu-iommufd-bench')}")
+    p1, r2 = _phase(res, 1, "iommufd-preserve"), _phase(res, 2, "iommufd-retrieve")
+    if problems or None in (p1, r2):
+        failures.append(f"iommufd {name}: {'; '.join(problems) or 'figures missing'} "
+                        f"(log {res.log})")
+        return
+    ms = 1e3
+    f = IOMMUFD_FLAVOR
+    g = lambda kv, k: float(kv[k])  # noqa: E731
+    pre, rec1 = g(p1, "preserve_s"), g(p1, "recreate_s")
+    ret_att, rec2_first, rec2 = g(r2, "retrieve_attach_s"), g(r2, "recreate_first_s"), \
+        g(r2, "recreate_s")
+    for metric, v in (
+            ("PRESERVE_FD of the iommufd (median of 21)", pre),
+            ("re-create before: open, IOAS_ALLOC, attach, MAP_FILE (cold)",
+             g(p1, "recreate_first_s")),
+            ("re-create before (median of 5)", rec1),
+            ("RETRIEVE_FD of the memfd (cold)", g(r2, "memfd_retrieve_s")),
+            ("RETRIEVE_FD of the iommufd (cold)", g(r2, "retrieve_s")),
+            ("RETRIEVE_FD of the iommufd + attach (cold)", ret_att),
+            ("re-create after (cold)", rec2_first),
+            ("re-create after (median of 5)", rec2)):
+        fig.add("iommufd", metric, name, f, v * ms, "ms")
+    fig.add("iommufd", "PRESERVE_FD / re-create before (median)", name, f,
+            pre / rec1 if rec1 else 0, "ratio")
+    fig.add("iommufd", "retrieve + attach / re-create after, both cold", name, f,
+            ret_att / rec2_first if rec2_first else 0, "ratio")
+    fig.add("iommufd", "retrieve + attach / re-create after (median)", name, f,
+            ret_att / rec2 if rec2 else 0, "ratio")
+
+
 def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
     res = vm.run_chain(f"bench-{arch}-{flavor}-coldboot", [
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "meminfo"])]),
@@ -333,7 +405,7 @@ def markdown(fig, meta):
     by_bench = {}
     for (bench, metric, config), per, unit in fig.rows():
         by_bench.setdefault(bench, []).append((metric, config, per, unit))
-    for bench in ("blackout", "throughput", "scale", "memory", "kho"):
+    for bench in ("blackout", "throughput", "scale", "memory", "kho", "iommufd"):
         if bench not in by_bench:
             continue
         lines += [f"## {bench}", "", "| configuration | figure | unit | n | c | rust | rust/c |",
@@ -495,6 +567,15 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
                     kho_run(arch, builds, progs, flavor, order, kho_mib, fig, failures)
                     info(f"{flavor} kho {kho_mib} MiB order {order} done "
                          f"({time.monotonic() - t0:.0f} s)")
+    if "iommufd" in benches and IOMMUFD_FLAVOR in builds:
+        # Not a flavor comparison: after the repetitions, on rust only.
+        icfgs = iommufd_configs(sizes, smoke)
+        imem = 1024 + 2 * max(c[1] for c in icfgs) // MIB if not smoke else 1024
+        for rep in range(reps):
+            stage(f"iommufd bench repetition {rep + 1}/{reps}")
+            for cfg in icfgs:
+                iommufd_run(arch, builds, progs, cfg, imem, fig, failures)
+                info(f"iommufd {cfg[0]} done ({time.monotonic() - t0:.0f} s)")
     # Keep only what was asked for.
     fig.data = {k: v for k, v in fig.data.items() if k[0] in benches}
     outdir.mkdir(parents=True, exist_ok=True)
@@ -550,6 +631,22 @@ def _notes(mem, failures, benches=(), kho_mib=0):
              f"MemFree after the update is read once every memfd was retrieved, verified, "
              f"finished and closed; compare it with the cold boot of the same {mem} MiB VM.",
              ""]
+    if "iommufd" in benches:
+        notes += ["- **iommufd** (rust only; upstream 7.3 has no iommufd handler): "
+                  "`harness/init/lu-iommufd-bench.c` in the VM of `luo_iommufd`, its edu "
+                  "device bound to vfio-pci. *Re-create* is what a VMM does without the "
+                  "handler: open `/dev/iommu`, IOMMU_IOAS_ALLOC, bind and attach the device, "
+                  "MAP_FILE of the whole memfd (which pins it). *Retrieve + attach* is what it "
+                  "does with it: RETRIEVE_FD of the iommufd, bind and attach the device to the "
+                  "IOAS ID it had (which pins the same pages). A file is retrieved once per "
+                  "boot, so retrieve is measured cold, once; the re-creation is measured cold "
+                  "(its first run in the boot) and warm (median of 5 more). PRESERVE_FD: an "
+                  "iommufd whose IOAS maps the memfd, median of 21 preserve/unpreserve rounds. "
+                  "CLOCK_MONOTONIC in the guest; the device's cdev is opened outside the timed "
+                  "parts. The VM runs with one vCPU and `-icount shift=0,sleep=off`: guest "
+                  "time counts executed instructions (1 ms = 1 million instructions), so "
+                  "these figures are instruction counts, deterministic and free of TCG's "
+                  "translation cost; cache and TLB effects are not in them.", ""]
     notes += ["## Reading the figures", "",
               "- The rust flavor runs the Rust LUO core (`kernel/liveupdate/luo.rs`: device, "
               "sessions, files, FLBs, luo-v5 serialization), the Rust memfd handler (`mm/memfd_luo.rs`) "

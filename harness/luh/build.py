@@ -134,7 +134,8 @@ OUR_KSELFTESTS = {"luo_errno": "tools/testing/selftests/liveupdate/luo_errno.c"}
 # Our own multi-stage kexec tests, built the same way (static glibc, the
 # kselftest helpers and upstream's lib/): "-s 1" before the kexec, "-s 2"
 # after it, each told the flavors of the kernels (see suites.our_kexec_test).
-OUR_KEXEC_TESTS = {"luo_memfd": "tools/testing/selftests/liveupdate/luo_memfd.c"}
+OUR_KEXEC_TESTS = {"luo_memfd": "tools/testing/selftests/liveupdate/luo_memfd.c",
+                   "luo_iommufd": "tools/testing/selftests/liveupdate/luo_iommufd.c"}
 
 
 def user_programs(srctree, arch):
@@ -165,6 +166,7 @@ def user_programs(srctree, arch):
     cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
     cc_if_needed("lu-corrupt-check", [HARNESS / "init" / "lu-corrupt-check.c"], glibc)
     cc_if_needed("lu-query-check", [HARNESS / "init" / "lu-query-check.c"], glibc)
+    cc_if_needed("lu-iommufd-bench", [HARNESS / "init" / "lu-iommufd-bench.c"], glibc)
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
     kselftest = glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"]

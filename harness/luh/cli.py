@@ -50,8 +50,8 @@ def parse_args(argv):
     bn.add_argument("--reps", type=int, default=3, help="repetitions per figure (default 3)")
     bn.add_argument("--sizes", default="1,4", help="memfd totals in GiB (default: 1,4)")
     bn.add_argument("--bench", default="blackout,throughput,scale,memory",
-                    help="comma-separated subset of blackout,throughput,scale,memory,kho "
-                         "(default: all but kho)")
+                    help="comma-separated subset of blackout,throughput,scale,memory,kho,"
+                         "iommufd (default: all but kho and iommufd)")
     bn.add_argument("--kho-mib", type=int, default=4096, metavar="MIB",
                     help="--bench kho: MiB of folios preserved (default: %(default)s)")
     bn.add_argument("--smoke", action="store_true",
@@ -139,7 +139,7 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
             if _wanted(f"kexec:{t}", globs) or inkernel:
                 add(suites.kexec_test(arch, builds, progs, t, (f, f), with_inkernel=inkernel))
         for t in kbuild.OUR_KEXEC_TESTS:
-            if _wanted(f"kexec:{t}", globs):
+            if _wanted(f"kexec:{t}", globs) and suites.our_kexec_runs(t, (f, f)):
                 add(suites.our_kexec_test(arch, builds, progs, t, (f, f)))
         if _wanted("kexec:reserve_mem", globs):
             add(suites.reserve_mem_test(arch, builds, progs,
@@ -190,7 +190,8 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                     add(suites.reserve_mem_test(arch, builds, progs, chain))
                     continue
                 if t in kbuild.OUR_KEXEC_TESTS:
-                    add(suites.our_kexec_test(arch, builds, progs, t, chain))
+                    if suites.our_kexec_runs(t, chain):
+                        add(suites.our_kexec_test(arch, builds, progs, t, chain))
                     continue
                 for s in suites.kexec_test(arch, builds, progs, t, chain):
                     s.name = f"cross:{t}"
@@ -356,7 +357,7 @@ def report_demo(res, size):
 def cmd_bench(args):
     from pathlib import Path
     benches = [b.strip() for b in args.bench.split(",") if b.strip()]
-    unknown = set(benches) - {"blackout", "throughput", "scale", "memory", "kho"}
+    unknown = set(benches) - {"blackout", "throughput", "scale", "memory", "kho", "iommufd"}
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2

@@ -30,6 +30,19 @@ LIVEUPDATE_TEST_EXPECTED = {
        + [f"{f}: finish was triggered" for f in reversed(_FLBS)],
 }
 _LT_PREFIX = re.compile(r"liveupdate test: (.*)$")
+# The test registers its FLBs with every file handler as it registers: on
+# rust also with the iommufd handler (CONFIG_IOMMUFD_LIVEUPDATE), which
+# registers right after the memfd one (mm/ links before drivers/).
+_IOMMUFD_REGISTERED = "Registered 3 FLBs with file handler: [iommufd-ioas-v1]"
+
+
+def liveupdate_test_expected(flavor, k):
+    """The liveupdate test's lines in stage k of a chain of kernels of flavor."""
+    want = list(LIVEUPDATE_TEST_EXPECTED[k])
+    if flavor == "rust":
+        i = want.index("Registered 3 FLBs with file handler: [memfd-v2]")
+        want.insert(i + 1, _IOMMUFD_REGISTERED)
+    return want
 
 
 def _problem_cases(res, nstages):
@@ -120,9 +133,32 @@ def kexec_test(arch, builds, progs, test, chain, with_inkernel=False):
 # times slower).  luo_memfd pins about 5.4 GiB on upstream's handler, which
 # allocates every hole of its 4 GiB sparse memfd, and pinned folios cannot
 # stay in the KHO scratch areas (MIGRATE_CMA, about a quarter of the RAM).
+#
+# luo_iommufd drives QEMU's edu PCI device through VFIO and iommufd behind a
+# vIOMMU (its DMA mask widened to reach IOVAs above 4 GiB); it runs where
+# stage 1 is rust only, as upstream 7.3 has no iommufd handler: rust>rust,
+# and rust>c to record what upstream's C does with a handover that holds one.
+_EDU = ["-device", "edu,dma_mask=0xffffffffffffffff"]
 OUR_KEXEC_VM = {
     "luo_memfd": {"mem": 9216, "timeout": {"x86_64": 600, "arm64": 1200}},
+    "luo_iommufd": {
+        "mem": 2048, "timeout": {"x86_64": 300, "arm64": 600},
+        "qemu": {"x86_64": ["-M", "q35", "-device", "intel-iommu,caching-mode=on"] + _EDU,
+                 "arm64": ["-M", "iommu=smmuv3"] + _EDU},
+        # iommufd refuses to bind a device whose MSIs the platform cannot
+        # isolate (no interrupt remapping on q35 without intremap, no GICv3
+        # ITS on virt): the test VMs allow it, as a host with them would not need.
+        "cmdline": {"x86_64": "intel_iommu=on iommufd.allow_unsafe_interrupts=1",
+                    "arm64": "iommufd.allow_unsafe_interrupts=1"},
+        "chains": (("rust", "rust"), ("rust", "c")),
+    },
 }
+
+
+def our_kexec_runs(prog, chain):
+    """Whether our kexec test prog runs on chain (flavor of stage 1, of stage 2)."""
+    chains = OUR_KEXEC_VM[prog].get("chains")
+    return chains is None or tuple(chain) in chains
 _NOTE = re.compile(r"^# (\w+): (.*)$")
 
 
@@ -160,7 +196,9 @@ def our_kexec_test(arch, builds, progs, prog, chain):
     res = vm.run_chain(f"{arch}-{f1}-{f2}-{prog}", [
         vm.Stage(builds[f1], [(prog, our_kexec_argv(prog, 1, chain))]),
         vm.Stage(builds[f2], [(prog, our_kexec_argv(prog, 2, chain))]),
-    ], progs, arch, mem=vmp["mem"], timeout=vmp["timeout"][arch])
+    ], progs, arch, mem=vmp["mem"], timeout=vmp["timeout"][arch],
+        extra_qemu=vmp.get("qemu", {}).get(arch, ()),
+        extra_cmdline=vmp.get("cmdline", {}).get(arch, ""))
     s = Suite(arch, flavor, f"kexec:{prog}" if f1 == f2 else f"cross:{prog}")
     s.cases = _problem_cases(res, 2)
     times = []
@@ -196,7 +234,7 @@ def inkernel_checks(arch, flavor, res, problems):
             lt.cases.append(Case(f"stage{k}_flb_lines", FAIL, "stage not reached"))
             continue
         got = liveupdate_test_lines(res.text(k))
-        want = LIVEUPDATE_TEST_EXPECTED[k]
+        want = liveupdate_test_expected(flavor, k)
         ok = got == want
         lt.cases.append(Case(f"stage{k}_flb_lines", PASS if ok else FAIL,
                              "" if ok else f"expected {want}\ngot {got}"))
@@ -591,7 +629,7 @@ def bench_smoke(arch, builds, progs):
     outdir = CACHE / "bench" / f"smoke-{arch}"
     report, failures, outdir = bench.run_bench(
         arch, builds, progs, reps=1, sizes=[1], smoke=True, outdir=outdir,
-        benches=["blackout", "throughput", "scale", "memory"],
+        benches=["blackout", "throughput", "scale", "memory", "iommufd"],
         command=f"./lu bench --smoke --arch {arch}", accel_note="(smoke)")
     s = Suite(arch, "c+rust", "bench:smoke", log=str(outdir / "BENCHMARKS.md"))
     s.cases = [Case(f"run: {f}", FAIL) for f in failures]
@@ -605,6 +643,13 @@ def bench_smoke(arch, builds, progs):
                                       for c in cols)
         s.cases.append(Case(section[3:], PASS if complete else FAIL,
                             "" if complete else "missing figures"))
+    # iommufd: rust only, every figure there.
+    body = report.split("## iommufd", 1)[1].split("\n## ", 1)[0] if "## iommufd" in report else ""
+    cols = [[c.strip() for c in r.strip().strip("|").split("|")] for r in body.splitlines()
+            if r.startswith("| ") and not r.startswith("| configuration")]
+    complete = len(cols) == 11 and all(len(c) == 7 and c[5] != "–" for c in cols)
+    s.cases.append(Case("iommufd", PASS if complete else FAIL,
+                        "" if complete else f"{len(cols)} rows, some without figures"))
     pngs = sorted(p.name for p in outdir.glob("*.png"))
     ok = pngs == ["blackout.png", "throughput.png"]
     s.cases.append(Case("plots", PASS if ok else FAIL, "" if ok else f"plots: {pngs}"))

@@ -141,8 +141,8 @@ def _boot_id():
         return "unknown"
 
 
-def qemu_cmd(arch, accel, mem, smp, image, initrd, cmdline):
-    return QEMU[arch] + [
+def qemu_cmd(arch, accel, mem, smp, image, initrd, cmdline, extra=()):
+    return QEMU[arch] + list(extra) + [
         "-accel", accel, "-m", str(mem), "-smp", str(smp),
         "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
         "-serial", "stdio", "-kernel", str(image), "-initrd", str(initrd),
@@ -282,7 +282,7 @@ def pick_accel(arch, probe_build, progs):
 
 
 def run_chain(name, stages, progs, arch, *, mem=2048, smp=2, timeout=120,
-              extra_cmdline="", accel=None):
+              extra_cmdline="", accel=None, extra_qemu=()):
     """Boot stage 1 and follow the chain; return a RunResult."""
     wd = RUNS / name
     shutil.rmtree(wd, ignore_errors=True)
@@ -290,7 +290,7 @@ def run_chain(name, stages, progs, arch, *, mem=2048, smp=2, timeout=120,
     initrd = make_initramfs(wd, stages, progs, arch)
     accel = accel or pick_accel(arch, stages[0].build, progs)
     cmdline = BASE_CMDLINE[arch] + (" " + extra_cmdline if extra_cmdline else "")
-    cmd = qemu_cmd(arch, accel, mem, smp, stages[0].build.image, initrd, cmdline)
+    cmd = qemu_cmd(arch, accel, mem, smp, stages[0].build.image, initrd, cmdline, extra_qemu)
     log = wd / "serial.log"
     lines, reason, secs = _run_qemu(cmd, log, timeout)
     parsed = parse_stages(lines, [s.build.ident for s in stages])

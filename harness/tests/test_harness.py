@@ -310,6 +310,11 @@ class LiveupdateTestLines(unittest.TestCase):
         self.assertEqual(len(LIVEUPDATE_TEST_EXPECTED[2]), 7)
         self.assertEqual(LIVEUPDATE_TEST_EXPECTED[2][-1],
                          "liveupdate-test-flb-v0: finish was triggered")
+        self.assertEqual(suites.liveupdate_test_expected("c", 2), LIVEUPDATE_TEST_EXPECTED[2])
+        rust = suites.liveupdate_test_expected("rust", 2)
+        self.assertEqual(rust[3:5], ["Registered 3 FLBs with file handler: [memfd-v2]",
+                                     "Registered 3 FLBs with file handler: [iommufd-ioas-v1]"])
+        self.assertEqual(len(rust), 8)
 
 
 class LibtestTest(unittest.TestCase):
@@ -573,6 +578,42 @@ class OurKexecTestTest(unittest.TestCase):
             ("x86_64", "luo_memfd", ("c", "c")), ("x86_64", "luo_memfd", ("rust", "rust")),
             ("x86_64", "luo_memfd", ("c", "rust")), ("x86_64", "luo_memfd", ("rust", "c")),
             ("arm64", "luo_memfd", ("rust", "rust"))])
+
+    def test_iommufd_runs_where_stage1_is_rust_with_its_devices(self):
+        import contextlib
+        import io
+        from unittest import mock
+        calls = []
+
+        def fake(arch, builds, progs, prog, chain):
+            calls.append((arch, prog, chain))
+            return ktap.Suite(arch, "-", prog)
+
+        with mock.patch.object(cli, "_prepare", return_value=(None, {"rust": None}, {}, {})), \
+                mock.patch.object(cli.tree, "our_rust_files", return_value=[]), \
+                mock.patch.object(cli.crate, "supported", return_value=False), \
+                mock.patch.object(cli.suites, "our_kexec_test", side_effect=fake), \
+                contextlib.redirect_stdout(io.StringIO()):
+            cli.run_arch("arm64", list(FLAVORS), list(FLAVORS), True,
+                         ["kexec:luo_iommufd", "cross:luo_iommufd"], lambda s: None)
+        self.assertEqual(calls, [("arm64", "luo_iommufd", ("rust", "rust")),
+                                 ("arm64", "luo_iommufd", ("rust", "c"))])
+        self.assertFalse(suites.our_kexec_runs("luo_iommufd", ("c", "rust")))
+        self.assertTrue(suites.our_kexec_runs("luo_memfd", ("c", "rust")))
+
+        # The QEMU command line: the vIOMMU before the edu device, both after the machine.
+        vmp = suites.OUR_KEXEC_VM["luo_iommufd"]
+        cmd = vm.qemu_cmd("x86_64", "tcg", 2048, 2, "bzImage", "initrd", "console=ttyS0",
+                          vmp["qemu"]["x86_64"])
+        self.assertEqual(cmd[1:7], ["-M", "q35", "-device", "intel-iommu,caching-mode=on",
+                                    "-device", "edu,dma_mask=0xffffffffffffffff"])
+        cmd = vm.qemu_cmd("arm64", "tcg", 2048, 2, "Image", "initrd", "console=ttyAMA0",
+                          vmp["qemu"]["arm64"])
+        self.assertEqual(cmd[:9], ["qemu-system-aarch64", "-M", "virt", "-cpu",
+                                   "max,pauth-impdef=on", "-M", "iommu=smmuv3", "-device",
+                                   "edu,dma_mask=0xffffffffffffffff"])
+        self.assertEqual(vmp["cmdline"]["x86_64"],
+                         "intel_iommu=on iommufd.allow_unsafe_interrupts=1")
 
 
 def _rsv_stage(k, lines, cmdline=suites.RESERVE_MEM_PARAM):

@@ -55,6 +55,9 @@ pub enum ErrorKind {
     Unsupported,
     /// No preserved file has this token in the session (or the session was finished).
     TokenNotFound,
+    /// An IO address space of the iommufd maps memory that is not a file (user memory mapped
+    /// with `IOMMU_IOAS_MAP`, a dma-buf), which cannot outlive the process.
+    NotFileBacked,
     /// A file of the session is still in use, so the session cannot be finished yet.
     NotFinished,
     /// Another preserved file of the session depends on this one (an iommufd on a memfd it
@@ -92,6 +95,7 @@ impl Error {
             (Op::Preserve, Errno::EXIST) => TokenInUse,
             (Op::Preserve, Errno::BUSY) => AlreadyPreserved,
             (Op::Preserve, Errno::NOENT | Errno::OPNOTSUPP) => Unsupported,
+            (Op::Preserve, Errno::XDEV) => NotFileBacked,
             (Op::Retrieve, Errno::NOENT) => TokenNotFound,
             (Op::Finish, Errno::BUSY) => NotFinished,
             (Op::Unpreserve, Errno::NOENT) => TokenNotFound,
@@ -159,8 +163,9 @@ impl fmt::Display for Error {
             AlreadyRetrieved => "the session was retrieved already",
             TokenInUse => "the token is already used in this session",
             AlreadyPreserved => "this file is already preserved (in this or another session)",
-            Unsupported => "no handler can preserve this file (only memfds are supported)",
+            Unsupported => "no handler can preserve this file, or it holds what cannot be carried",
             TokenNotFound => "no preserved file with this token in the session",
+            NotFileBacked => "the iommufd maps memory that is not a file; map memfds only",
             NotFinished => "a file of the session is still in use; the session cannot finish yet",
             DependedUpon => "another preserved file depends on this one; unpreserve it first",
             NotSupportedByKernel => "the running kernel does not support this operation",

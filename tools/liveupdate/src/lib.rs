@@ -35,6 +35,7 @@
 
 mod error;
 pub mod holder;
+pub mod iommufd;
 pub mod memfd;
 pub mod named;
 // The crate's only unsafe code: the ioctl calls, adopting returned fds, mmap.
