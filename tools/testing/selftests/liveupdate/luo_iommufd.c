@@ -104,7 +104,9 @@
  *    absent), its UNMAP 64 KiB.
  *  - IOMMU_IOAS_UNMAP of everything (iova 0, length UINT64_MAX): 65 MiB in
  *    IOAS 2, 1 MiB in IOAS 3.
- *  - LIVEUPDATE_SESSION_FINISH: 0.
+ *  - LIVEUPDATE_SESSION_FINISH: 0, which frees the second iommufd (token 3,
+ *    preserved in stage 1 mapping 1 MiB of guest-ram, never retrieved): no
+ *    message of the handler ("iommufd_luo: ...") in the kernel log.
  *
  * Stage 2 (--kernel=c, a rust>c chain): upstream's C LUO has no handler for
  * "iommufd-ioas-v1", cannot deserialize the session and refuses the whole
@@ -154,8 +156,8 @@ struct liveupdate_session_unpreserve_fd {
 #define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
 #endif
 
-#define STAGE1_TESTS 46
-#define STAGE2_TESTS 30
+#define STAGE1_TESTS 47
+#define STAGE2_TESTS 31
 #define STAGE2_C_TESTS 1
 
 #define SESSION_MAIN "iommufd"
@@ -164,6 +166,8 @@ struct liveupdate_session_unpreserve_fd {
 enum token {
 	TOKEN_MEMFD = 1,
 	TOKEN_IOMMUFD = 2,
+	/* A second iommufd mapping guest-ram, never retrieved. */
+	TOKEN_UNRETRIEVED = 3,
 	/* Session "iommufd-refuse". */
 	TOKEN_EXDEV = 10,
 	TOKEN_STRAY_MEMFD,
@@ -1459,6 +1463,50 @@ static void hold_sessions(void)
 	       (int)pid, SESSION_MAIN);
 }
 
+/*
+ * A second iommufd mapping 1 MiB of guest-ram, preserved under token 3 and
+ * never retrieved: FINISH frees its handover.
+ */
+static void stage1_unretrieved(int session, int memfd)
+{
+	int fd, id, ret;
+
+	id = throwaway(&fd);
+	ret = id < 0 ? id : map_file(fd, id, memfd, 0, C_LEN, C_IOVA, MAP_RO);
+	ret = ret ? ret : preserve(session, fd, TOKEN_UNRETRIEVED);
+	expect_ok("preserve_unretrieved",
+		  "a second iommufd mapping guest-ram [0, 1 MiB): PRESERVE_FD, token 3",
+		  ret);
+	if (fd >= 0)
+		close(fd);
+}
+
+/*
+ * Messages of the iommufd handler (its pr_* prefix) in the kernel log so far:
+ * after FINISH, a failure to free a never retrieved iommufd shows as one.
+ */
+static int handler_messages(char *last, size_t size)
+{
+	char rec[1024];
+	int fd, n = 0;
+	ssize_t len;
+
+	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	while ((len = read(fd, rec, sizeof(rec) - 1)) > 0 || (len < 0 && errno == EPIPE)) {
+		if (len <= 0)
+			continue;
+		rec[len] = 0;
+		if (strstr(rec, "iommufd_luo: ")) {
+			n++;
+			copy_str(last, size, strchr(rec, ';') ? strchr(rec, ';') + 1 : rec);
+		}
+	}
+	close(fd);
+	return n;
+}
+
 static void stage1(int dev)
 {
 	int session, refuse, memfd, iommufd, ret;
@@ -1497,8 +1545,9 @@ static void stage1(int dev)
 		  preserve(session, iommufd, TOKEN_IOMMUFD));
 
 	stage1_after_preserve(iommufd, memfd);
+	stage1_unretrieved(session, memfd);
 
-	/* The session holds both files. */
+	/* The session holds the files. */
 	if (iommufd >= 0)
 		close(iommufd);
 	if (memfd >= 0)
@@ -1651,8 +1700,8 @@ static void stage2_areas(int iommufd, int memfd)
 
 static void stage2(int dev)
 {
-	int session, iommufd, memfd, ret;
-	char why[512];
+	int session, iommufd, memfd, ret, msgs;
+	char why[512], last[256] = "";
 
 	session = luo_retrieve_session(dev, SESSION_MAIN);
 	expect_ok("session_retrieve", "RETRIEVE_SESSION \"iommufd\"", session);
@@ -1673,7 +1722,13 @@ static void stage2(int dev)
 	stage2_areas(iommufd, memfd);
 
 	ret = session < 0 ? session : luo_session_finish(session);
-	expect_ok("finish", "LIVEUPDATE_SESSION_FINISH", ret);
+	expect_ok("finish",
+		  "LIVEUPDATE_SESSION_FINISH (token 3, an iommufd, never retrieved)",
+		  ret);
+	msgs = handler_messages(last, sizeof(last));
+	result(msgs == 0, "unretrieved_freed",
+	       "iommufd handler messages in the kernel log after FINISH: %d, expected 0%s%s",
+	       msgs, msgs > 0 ? "; last: " : "", msgs > 0 ? last : "");
 	if (iommufd >= 0)
 		close(iommufd);
 	if (memfd >= 0)
