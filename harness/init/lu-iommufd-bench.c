@@ -16,15 +16,17 @@
  * the pages), preserves it in session "bench-iommufd" (token 1); times the
  * re-creation once cold and ATTACH_REPS times more; times PRESERVE_FD of an
  * iommufd whose IOAS 1 maps the memfd (PRESERVE_REPS rounds with
- * UNPRESERVE_FD between them); keeps the last one (token 2) and leaves a
+ * UNPRESERVE_FD between them) and keeps the last one (token 2); times the
+ * re-creation on a memfd of its own filled the same way, once first (it
+ * pins the memfd, filling its holes) and ATTACH_REPS times more; leaves a
  * detached child holding the session across the kexec.
  *
- * "lu-iommufd-bench retrieve --size BYTES", after it: times RETRIEVE_FD of
- * the memfd, then RETRIEVE_FD of the iommufd and the device's bind and
- * attach to IOAS 1 (once: a file is retrieved once, so this is cold); checks
- * that IOAS 1 maps the memfd (UNMAP of everything unmaps BYTES); times the
- * re-creation on the retrieved memfd, once cold and ATTACH_REPS times more;
- * finishes the session.
+ * "lu-iommufd-bench retrieve" with the same options, after it: times the
+ * re-creation on a memfd of its own as before; then RETRIEVE_FD of the
+ * memfd, and RETRIEVE_FD of the iommufd with the device's bind and attach to
+ * IOAS 1 (once: a file is retrieved once; the attach pins the retrieved
+ * memfd for the first time); checks that IOAS 1 maps the memfd (UNMAP of
+ * everything unmaps BYTES); finishes the session.
  *
  * The device's cdev is opened before each timed part (opening it resets the
  * device, the same for both ways). Prints "LU-BENCH phase=... key=value ..."
@@ -312,27 +314,46 @@ static void set_thp(const char *mode)
 	close(fd);
 }
 
-static int stage1(unsigned long size, int thp, int pct)
+/* A memfd of size bytes, every page written or a word on pct% of them. */
+static int guest_ram(unsigned long size, int pct, double *filled)
 {
-	double t[PRESERVE_REPS], filled, first, med;
 	unsigned long off, page = sysconf(_SC_PAGESIZE);
-	int dev, s, memfd, fd = -1, i;
+	double t0 = now();
+	int memfd;
 	char *p;
 
-	if (thp)
-		set_thp("always");
 	memfd = memfd_create("guest-ram", 0);
 	if (memfd < 0 || ftruncate(memfd, size))
 		die("memfd");
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (p == MAP_FAILED)
 		die("mmap");
-	filled = now();
 	for (off = 0; off < size; off += page)
 		if (pct >= 100 || (off / page) % 100 < (unsigned long)pct)
 			*(volatile unsigned long *)(p + off) = off ^ 0x5a5a;
-	filled = now() - filled;
 	munmap(p, size);
+	if (filled)
+		*filled = now() - t0;
+	return memfd;
+}
+
+/* The re-creation, on a memfd of its own filled like the preserved one. */
+static void recreate_own(unsigned long size, int pct, double *first, double *med)
+{
+	int memfd = guest_ram(size, pct, NULL);
+
+	recreate(memfd, size, first, med);
+	close(memfd);
+}
+
+static int stage1(unsigned long size, int thp, int pct)
+{
+	double t[PRESERVE_REPS], filled, first, med;
+	int dev, s, memfd, fd = -1, i;
+
+	if (thp)
+		set_thp("always");
+	memfd = guest_ram(size, pct, &filled);
 
 	dev = open("/dev/liveupdate", O_RDWR);
 	if (dev < 0)
@@ -340,8 +361,6 @@ static int stage1(unsigned long size, int thp, int pct)
 	s = session(dev, 1);
 	preserve(s, memfd, TOKEN_MEMFD);
 
-	edu_vfio();
-	recreate(memfd, size, &first, &med);
 	for (i = 0; i < PRESERVE_REPS; i++) {
 		double t0;
 
@@ -354,6 +373,8 @@ static int stage1(unsigned long size, int thp, int pct)
 		unpreserve(s, TOKEN_IOMMUFD);
 		close(fd);
 	}
+	edu_vfio();
+	recreate_own(size, pct, &first, &med);
 	printf("LU-BENCH phase=iommufd-preserve size=%lu fill_s=%.6f preserve_s=%.9f recreate_first_s=%.9f recreate_s=%.9f\n",
 	       size, filled, median(t, PRESERVE_REPS), first, med);
 	fflush(stdout);
@@ -367,7 +388,7 @@ static int stage1(unsigned long size, int thp, int pct)
 	return 0;
 }
 
-static int stage2(unsigned long size)
+static int stage2(unsigned long size, int thp, int pct)
 {
 	struct iommu_ioas_unmap unmap = {
 		.size = sizeof(unmap), .ioas_id = 1, .length = UINT64_MAX,
@@ -379,11 +400,14 @@ static int stage2(unsigned long size)
 	if (dev < 0)
 		die("open /dev/liveupdate");
 	s = session(dev, 0);
+	if (thp)
+		set_thp("always");
+	edu_vfio();
+	recreate_own(size, pct, &first, &med);
+
 	t0 = now();
 	memfd = retrieve(s, TOKEN_MEMFD);
 	t_memfd = now() - t0;
-
-	edu_vfio();
 	vdev = open_device();
 	t0 = now();
 	fd = retrieve(s, TOKEN_IOMMUFD);
@@ -400,7 +424,7 @@ static int stage2(unsigned long size)
 		return 1;
 	}
 	close(fd);
-	recreate(memfd, size, &first, &med);
+	close(memfd);
 	if (ioctl(s, LIVEUPDATE_SESSION_FINISH,
 		  &(struct liveupdate_session_finish){ .size = sizeof(struct liveupdate_session_finish) }))
 		die("FINISH");
@@ -444,6 +468,6 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[optind], "preserve"))
 		return stage1(size, thp, pct);
 	if (!strcmp(argv[optind], "retrieve"))
-		return stage2(size);
+		return stage2(size, thp, pct);
 	return 2;
 }

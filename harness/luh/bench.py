@@ -320,7 +320,7 @@ def iommufd_configs(sizes, smoke):
 ICOUNT = ["-icount", "shift=0,sleep=off"]
 
 # The iommufd handler is rust only: its VM is the rust kernel with the vIOMMU
-# and edu device of luo_iommufd (no device is attached by the bench).
+# and edu device of luo_iommufd, always under TCG (-icount needs it).
 IOMMUFD_FLAVOR = "rust"
 
 
@@ -335,9 +335,8 @@ def iommufd_run(arch, builds, progs, cfg, mem, fig, failures):
     res = vm.run_chain(f"bench-{arch}-iommufd-{name}", [
         vm.Stage(builds[IOMMUFD_FLAVOR], [("lu-iommufd-bench", a1 + ["preserve"])]),
         vm.Stage(builds[IOMMUFD_FLAVOR],
-                 [("lu-iommufd-bench", ["/bin/lu-iommufd-bench", "--size", str(size),
-                                        "retrieve"])]),
-    ], progs, arch, mem=mem, smp=1, timeout=1800,
+                 [("lu-iommufd-bench", a1 + ["retrieve"])]),
+    ], progs, arch, mem=mem, smp=1, timeout=1800, accel="tcg",
         extra_qemu=vmp["qemu"][arch] + ICOUNT, extra_cmdline=vmp["cmdline"][arch])
     problems = res.problems(2)
     for k in (1, 2):
@@ -570,7 +569,9 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
     if "iommufd" in benches and IOMMUFD_FLAVOR in builds:
         # Not a flavor comparison: after the repetitions, on rust only.
         icfgs = iommufd_configs(sizes, smoke)
-        imem = 1024 + 2 * max(c[1] for c in icfgs) // MIB if not smoke else 1024
+        # The preserved memfd, the re-creation's own and, after the kexec, the preserved
+        # pages and the new kernel's allocations.
+        imem = 1024 + 3 * max(c[1] for c in icfgs) // MIB if not smoke else 1024
         for rep in range(reps):
             stage(f"iommufd bench repetition {rep + 1}/{reps}")
             for cfg in icfgs:
@@ -639,14 +640,19 @@ def _notes(mem, failures, benches=(), kho_mib=0):
                   "MAP_FILE of the whole memfd (which pins it). *Retrieve + attach* is what it "
                   "does with it: RETRIEVE_FD of the iommufd, bind and attach the device to the "
                   "IOAS ID it had (which pins the same pages). A file is retrieved once per "
-                  "boot, so retrieve is measured cold, once; the re-creation is measured cold "
-                  "(its first run in the boot) and warm (median of 5 more). PRESERVE_FD: an "
+                  "boot, so retrieve is measured once; the re-creation once first (*cold*: it "
+                  "pins its memfd for the first time) and then 5 times more (median). "
+                  "PRESERVE_FD: an "
                   "iommufd whose IOAS maps the memfd, median of 21 preserve/unpreserve rounds. "
                   "CLOCK_MONOTONIC in the guest; the device's cdev is opened outside the timed "
-                  "parts. The VM runs with one vCPU and `-icount shift=0,sleep=off`: guest "
-                  "time counts executed instructions (1 ms = 1 million instructions), so "
-                  "these figures are instruction counts, deterministic and free of TCG's "
-                  "translation cost; cache and TLB effects are not in them.", ""]
+                  "parts. Each re-creation maps a memfd of its own, filled like the preserved "
+                  "one (so a sparse one is sparse when first pinned); in the new kernel it runs "
+                  "before the retrieve. The VM runs under TCG with one vCPU and `-icount "
+                  "shift=0,sleep=off`, not with the 2 vCPUs the header names: guest time "
+                  "counts executed instructions (1 ms = 1 million instructions), so these "
+                  "figures are instruction counts, deterministic and free of TCG's translation "
+                  "cost; cache and TLB effects are not in them, and an idle wait inside a timed "
+                  "part (none is expected) would be skipped.", ""]
     notes += ["## Reading the figures", "",
               "- The rust flavor runs the Rust LUO core (`kernel/liveupdate/luo.rs`: device, "
               "sessions, files, FLBs, luo-v5 serialization), the Rust memfd handler (`mm/memfd_luo.rs`) "

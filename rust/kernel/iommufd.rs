@@ -55,8 +55,9 @@ pub mod abi {
     macro_rules! abi_struct {
         ($($ty:ident: $size:expr),* $(,)?) => {
             $(
-                // SAFETY: The struct is packed and made only of integers, for which every bit
-                // pattern is valid.
+                // SAFETY: The struct is packed and made of integers and, in the header, a
+                // `struct kho_vmalloc` (integers and a union of a `u64` and a raw pointer):
+                // every bit pattern is valid for each.
                 unsafe impl FromBytes for bindings::$ty {}
 
                 // SAFETY: The struct is packed, so it has no padding bytes.

@@ -61,6 +61,7 @@ use kernel::{
         memfd::Memfd,
     },
     new_mutex,
+    page::PAGE_SIZE,
     prelude::*,
     sync::{
         aref::ARef,
@@ -374,16 +375,33 @@ impl State {
 
 /// Reads the header of a preserved iommufd and maps its arrays again; both are freed when
 /// dropped.
+///
+/// The arrays' descriptor must describe exactly the pages the header's counts need, as this
+/// handler writes it, and be empty without an IOAS; anything else is refused before KHO reads
+/// it.
 fn restore(data: u64) -> Result<(abi::Header, Option<RestoredVmalloc>)> {
     let ser = RestoredMem::restore(data)?;
     let header: abi::Header = entry(ser.as_slice(), 0, 0)?;
-    let arrays = if header.nr_ioas == 0 {
+    let desc = header.arrays;
+    let bytes = arrays_len(&header).ok_or(EINVAL)?;
+    let pages = bytes.div_ceil(PAGE_SIZE);
+    if usize::try_from(desc.total_pages) != Ok(pages) {
+        return Err(EINVAL);
+    }
+    let arrays = if pages == 0 {
         None
     } else {
-        let desc = header.arrays;
         Some(RestoredVmalloc::restore(&desc)?)
     };
     Ok((header, arrays))
+}
+
+/// The bytes of the arrays the header's counts describe.
+fn arrays_len(header: &abi::Header) -> Option<usize> {
+    let ioas = usize::try_from(header.nr_ioas).ok()?.checked_mul(IOAS)?;
+    let ranges = usize::try_from(header.nr_ranges).ok()?.checked_mul(RANGE)?;
+    let areas = usize::try_from(header.nr_areas).ok()?.checked_mul(AREA)?;
+    ioas.checked_add(ranges)?.checked_add(areas)
 }
 
 #[vtable]
@@ -543,6 +561,15 @@ mod tests {
         let e = two_ioas(&a_file()?)?;
         assert_eq!((e.nr_ioas, e.nr_ranges, e.nr_areas), (2, 2, 2));
         assert_eq!(e.arrays.len(), 2 * IOAS + 2 * RANGE + 2 * AREA);
+        assert_eq!(arrays_len(&header(&e)), Some(e.arrays.len()));
+        let huge = abi::Header {
+            nr_areas: u32::MAX,
+            ..header(&e)
+        };
+        assert_eq!(
+            arrays_len(&huge),
+            Some(2 * IOAS + 2 * RANGE + u32::MAX as usize * AREA)
+        );
         let plan = parse(&header(&e), &e.arrays)?;
         assert_eq!(plan.len(), 2);
         assert_eq!(plan[0].id, 2);
@@ -590,8 +617,6 @@ mod tests {
         };
         assert_eq!(encode(&c, |_| Ok(1)).err(), Some(EXDEV));
         // The session's answer for a file it does not hold is passed on.
-        let e = two_ioas(&a_file()?);
-        assert!(e.is_ok());
         let file = a_file()?;
         let mut list = KVec::new();
         let area = Area {

@@ -141,7 +141,8 @@ int iommufd_luo_walk(struct file *file, const struct iommufd_luo_visitor *v,
 	 * What the handover does not carry: the accounting of the VFIO
 	 * container emulation and IOMMU_OPTION_RLIMIT_MODE.
 	 */
-	if (ictx->account_mode == IOPT_PAGES_ACCOUNT_MM || ictx->vfio_ioas) {
+	if (READ_ONCE(ictx->account_mode) == IOPT_PAGES_ACCOUNT_MM ||
+	    READ_ONCE(ictx->vfio_ioas)) {
 		rc = -EOPNOTSUPP;
 		goto out;
 	}
