@@ -13,20 +13,19 @@
  *
  * "lu-iommufd-bench preserve --size BYTES [--thp] [--populate-pct P]",
  * before the kexec: fills a memfd of BYTES (every page, or a word on P% of
- * the pages), preserves it in session "bench-iommufd" (token 1); times the
- * re-creation once cold and ATTACH_REPS times more; times PRESERVE_FD of an
- * iommufd whose IOAS 1 maps the memfd (PRESERVE_REPS rounds with
- * UNPRESERVE_FD between them) and keeps the last one (token 2); times the
- * re-creation on a memfd of its own filled the same way, once first (it
- * pins the memfd, filling its holes) and ATTACH_REPS times more; leaves a
- * detached child holding the session across the kexec.
+ * the pages), preserves it in session "bench-iommufd" (token 1); times
+ * PRESERVE_FD of an iommufd whose IOAS 1 maps the memfd (PRESERVE_REPS
+ * rounds with UNPRESERVE_FD between them) and keeps the last one (token 2);
+ * leaves a detached child holding the session across the kexec.
  *
- * "lu-iommufd-bench retrieve" with the same options, after it: times the
- * re-creation on a memfd of its own as before; then RETRIEVE_FD of the
- * memfd, and RETRIEVE_FD of the iommufd with the device's bind and attach to
- * IOAS 1 (once: a file is retrieved once; the attach pins the retrieved
- * memfd for the first time); checks that IOAS 1 maps the memfd (UNMAP of
- * everything unmaps BYTES); finishes the session.
+ * "lu-iommufd-bench retrieve" with the same options, after it: times
+ * RETRIEVE_FD of the memfd; times the re-creation on the retrieved memfd,
+ * once first (the first pin: a sparse memfd's holes are filled, pages in
+ * KHO's scratch area migrated) and ATTACH_REPS times more; then times
+ * RETRIEVE_FD of the iommufd with the device's bind and attach to IOAS 1,
+ * which pins the same memfd as the later re-creations did (once: a file is
+ * retrieved once); checks that IOAS 1 maps the memfd (UNMAP of everything
+ * unmaps BYTES) and finishes the session.
  *
  * The device's cdev is opened before each timed part (opening it resets the
  * device, the same for both ways). Prints "LU-BENCH phase=... key=value ..."
@@ -337,18 +336,9 @@ static int guest_ram(unsigned long size, int pct, double *filled)
 	return memfd;
 }
 
-/* The re-creation, on a memfd of its own filled like the preserved one. */
-static void recreate_own(unsigned long size, int pct, double *first, double *med)
-{
-	int memfd = guest_ram(size, pct, NULL);
-
-	recreate(memfd, size, first, med);
-	close(memfd);
-}
-
 static int stage1(unsigned long size, int thp, int pct)
 {
-	double t[PRESERVE_REPS], filled, first, med;
+	double t[PRESERVE_REPS], filled;
 	int dev, s, memfd, fd = -1, i;
 
 	if (thp)
@@ -373,10 +363,8 @@ static int stage1(unsigned long size, int thp, int pct)
 		unpreserve(s, TOKEN_IOMMUFD);
 		close(fd);
 	}
-	edu_vfio();
-	recreate_own(size, pct, &first, &med);
-	printf("LU-BENCH phase=iommufd-preserve size=%lu fill_s=%.6f preserve_s=%.9f recreate_first_s=%.9f recreate_s=%.9f\n",
-	       size, filled, median(t, PRESERVE_REPS), first, med);
+	printf("LU-BENCH phase=iommufd-preserve size=%lu fill_s=%.6f preserve_s=%.9f\n",
+	       size, filled, median(t, PRESERVE_REPS));
 	fflush(stdout);
 
 	/* A detached child keeps the session open until the kexec. */
@@ -388,7 +376,7 @@ static int stage1(unsigned long size, int thp, int pct)
 	return 0;
 }
 
-static int stage2(unsigned long size, int thp, int pct)
+static int stage2(unsigned long size)
 {
 	struct iommu_ioas_unmap unmap = {
 		.size = sizeof(unmap), .ioas_id = 1, .length = UINT64_MAX,
@@ -400,14 +388,14 @@ static int stage2(unsigned long size, int thp, int pct)
 	if (dev < 0)
 		die("open /dev/liveupdate");
 	s = session(dev, 0);
-	if (thp)
-		set_thp("always");
-	edu_vfio();
-	recreate_own(size, pct, &first, &med);
-
 	t0 = now();
 	memfd = retrieve(s, TOKEN_MEMFD);
 	t_memfd = now() - t0;
+
+	/* Without the handler: the IOAS built again on the retrieved memfd. */
+	edu_vfio();
+	recreate(memfd, size, &first, &med);
+
 	vdev = open_device();
 	t0 = now();
 	fd = retrieve(s, TOKEN_IOMMUFD);
@@ -468,6 +456,6 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[optind], "preserve"))
 		return stage1(size, thp, pct);
 	if (!strcmp(argv[optind], "retrieve"))
-		return stage2(size, thp, pct);
+		return stage2(size);
 	return 2;
 }

@@ -350,27 +350,20 @@ def iommufd_run(arch, builds, progs, cfg, mem, fig, failures):
         return
     ms = 1e3
     f = IOMMUFD_FLAVOR
-    g = lambda kv, k: float(kv[k])  # noqa: E731
-    pre, rec1 = g(p1, "preserve_s"), g(p1, "recreate_s")
-    ret_att, rec2_first, rec2 = g(r2, "retrieve_attach_s"), g(r2, "recreate_first_s"), \
-        g(r2, "recreate_s")
-    for metric, v in (
-            ("PRESERVE_FD of the iommufd (median of 21)", pre),
-            ("re-create before: open, IOAS_ALLOC, attach, MAP_FILE (cold)",
-             g(p1, "recreate_first_s")),
-            ("re-create before (median of 5)", rec1),
-            ("RETRIEVE_FD of the memfd (cold)", g(r2, "memfd_retrieve_s")),
-            ("RETRIEVE_FD of the iommufd (cold)", g(r2, "retrieve_s")),
-            ("RETRIEVE_FD of the iommufd + attach (cold)", ret_att),
-            ("re-create after (cold)", rec2_first),
-            ("re-create after (median of 5)", rec2)):
-        fig.add("iommufd", metric, name, f, v * ms, "ms")
-    fig.add("iommufd", "PRESERVE_FD / re-create before (median)", name, f,
-            pre / rec1 if rec1 else 0, "ratio")
-    fig.add("iommufd", "retrieve + attach / re-create after, both cold", name, f,
-            ret_att / rec2_first if rec2_first else 0, "ratio")
-    fig.add("iommufd", "retrieve + attach / re-create after (median)", name, f,
-            ret_att / rec2 if rec2 else 0, "ratio")
+    pre, rec = float(p1["preserve_s"]), float(r2["recreate_s"])
+    ret_att = float(r2["retrieve_attach_s"])
+    for metric, key, kv in (
+            ("PRESERVE_FD of the iommufd (median of 21)", "preserve_s", p1),
+            ("RETRIEVE_FD of the memfd", "memfd_retrieve_s", r2),
+            ("re-create: open, IOAS_ALLOC, attach, MAP_FILE (first pin)", "recreate_first_s",
+             r2),
+            ("re-create (median of 5 more)", "recreate_s", r2),
+            ("RETRIEVE_FD of the iommufd", "retrieve_s", r2),
+            ("RETRIEVE_FD of the iommufd + attach", "retrieve_attach_s", r2)):
+        fig.add("iommufd", metric, name, f, float(kv[key]) * ms, "ms")
+    fig.add("iommufd", "PRESERVE_FD / re-create", name, f, pre / rec if rec else 0, "ratio")
+    fig.add("iommufd", "retrieve + attach / re-create", name, f, ret_att / rec if rec else 0,
+            "ratio")
 
 
 def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
@@ -569,9 +562,8 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
     if "iommufd" in benches and IOMMUFD_FLAVOR in builds:
         # Not a flavor comparison: after the repetitions, on rust only.
         icfgs = iommufd_configs(sizes, smoke)
-        # The preserved memfd, the re-creation's own and, after the kexec, the preserved
-        # pages and the new kernel's allocations.
-        imem = 1024 + 3 * max(c[1] for c in icfgs) // MIB if not smoke else 1024
+        # As for the memfd runs: the memfd, twice, and room to boot.
+        imem = 1024 + 2 * max(c[1] for c in icfgs) // MIB if not smoke else 1024
         for rep in range(reps):
             stage(f"iommufd bench repetition {rep + 1}/{reps}")
             for cfg in icfgs:
@@ -635,24 +627,22 @@ def _notes(mem, failures, benches=(), kho_mib=0):
     if "iommufd" in benches:
         notes += ["- **iommufd** (rust only; upstream 7.3 has no iommufd handler): "
                   "`harness/init/lu-iommufd-bench.c` in the VM of `luo_iommufd`, its edu "
-                  "device bound to vfio-pci. *Re-create* is what a VMM does without the "
-                  "handler: open `/dev/iommu`, IOMMU_IOAS_ALLOC, bind and attach the device, "
-                  "MAP_FILE of the whole memfd (which pins it). *Retrieve + attach* is what it "
-                  "does with it: RETRIEVE_FD of the iommufd, bind and attach the device to the "
-                  "IOAS ID it had (which pins the same pages). A file is retrieved once per "
-                  "boot, so retrieve is measured once; the re-creation once first (*cold*: it "
-                  "pins its memfd for the first time) and then 5 times more (median). "
-                  "PRESERVE_FD: an "
-                  "iommufd whose IOAS maps the memfd, median of 21 preserve/unpreserve rounds. "
-                  "CLOCK_MONOTONIC in the guest; the device's cdev is opened outside the timed "
-                  "parts. Each re-creation maps a memfd of its own, filled like the preserved "
-                  "one (so a sparse one is sparse when first pinned); in the new kernel it runs "
-                  "before the retrieve. The VM runs under TCG with one vCPU and `-icount "
-                  "shift=0,sleep=off`, not with the 2 vCPUs the header names: guest time "
-                  "counts executed instructions (1 ms = 1 million instructions), so these "
-                  "figures are instruction counts, deterministic and free of TCG's translation "
-                  "cost; cache and TLB effects are not in them, and an idle wait inside a timed "
-                  "part (none is expected) would be skipped.", ""]
+                  "device bound to vfio-pci. After the kexec the memfd is retrieved first. "
+                  "*Re-create* is what a VMM does without the iommufd handler: open "
+                  "`/dev/iommu`, IOMMU_IOAS_ALLOC, bind and attach the device, MAP_FILE of "
+                  "the retrieved memfd (which pins it); its first run is the memfd's first "
+                  "pin (a sparse memfd's holes are filled, pages in KHO's scratch area "
+                  "migrated), the median of 5 more the comparable figure. *Retrieve + attach* "
+                  "is what the VMM does with the handler: RETRIEVE_FD of the iommufd, bind and "
+                  "attach the device to the IOAS ID it had, which pins the same memfd in the "
+                  "same state (once: a file is retrieved once). PRESERVE_FD: an iommufd whose "
+                  "IOAS maps the memfd, median of 21 preserve/unpreserve rounds. The device's "
+                  "cdev is opened outside the timed parts. The VM runs under TCG with one vCPU "
+                  "and `-icount shift=0,sleep=off`, not with the 2 vCPUs the header names: "
+                  "guest time (CLOCK_MONOTONIC) counts executed instructions (1 ms = 1 million "
+                  "instructions), so these figures are instruction counts, deterministic and "
+                  "free of TCG's translation cost; cache and TLB effects are not in them, and "
+                  "an idle wait inside a timed part (none is expected) would be skipped.", ""]
     notes += ["## Reading the figures", "",
               "- The rust flavor runs the Rust LUO core (`kernel/liveupdate/luo.rs`: device, "
               "sessions, files, FLBs, luo-v5 serialization), the Rust memfd handler (`mm/memfd_luo.rs`) "
