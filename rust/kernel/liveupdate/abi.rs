@@ -55,8 +55,9 @@ pub const MAX_BLOCKS: usize = 10000;
 macro_rules! abi_struct {
     ($($ty:ident: $size:expr),* $(,)?) => {
         $(
-            // SAFETY: The struct is packed and made only of integers and integer arrays, for
-            // which every bit pattern is valid.
+            // SAFETY: The struct is packed and made of integers, integer arrays and, in
+            // `memfd_luo_ser`, a `struct kho_vmalloc` (integers and a union of a `u64` and a raw
+            // pointer): every bit pattern is valid for each.
             unsafe impl FromBytes for bindings::$ty {}
 
             // SAFETY: The struct is packed, so it has no padding bytes.
