@@ -28,14 +28,7 @@ use core::ptr::NonNull;
 /// the next kernel reads them with [`FromBytes`](crate::transmute::FromBytes) and checks every
 /// field.
 pub mod abi {
-    use crate::{
-        bindings, static_assert,
-        transmute::{
-            AsBytes,
-            FromBytes, //
-        },
-    };
-    use core::mem::size_of;
+    use crate::bindings;
 
     pub use bindings::{
         iommufd_ioas_luo_area as Area,
@@ -52,23 +45,7 @@ pub mod abi {
     /// [`Area::flags`]: the device may write.
     pub const AREA_WRITE: u32 = bindings::IOMMUFD_IOAS_LUO_AREA_WRITE;
 
-    macro_rules! abi_struct {
-        ($($ty:ident: $size:expr),* $(,)?) => {
-            $(
-                // SAFETY: The struct is packed and made of integers and, in the header, a
-                // `struct kho_vmalloc` (integers and a union of a `u64` and a raw pointer):
-                // every bit pattern is valid for each.
-                unsafe impl FromBytes for bindings::$ty {}
-
-                // SAFETY: The struct is packed, so it has no padding bytes.
-                unsafe impl AsBytes for bindings::$ty {}
-
-                static_assert!(size_of::<bindings::$ty>() == $size);
-            )*
-        };
-    }
-
-    abi_struct!(
+    crate::liveupdate::abi::abi_struct!(
         iommufd_ioas_luo_ser: 32,
         iommufd_ioas_luo_ioas: 16,
         iommufd_ioas_luo_range: 16,

@@ -52,21 +52,27 @@ pub const BLOCK_SIZE: usize = crate::page::PAGE_SIZE;
 /// The most blocks a chain may have; a longer chain is refused as corrupt.
 pub const MAX_BLOCKS: usize = 10000;
 
+/// Marks handover structs of `bindings` as [`FromBytes`] and [`AsBytes`] and asserts their
+/// sizes; for structs that are packed and made of integers, integer arrays and `struct
+/// kho_vmalloc`s only.
 macro_rules! abi_struct {
     ($($ty:ident: $size:expr),* $(,)?) => {
         $(
-            // SAFETY: The struct is packed and made of integers, integer arrays and, in
-            // `memfd_luo_ser`, a `struct kho_vmalloc` (integers and a union of a `u64` and a raw
-            // pointer): every bit pattern is valid for each.
-            unsafe impl FromBytes for bindings::$ty {}
+            // SAFETY: The struct is packed and made of integers, integer arrays and
+            // `struct kho_vmalloc`s (integers and a union of a `u64` and a raw pointer): every
+            // bit pattern is valid for each.
+            unsafe impl $crate::transmute::FromBytes for $crate::bindings::$ty {}
 
             // SAFETY: The struct is packed, so it has no padding bytes.
-            unsafe impl AsBytes for bindings::$ty {}
+            unsafe impl $crate::transmute::AsBytes for $crate::bindings::$ty {}
 
-            static_assert!(size_of::<bindings::$ty>() == $size);
+            $crate::static_assert!(
+                ::core::mem::size_of::<$crate::bindings::$ty>() == $size
+            );
         )*
     };
 }
+pub(crate) use abi_struct;
 
 abi_struct!(
     luo_ser: 32,
