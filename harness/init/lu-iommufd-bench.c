@@ -137,30 +137,6 @@ static int retrieve(int s, __u64 token)
 	return arg.fd;
 }
 
-/* A new iommufd with one IOAS mapping the whole memfd at IOVA. */
-static int iommufd_with_ioas(int memfd, unsigned long size)
-{
-	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
-	struct iommu_ioas_map_file map = {
-		.size = sizeof(map),
-		.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE |
-			 IOMMU_IOAS_MAP_WRITEABLE,
-		.fd = memfd,
-		.length = size,
-		.iova = IOVA,
-	};
-	int fd = open("/dev/iommu", O_RDWR);
-
-	if (fd < 0)
-		die("open /dev/iommu");
-	if (ioctl(fd, IOMMU_IOAS_ALLOC, &alloc))
-		die("IOMMU_IOAS_ALLOC");
-	map.ioas_id = alloc.out_ioas_id;
-	if (ioctl(fd, IOMMU_IOAS_MAP_FILE, &map))
-		die("IOMMU_IOAS_MAP_FILE");
-	return fd;
-}
-
 static char cdev[300];
 
 static int read_str(const char *path, char *buf, size_t size)
@@ -261,9 +237,11 @@ static void attach(int dev, int iommufd, __u32 id)
 		die("VFIO_DEVICE_ATTACH_IOMMUFD_PT");
 }
 
-/* What a VMM does without the handler: the IOAS with the device attached and
- * the memfd mapped (pinned); returns the time, everything closed again. */
-static double recreate_once(int memfd, unsigned long size)
+/*
+ * A new iommufd with IOAS 1 mapping the whole memfd at IOVA; with dev >= 0
+ * the device is attached before the mapping, which then pins the memfd.
+ */
+static int iommufd_with_ioas(int memfd, unsigned long size, int dev)
 {
 	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
 	struct iommu_ioas_map_file map = {
@@ -274,18 +252,30 @@ static double recreate_once(int memfd, unsigned long size)
 		.length = size,
 		.iova = IOVA,
 	};
-	int dev = open_device(), fd;
-	double t0 = now(), t;
+	int fd = open("/dev/iommu", O_RDWR);
 
-	fd = open("/dev/iommu", O_RDWR);
 	if (fd < 0)
 		die("open /dev/iommu");
 	if (ioctl(fd, IOMMU_IOAS_ALLOC, &alloc))
 		die("IOMMU_IOAS_ALLOC");
-	attach(dev, fd, alloc.out_ioas_id);
+	if (dev >= 0)
+		attach(dev, fd, alloc.out_ioas_id);
 	map.ioas_id = alloc.out_ioas_id;
 	if (ioctl(fd, IOMMU_IOAS_MAP_FILE, &map))
 		die("IOMMU_IOAS_MAP_FILE");
+	return fd;
+}
+
+/*
+ * What a VMM does without the handler: the IOAS with the device attached and
+ * the memfd mapped (pinned); returns the time, everything closed again.
+ */
+static double recreate_once(int memfd, unsigned long size)
+{
+	int dev = open_device(), fd;
+	double t0 = now(), t;
+
+	fd = iommufd_with_ioas(memfd, size, dev);
 	t = now() - t0;
 	close(dev);
 	close(fd);
@@ -354,7 +344,7 @@ static int stage1(unsigned long size, int thp, int pct)
 	for (i = 0; i < PRESERVE_REPS; i++) {
 		double t0;
 
-		fd = iommufd_with_ioas(memfd, size);
+		fd = iommufd_with_ioas(memfd, size, -1);
 		t0 = now();
 		preserve(s, fd, TOKEN_IOMMUFD);
 		t[i] = now() - t0;
