@@ -552,13 +552,13 @@ class OurKexecTestTest(unittest.TestCase):
         self.assertEqual([(c.name, c.status) for c in short],
                          [("stage2.x", ktap.PASS), ("stage2.plan", ktap.FAIL)])
 
-    def test_listed_and_run_on_every_chain(self):
+    @staticmethod
+    def _our_kexec_calls(*runs):
+        """The (arch, prog, chain) of each our_kexec_test cli.run_arch makes for runs of
+        (arch, flavors, cross, globs), with everything else stubbed."""
         import contextlib
         import io
         from unittest import mock
-        for t in kbuild.OUR_KEXEC_TESTS:
-            self.assertIn(f"kexec:{t}", cli.SUITE_NAMES)
-            self.assertIn(f"cross:{t}", cli.SUITE_NAMES)
         calls = []
 
         def fake(arch, builds, progs, prog, chain):
@@ -570,32 +570,25 @@ class OurKexecTestTest(unittest.TestCase):
                 mock.patch.object(cli.crate, "supported", return_value=False), \
                 mock.patch.object(cli.suites, "our_kexec_test", side_effect=fake), \
                 contextlib.redirect_stdout(io.StringIO()):
-            cli.run_arch("x86_64", list(FLAVORS), list(FLAVORS), True,
-                         ["kexec:luo_memfd", "cross:luo_memfd"], lambda s: None)
-            cli.run_arch("arm64", ["rust"], list(FLAVORS), False, ["kexec:luo_memfd"],
-                         lambda s: None)
+            for arch, flavors, cross, globs in runs:
+                cli.run_arch(arch, flavors, list(FLAVORS), cross, globs, lambda s: None)
+        return calls
+
+    def test_listed_and_run_on_every_chain(self):
+        for t in kbuild.OUR_KEXEC_TESTS:
+            self.assertIn(f"kexec:{t}", cli.SUITE_NAMES)
+            self.assertIn(f"cross:{t}", cli.SUITE_NAMES)
+        calls = self._our_kexec_calls(
+            ("x86_64", list(FLAVORS), True, ["kexec:luo_memfd", "cross:luo_memfd"]),
+            ("arm64", ["rust"], False, ["kexec:luo_memfd"]))
         self.assertEqual(calls, [
             ("x86_64", "luo_memfd", ("c", "c")), ("x86_64", "luo_memfd", ("rust", "rust")),
             ("x86_64", "luo_memfd", ("c", "rust")), ("x86_64", "luo_memfd", ("rust", "c")),
             ("arm64", "luo_memfd", ("rust", "rust"))])
 
     def test_iommufd_runs_where_stage1_is_rust_with_its_devices(self):
-        import contextlib
-        import io
-        from unittest import mock
-        calls = []
-
-        def fake(arch, builds, progs, prog, chain):
-            calls.append((arch, prog, chain))
-            return ktap.Suite(arch, "-", prog)
-
-        with mock.patch.object(cli, "_prepare", return_value=(None, {"rust": None}, {}, {})), \
-                mock.patch.object(cli.tree, "our_rust_files", return_value=[]), \
-                mock.patch.object(cli.crate, "supported", return_value=False), \
-                mock.patch.object(cli.suites, "our_kexec_test", side_effect=fake), \
-                contextlib.redirect_stdout(io.StringIO()):
-            cli.run_arch("arm64", list(FLAVORS), list(FLAVORS), True,
-                         ["kexec:luo_iommufd", "cross:luo_iommufd"], lambda s: None)
+        calls = self._our_kexec_calls(
+            ("arm64", list(FLAVORS), True, ["kexec:luo_iommufd", "cross:luo_iommufd"]))
         self.assertEqual(calls, [("arm64", "luo_iommufd", ("rust", "rust")),
                                  ("arm64", "luo_iommufd", ("rust", "c"))])
         self.assertFalse(suites.our_kexec_runs("luo_iommufd", ("c", "rust")))
