@@ -12,12 +12,11 @@
 
 use crate::{
     incoming::c_string,
-    lock,
     session::{
         self,
         Session, //
     },
-    Luo, //
+    Core, //
 };
 use kernel::{
     fs::{
@@ -104,29 +103,33 @@ impl MiscDevice for LuoDevice {
     type Ptr = ();
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result {
-        let mut luo = lock();
+        let core = Core::get().ok_or(ENODEV)?;
+        let mut luo = core.luo.lock();
         if luo.device_open {
             return Err(EBUSY);
         }
         // A failure to rebuild the incoming sessions is sticky: every open fails the same way.
-        session::deserialize(&mut luo).map_err(|_| EIO)?;
+        session::deserialize(core, &mut luo).map_err(|_| EIO)?;
         luo.device_open = true;
         Ok(())
     }
 
     fn release(_device: (), _file: &File) {
-        lock().device_open = false;
+        if let Some(core) = Core::get() {
+            core.luo.lock().device_open = false;
+        }
     }
 
     fn ioctl(_device: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         use uapi::liveupdate_ioctl_create_session as CreateSession;
         use uapi::liveupdate_ioctl_retrieve_session as RetrieveSession;
 
+        let core = Core::get().ok_or(ENODEV)?;
         let nr = kernel::ioctl::_IOC_NR(cmd);
         if nr == CreateSession::NR {
-            create_session(Ucmd::new::<CreateSession>(cmd, arg)?)?;
+            create_session(core, Ucmd::new::<CreateSession>(cmd, arg)?)?;
         } else if nr == RetrieveSession::NR {
-            retrieve_session(Ucmd::new::<RetrieveSession>(cmd, arg)?)?;
+            retrieve_session(core, Ucmd::new::<RetrieveSession>(cmd, arg)?)?;
         } else {
             return Err(ENOTTY);
         }
@@ -151,43 +154,57 @@ pub(crate) fn session_file(session: &Arc<Session>) -> Result<ARef<File>> {
     anon_inode::new_file::<Session>(name, session.clone(), O_RDWR)
 }
 
-fn create_session(ucmd: Ucmd) -> Result {
+/// Creates an outgoing session: it is added to the list, under the device-level lock, before
+/// the reply is written and its file made without it; if either fails, it is removed again.
+fn create_session(core: &'static Core, ucmd: Ucmd) -> Result {
     let mut arg = ucmd.read::<uapi::liveupdate_ioctl_create_session>()?;
     let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
     if !valid_name(&arg.name) {
         return Err(EINVAL);
     }
-    let mut luo = lock();
-    let luo: &mut Luo = &mut luo;
     let name_buf = arg.name;
     let name = c_string(&name_buf).unwrap_or(&[]);
-    if luo.outgoing.iter().any(|s| s.name() == name) {
-        return Err(EEXIST);
+    let _op = core.begin_op();
+    let session = Session::new(core, name, false, crate::file::FileSet::new())?;
+    {
+        let mut luo = core.luo.lock();
+        if luo.outgoing.iter().any(|s| s.name() == name) {
+            return Err(EEXIST);
+        }
+        luo.outgoing.reserve(1, GFP_KERNEL)?;
+        let n = luo.outgoing.len();
+        luo.session_blocks.grow(n + 1)?;
+        // Within the capacity reserved above.
+        let _ = luo.outgoing.push_within_capacity(session.clone());
     }
-    luo.outgoing.reserve(1, GFP_KERNEL)?;
-    luo.session_blocks.grow(luo.outgoing.len() + 1)?;
-    let created = (|| {
-        let session = Session::new(name, false, crate::file::FileSet::new())?;
+    let file = (|| {
         // CAST: A reserved descriptor number fits in an `int`.
         arg.fd = fd.reserved_fd() as i32;
         ucmd.respond(&arg)?;
-        let file = session_file(&session)?;
-        Ok((session, file))
+        session_file(&session)
     })();
-    let (session, file) = match created {
-        Ok(v) => v,
-        Err(e) => {
-            luo.session_blocks.shrink(luo.outgoing.len());
-            return Err(e);
+    match file {
+        Ok(file) => {
+            fd.fd_install(file);
+            Ok(())
         }
-    };
-    // Within the capacity reserved above.
-    let _ = luo.outgoing.push_within_capacity(session);
-    fd.fd_install(file);
-    Ok(())
+        Err(e) => {
+            let mut luo = core.luo.lock();
+            let removed = match luo.outgoing.iter().position(|s| Arc::ptr_eq(s, &session)) {
+                // `i` is in bounds: it was just found.
+                Some(i) => luo.outgoing.remove(i).ok(),
+                None => None,
+            };
+            let n = luo.outgoing.len();
+            luo.session_blocks.shrink(n);
+            drop(luo);
+            drop(removed);
+            Err(e)
+        }
+    }
 }
 
-fn retrieve_session(ucmd: Ucmd) -> Result {
+fn retrieve_session(core: &'static Core, ucmd: Ucmd) -> Result {
     let mut arg = ucmd.read::<uapi::liveupdate_ioctl_retrieve_session>()?;
     let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
     // `strncmp(name, wanted, 64)` semantics: what follows the first NUL does not count.
@@ -196,8 +213,10 @@ fn retrieve_session(ucmd: Ucmd) -> Result {
     key.get_mut(..wanted.len())
         .ok_or(EINVAL)?
         .copy_from_slice(wanted);
-    let luo = lock();
-    let session = luo
+    let op = core.begin_op();
+    let session = core
+        .luo
+        .lock()
         .incoming
         .as_ref()
         .and_then(|t| t.get(&key))
@@ -213,7 +232,7 @@ fn retrieve_session(ucmd: Ucmd) -> Result {
     let file = session_file(&session)?;
     inner.retrieved = true;
     drop(inner);
-    drop(luo);
+    drop(op);
     fd.fd_install(file);
     Ok(())
 }

@@ -2,25 +2,33 @@
 
 //! The C API of [`include/linux/liveupdate.h`](srctree/include/linux/liveupdate.h).
 //!
-//! C file handlers (`mm/memfd_luo.c`) and FLB users (`lib/tests/liveupdate.c`) register
-//! through these functions. Each converts the raw pointers it gets into the kernel crate's
-//! [`Handler`] and [`Flb`] references and calls the core.
+//! File handlers and FLBs register through these functions: the C ones (the in-kernel test,
+//! `lib/tests/liveupdate.c`) directly, the Rust ones (`mm/memfd_luo.rs`,
+//! `drivers/iommu/iommufd/iommufd_luo.rs`) through the kernel crate's
+//! [`kernel::liveupdate::handler`]. Each converts the raw pointers it gets into the kernel
+//! crate's [`Handler`] and [`Flb`] references and calls the core.
 
 use crate::{
     enabled,
     file::Lookup,
     flb,
-    lock,
-    session, //
+    session,
+    Core, //
 };
 use kernel::{
     bindings,
-    liveupdate::handler::{
+    liveupdate::registered::{
         Flb,
+        FlbObject,
         Handler, //
     },
     prelude::*,
 };
+
+/// Returns the core if live update is enabled.
+fn enabled_core() -> Option<&'static Core> {
+    Core::get().filter(|_| enabled())
+}
 
 /// Registers a file handler.
 ///
@@ -34,27 +42,17 @@ use kernel::{
 pub(crate) unsafe extern "C" fn liveupdate_register_file_handler(
     fh: *mut bindings::liveupdate_file_handler,
 ) -> c_int {
-    if !enabled() {
+    let Some(core) = enabled_core() else {
         return EOPNOTSUPP.to_errno();
-    }
-    // SAFETY: The caller guarantees that `fh` stays valid until it is unregistered, and the
-    // core drops its copies of the reference when it is.
+    };
+    // SAFETY: The caller guarantees that `fh` stays valid until it is unregistered, and
+    // unregistration waits until the core no longer uses it.
     let handler = match unsafe { Handler::from_raw(fh) } {
         Ok(handler) => handler,
         Err(e) => return e.to_errno(),
     };
-    {
-        let mut luo = lock();
-        if let Some(other) = luo.handler_by_compatible(handler.compatible()) {
-            pr_err!(
-                "File handler registration failed: Compatible string '{}' already registered.\n",
-                other.compatible_cstr()
-            );
-            return EEXIST.to_errno();
-        }
-        if let Err(e) = luo.handlers.push(handler, GFP_KERNEL) {
-            return Error::from(e).to_errno();
-        }
+    if let Err(e) = core.registry.lock().add(handler) {
+        return e.to_errno();
     }
     #[cfg(CONFIG_LIVEUPDATE_TEST)]
     handler.test_register();
@@ -63,6 +61,10 @@ pub(crate) unsafe extern "C" fn liveupdate_register_file_handler(
 
 /// Unregisters a file handler and its FLB links.
 ///
+/// No new file can use the handler; then this waits until the files that use it are gone (the
+/// preserved ones unpreserved, the incoming ones finished), so that the caller may free it. A
+/// handler in a module never waits: its files hold a reference on its module.
+///
 /// # Safety
 ///
 /// `fh` must be a registered handler, or a handler that was never registered.
@@ -70,16 +72,11 @@ pub(crate) unsafe extern "C" fn liveupdate_register_file_handler(
 pub(crate) unsafe extern "C" fn liveupdate_unregister_file_handler(
     fh: *mut bindings::liveupdate_file_handler,
 ) {
-    if !enabled() {
-        return;
-    }
-    let mut luo = lock();
-    let Some(i) = luo.handlers.iter().position(|h| h.as_raw() == fh) else {
+    let Some(core) = enabled_core() else {
         return;
     };
-    // `i` is in bounds: it was just found.
-    if let Ok(handler) = luo.handlers.remove(i) {
-        flb::unregister_all(handler);
+    if let Some(handler) = core.unregister_handler(fh) {
+        flb::unregister_all(core, handler);
     }
 }
 
@@ -92,16 +89,17 @@ pub(crate) unsafe extern "C" fn liveupdate_unregister_file_handler(
 /// # Safety
 ///
 /// `fh` must be valid; `flb` must point to a valid FLB that stays valid and unchanged until it is
-/// unregistered from every handler and no longer in use.
+/// unregistered from every handler.
 #[export]
 pub(crate) unsafe extern "C" fn liveupdate_register_flb(
     fh: *mut bindings::liveupdate_file_handler,
     flb: *mut bindings::liveupdate_flb,
 ) -> c_int {
-    if !enabled() {
+    let Some(core) = enabled_core() else {
         return EOPNOTSUPP.to_errno();
-    }
-    // SAFETY: The caller guarantees that `flb` is valid for as long as the core uses it.
+    };
+    // SAFETY: The caller guarantees that `flb` is valid until it is unregistered, and the last
+    // unregistration waits until the core no longer uses it.
     let flb = match unsafe { Flb::from_raw(flb) } {
         Ok(flb) => flb,
         Err(e) => {
@@ -109,18 +107,19 @@ pub(crate) unsafe extern "C" fn liveupdate_register_flb(
             return e.to_errno();
         }
     };
-    let luo = lock();
-    let Some(handler) = luo.handlers.iter().copied().find(|h| h.as_raw() == fh) else {
+    // The registry stays locked so that the handler cannot be unregistered meanwhile.
+    let reg = core.registry.lock();
+    let Some(handler) = reg.find_raw(fh) else {
         pr_warn!("FLB registration refused: the file handler is not registered\n");
         return EINVAL.to_errno();
     };
-    match flb::register(handler, flb) {
+    match flb::register(core, handler, flb) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
 }
 
-/// Unregisters `flb` from `fh`.
+/// Unregisters `flb` from `fh`; after its last handler, waits until the core no longer uses it.
 ///
 /// # Safety
 ///
@@ -130,15 +129,14 @@ pub(crate) unsafe extern "C" fn liveupdate_unregister_flb(
     fh: *mut bindings::liveupdate_file_handler,
     flb: *mut bindings::liveupdate_flb,
 ) {
-    if !enabled() {
+    let Some(core) = enabled_core() else {
         return;
-    }
-    let luo = lock();
-    let handler = luo.handlers.iter().copied().find(|h| h.as_raw() == fh);
+    };
+    let handler = core.registry.lock().find_raw(fh);
     // SAFETY: The caller guarantees that `flb` is valid.
     let flb = unsafe { Flb::from_raw(flb) };
     if let (Some(handler), Ok(flb)) = (handler, flb) {
-        flb::unregister(handler, flb);
+        flb::unregister(core, handler, flb);
     }
 }
 
@@ -147,10 +145,7 @@ pub(crate) unsafe extern "C" fn liveupdate_unregister_flb(
 /// # Safety
 ///
 /// `objp` must be valid for writes.
-unsafe fn store(
-    objp: *mut *mut c_void,
-    r: Result<kernel::liveupdate::handler::FlbObject>,
-) -> c_int {
+unsafe fn store(objp: *mut *mut c_void, r: Result<FlbObject>) -> c_int {
     match r {
         Ok(obj) => {
             // SAFETY: The caller guarantees that `objp` is valid for writes.
@@ -171,11 +166,11 @@ pub(crate) unsafe extern "C" fn liveupdate_flb_get_incoming(
     flb: *mut bindings::liveupdate_flb,
     objp: *mut *mut c_void,
 ) -> c_int {
-    if !enabled() {
+    let Some(core) = enabled_core() else {
         return EOPNOTSUPP.to_errno();
-    }
+    };
     // SAFETY: The caller guarantees that `flb` is valid.
-    let r = unsafe { Flb::from_raw(flb) }.and_then(flb::get_incoming);
+    let r = unsafe { Flb::from_raw(flb) }.and_then(|flb| flb::get_incoming(core, flb));
     // SAFETY: The caller guarantees that `objp` is valid for writes.
     unsafe { store(objp, r) }
 }
@@ -188,8 +183,8 @@ pub(crate) unsafe extern "C" fn liveupdate_flb_get_incoming(
 #[export]
 pub(crate) unsafe extern "C" fn liveupdate_flb_put_incoming(flb: *mut bindings::liveupdate_flb) {
     // SAFETY: The caller guarantees that `flb` is valid.
-    if let (true, Ok(flb)) = (enabled(), unsafe { Flb::from_raw(flb) }) {
-        flb::put_incoming(flb);
+    if let (Some(core), Ok(flb)) = (enabled_core(), unsafe { Flb::from_raw(flb) }) {
+        flb::put_incoming(core, flb);
     }
 }
 
@@ -203,11 +198,11 @@ pub(crate) unsafe extern "C" fn liveupdate_flb_get_outgoing(
     flb: *mut bindings::liveupdate_flb,
     objp: *mut *mut c_void,
 ) -> c_int {
-    if !enabled() {
+    let Some(core) = enabled_core() else {
         return EOPNOTSUPP.to_errno();
-    }
+    };
     // SAFETY: The caller guarantees that `flb` is valid.
-    let r = unsafe { Flb::from_raw(flb) }.and_then(flb::get_outgoing);
+    let r = unsafe { Flb::from_raw(flb) }.and_then(|flb| flb::get_outgoing(core, flb));
     // SAFETY: The caller guarantees that `objp` is valid for writes.
     unsafe { store(objp, r) }
 }
@@ -220,8 +215,8 @@ pub(crate) unsafe extern "C" fn liveupdate_flb_get_outgoing(
 #[export]
 pub(crate) unsafe extern "C" fn liveupdate_flb_put_outgoing(flb: *mut bindings::liveupdate_flb) {
     // SAFETY: The caller guarantees that `flb` is valid.
-    if let (true, Ok(flb)) = (enabled(), unsafe { Flb::from_raw(flb) }) {
-        flb::put_outgoing(flb);
+    if let (Some(core), Ok(flb)) = (enabled_core(), unsafe { Flb::from_raw(flb) }) {
+        flb::put_outgoing(core, flb);
     }
 }
 
@@ -302,9 +297,9 @@ pub(crate) unsafe extern "C" fn liveupdate_get_file_incoming(
 /// call fails with `-ENOSPC`. Before `/dev/liveupdate` is first opened the files come in the
 /// previous kernel's order, afterwards by session name, each session's in preservation order.
 /// Fails with `-EOPNOTSUPP` when live update is disabled and `-EINVAL` for a handler that is not
-/// registered or a bad count. Works from an initcall. Takes the core's lock: it must not be called
-/// from a handler callback (which holds it), and blocks once `liveupdate_reboot()` has serialized
-/// the sessions.
+/// registered or a bad count. Works from an initcall. Takes the core's device-level lock and the
+/// incoming sessions' locks: it must not be called from a handler callback (which runs with its
+/// session locked).
 ///
 /// # Safety
 ///
@@ -315,9 +310,9 @@ pub(crate) unsafe extern "C" fn liveupdate_fd_data_query(
     fds: *mut bindings::liveupdate_fd,
     count: *mut c_long,
 ) -> c_int {
-    if !enabled() {
+    let Some(core) = enabled_core() else {
         return EOPNOTSUPP.to_errno();
-    }
+    };
     if count.is_null() {
         return EINVAL.to_errno();
     }
@@ -328,10 +323,10 @@ pub(crate) unsafe extern "C" fn liveupdate_fd_data_query(
     if cap > 0 && fds.is_null() {
         return EINVAL.to_errno();
     }
-    let luo = lock();
-    let Some(handler) = luo.handlers.iter().copied().find(|h| h.as_raw() == fh) else {
+    let Some(handler) = core.registry.lock().find_raw(fh) else {
         return EINVAL.to_errno();
     };
+    let luo = core.luo.lock();
     let mut n = 0usize;
     session::for_each_incoming_file(&luo, handler, |name, token, data| {
         if n < cap {

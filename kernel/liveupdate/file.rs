@@ -25,7 +25,11 @@ use crate::{
     block::BlockSet,
     flb,
     incoming::FileEntry,
-    Luo, //
+    registry::{
+        self,
+        HandlerRef, //
+    },
+    Core, //
 };
 use core::cell::{
     Cell,
@@ -44,21 +48,30 @@ use kernel::{
             FileSer, //
         },
         handler::{
-            Handler,
-            HandlerPrivate,
             IncomingSession,
             OutgoingSession,
             RetrieveStatus, //
         },
         kho::PhysAddr,
+        registered::{
+            incoming_session,
+            outgoing_session,
+            Handler,
+            HandlerPrivate, //
+        },
     },
     prelude::*,
-    sync::aref::ARef, //
+    sync::aref::ARef,
+    types::ScopeGuard, //
 };
 
 /// A preserved file of a session.
+///
+/// It holds what it uses until it is dropped: the references of an outgoing file on the FLBs of
+/// its handler (dropped first), and the reference to its handler and its module.
 pub(crate) struct LuoFile {
-    handler: Handler,
+    _flbs: Option<flb::OutgoingRefs>,
+    handler: HandlerRef,
     /// The file: the preserved one, or the retrieved one once retrieved.
     file: OnceCell<ARef<File>>,
     /// The handler's handle to the file's serialized state (`freeze` may replace it).
@@ -106,9 +119,9 @@ pub(crate) struct Lookup<'a> {
 enum LookupKind<'a> {
     /// An outgoing session; while a file is preserved, the tokens its handler looked up.
     Outgoing(Option<&'a RefCell<KVec<u64>>>),
-    /// An incoming session; while a file is retrieved, the identities of retrieved objects, which
-    /// a retrieve on demand adds to.
-    Incoming(Option<&'a RefCell<KVec<usize>>>),
+    /// An incoming session; while a file is retrieved, the core, which a retrieve on demand
+    /// records the retrieved object in.
+    Incoming(Option<&'static Core>),
 }
 
 impl<'a> Lookup<'a> {
@@ -119,10 +132,10 @@ impl<'a> Lookup<'a> {
         }
     }
 
-    fn incoming(files: &'a [LuoFile], ids: Option<&'a RefCell<KVec<usize>>>) -> Self {
+    fn incoming(files: &'a [LuoFile], core: Option<&'static Core>) -> Self {
         Self {
             files,
-            kind: LookupKind::Incoming(ids),
+            kind: LookupKind::Incoming(core),
         }
     }
 
@@ -134,13 +147,13 @@ impl<'a> Lookup<'a> {
     fn outgoing_session(&self) -> OutgoingSession<'_> {
         // SAFETY: `self` is valid for the returned lifetime; the handler callbacks it is passed to
         // run within it, and `Lookup::from_raw` turns it back into `self`.
-        unsafe { OutgoingSession::from_raw(self.as_raw()) }
+        unsafe { outgoing_session(self.as_raw()) }
     }
 
     /// Returns the lookup as the incoming session of the kernel crate's handler API.
     fn incoming_session(&self) -> IncomingSession<'_> {
         // SAFETY: As in `outgoing_session`.
-        unsafe { IncomingSession::from_raw(self.as_raw()) }
+        unsafe { incoming_session(self.as_raw()) }
     }
 
     /// Turns the session a handler got back into the lookup.
@@ -178,12 +191,11 @@ impl<'a> Lookup<'a> {
     /// Returns the file of an incoming session preserved under `token`; during a retrieve, a
     /// file not retrieved yet is retrieved now (see [`retrieve_in`]).
     pub(crate) fn file(&self, token: u64) -> Result<ARef<File>> {
-        let LookupKind::Incoming(ids) = self.kind else {
+        let LookupKind::Incoming(core) = self.kind else {
             return Err(ENOENT);
         };
-        match ids {
-            // The top-level retrieve reserved room for every file of the session.
-            Some(ids) => retrieve_in(self.files, ids, token),
+        match core {
+            Some(core) => retrieve_in(core, self.files, token),
             None => {
                 let f = self.files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
                 f.retrieved().unwrap_or(Err(EBUSY))
@@ -198,9 +210,7 @@ impl<'a> Lookup<'a> {
 /// Runs for `RETRIEVE_FD` and, re-entered through [`Lookup::file`], for a handler's retrieve
 /// that needs another file of the session: all state it changes is in cells, so the set is only
 /// borrowed shared. A retrieve that needs the file being retrieved fails with [`EDEADLK`].
-/// `ids` must have room for one identity per file of the session (reserved once, by
-/// [`FileSet::retrieve`], so that no nested retrieve allocates).
-fn retrieve_in(files: &[LuoFile], ids: &RefCell<KVec<usize>>, token: u64) -> Result<ARef<File>> {
+fn retrieve_in(core: &'static Core, files: &[LuoFile], token: u64) -> Result<ARef<File>> {
     let f = files.iter().find(|f| f.token == token).ok_or(ENOENT)?;
     if let Some(r) = f.retrieved() {
         return r;
@@ -208,8 +218,10 @@ fn retrieve_in(files: &[LuoFile], ids: &RefCell<KVec<usize>>, token: u64) -> Res
     if f.retrieving.get() {
         return Err(EDEADLK);
     }
+    // Before the handler runs: a retrieve that cannot be recorded fails, and can be tried again.
+    let node = registry::reserve_id()?;
     f.retrieving.set(true);
-    let lookup = Lookup::incoming(files, Some(ids));
+    let lookup = Lookup::incoming(files, Some(core));
     let r = f.handler.retrieve(&lookup.incoming_session(), f.data.get());
     f.retrieving.set(false);
     let file = match r {
@@ -220,13 +232,8 @@ fn retrieve_in(files: &[LuoFile], ids: &RefCell<KVec<usize>>, token: u64) -> Res
         }
     };
     let id = f.handler.id(&file);
-    // Within the capacity `FileSet::retrieve` reserved: each file of the session is retrieved at
-    // most once, and no borrow is held while no callback runs.
-    let pushed = ids
-        .try_borrow_mut()
-        .map(|mut ids| ids.push_within_capacity(id).is_ok());
-    if !matches!(pushed, Ok(true)) {
-        pr_warn!("retrieved file [{:#x}] not tracked\n", token);
+    if core.registry.lock().add_id(node, id).is_err() {
+        pr_warn!("retrieved file [{:#x}] is already preserved\n", token);
     }
     // The cell is empty: the file was not retrieved.
     let _ = f.file.set(file.clone());
@@ -253,8 +260,8 @@ impl FileSet {
     ///
     /// Everything that can fail happens before the handler's `preserve`, and what was done is
     /// undone on failure: either the file is preserved, or nothing changed.
-    pub(crate) fn preserve(&mut self, luo: &mut LuoLists<'_>, token: u64, fd: i32) -> Result {
-        self.preserve_with(luo, token, || {
+    pub(crate) fn preserve(&mut self, core: &'static Core, token: u64, fd: i32) -> Result {
+        self.preserve_with(core, token, || {
             let fd = u32::try_from(fd).map_err(|_| EBADF)?;
             let file = LocalFile::fget(fd)?;
             // SAFETY: Called from an ioctl; LUO never calls `fdget_pos`, so this thread has no
@@ -267,7 +274,7 @@ impl FileSet {
     /// of `PRESERVE_FD`: token, room in the blocks, file, handler, identity.
     fn preserve_with(
         &mut self,
-        luo: &mut LuoLists<'_>,
+        core: &'static Core,
         token: u64,
         get: impl FnOnce() -> Result<ARef<File>>,
     ) -> Result {
@@ -275,63 +282,45 @@ impl FileSet {
             return Err(EEXIST);
         }
         self.blocks.grow(self.files.len() + 1)?;
-        let r = get().and_then(|file| self.preserve_grown(luo, token, file));
+        let r = get().and_then(|file| self.preserve_grown(core, token, file));
         if r.is_err() {
             self.blocks.shrink(self.files.len());
         }
         r
     }
 
-    fn preserve_grown(&mut self, luo: &mut LuoLists<'_>, token: u64, file: ARef<File>) -> Result {
-        let handler = luo
-            .handlers
-            .iter()
-            .copied()
-            .find(|h| h.can_preserve(&file))
-            .ok_or(ENOENT)?;
-        if !handler.module_get() {
-            return Err(ENOENT);
-        }
-        let r = (|| {
-            let id = handler.id(&file);
-            if luo.preserved.contains(&id) {
-                return Err(EBUSY);
-            }
-            luo.preserved.reserve(1, GFP_KERNEL)?;
-            self.files.reserve(1, GFP_KERNEL)?;
-            flb::file_preserve(handler)?;
-            let deps = RefCell::new(KVec::new());
-            let lookup = Lookup::outgoing(&self.files, Some(&deps));
-            let (data, private) = handler
-                .preserve(&lookup.outgoing_session(), &file)
-                .inspect_err(|_| {
-                    flb::file_unpreserve(handler);
-                })?;
-            // Both pushes are within the capacity reserved above and cannot fail.
-            let _ = luo.preserved.push_within_capacity(id);
-            let _ = self.files.push_within_capacity(LuoFile {
-                handler,
-                file: OnceCell::from(file),
-                data: Cell::new(data),
-                private,
-                token,
-                status: Cell::new(RetrieveStatus::NotRetrieved),
-                retrieving: Cell::new(false),
-                deps: deps.into_inner(),
-            });
-            Ok(())
-        })();
-        if r.is_err() {
-            handler.module_put();
-        }
-        r
+    fn preserve_grown(&mut self, core: &'static Core, token: u64, file: ARef<File>) -> Result {
+        let handler = core.registry.lock().preserver(core, &file).ok_or(ENOENT)?;
+        let id = handler.id(&file);
+        let node = registry::reserve_id()?;
+        core.registry.lock().add_id(node, id)?;
+        let recorded = ScopeGuard::new(|| core.registry.lock().remove_id(id));
+        self.files.reserve(1, GFP_KERNEL)?;
+        let flbs = flb::OutgoingRefs::take(core, *handler)?;
+        let deps = RefCell::new(KVec::new());
+        let lookup = Lookup::outgoing(&self.files, Some(&deps));
+        let (data, private) = handler.preserve(&lookup.outgoing_session(), &file)?;
+        recorded.dismiss();
+        // Within the capacity reserved above.
+        let _ = self.files.push_within_capacity(LuoFile {
+            _flbs: Some(flbs),
+            handler,
+            file: OnceCell::from(file),
+            data: Cell::new(data),
+            private,
+            token,
+            status: Cell::new(RetrieveStatus::NotRetrieved),
+            retrieving: Cell::new(false),
+            deps: deps.into_inner(),
+        });
+        Ok(())
     }
 
     /// Unpreserves the file preserved under `token`.
     ///
     /// Fails, changing nothing, with [`ENOENT`] if there is none and with [`EBUSY`] if another
     /// file depends on it.
-    pub(crate) fn unpreserve(&mut self, preserved: &mut KVec<usize>, token: u64) -> Result {
+    pub(crate) fn unpreserve(&mut self, core: &Core, token: u64) -> Result {
         let i = self
             .files
             .iter()
@@ -341,27 +330,27 @@ impl FileSet {
             return Err(EBUSY);
         }
         let f = self.files.remove(i).map_err(|_| EINVAL)?;
-        self.unpreserve_removed(preserved, f);
+        self.unpreserve_removed(core, f);
         self.blocks.shrink(self.files.len());
         Ok(())
     }
 
-    /// Calls the handler of `f`, just removed from the set, to unpreserve it.
-    fn unpreserve_removed(&self, preserved: &mut KVec<usize>, f: LuoFile) {
+    /// Calls the handler of `f`, just removed from the set, to unpreserve it, then drops it with
+    /// what it holds.
+    fn unpreserve_removed(&self, core: &Core, f: LuoFile) {
         if let Some(file) = f.file() {
             let lookup = Lookup::outgoing(&self.files, None);
             f.handler
                 .unpreserve(&lookup.outgoing_session(), file, f.data.get(), f.private);
-            forget_id(preserved, f.handler.id(file));
+            let id = f.handler.id(file);
+            core.registry.lock().remove_id(id);
         }
-        flb::file_unpreserve(f.handler);
-        f.handler.module_put();
     }
 
     /// Unpreserves every file, last preserved first, and frees the blocks.
-    pub(crate) fn unpreserve_all(&mut self, preserved: &mut KVec<usize>) {
+    pub(crate) fn unpreserve_all(&mut self, core: &Core) {
         while let Some(f) = self.files.pop() {
-            self.unpreserve_removed(preserved, f);
+            self.unpreserve_removed(core, f);
             self.blocks.shrink(self.files.len());
         }
         self.blocks.shrink(0);
@@ -443,16 +432,8 @@ impl FileSet {
     }
 
     /// Retrieves the file preserved under `token`: returns a new reference to it.
-    pub(crate) fn retrieve(
-        &mut self,
-        preserved: &mut KVec<usize>,
-        token: u64,
-    ) -> Result<ARef<File>> {
-        preserved.reserve(self.files.len(), GFP_KERNEL)?;
-        let ids = RefCell::new(core::mem::take(preserved));
-        let r = retrieve_in(&self.files, &ids, token);
-        *preserved = ids.into_inner();
-        r
+    pub(crate) fn retrieve(&mut self, core: &'static Core, token: u64) -> Result<ARef<File>> {
+        retrieve_in(core, &self.files, token)
     }
 
     /// Checks that every handler agrees to finish now: [`EBUSY`] otherwise.
@@ -472,7 +453,7 @@ impl FileSet {
     }
 
     /// Finishes every file, last first; [`FileSet::can_finish`] must have agreed.
-    pub(crate) fn finish(&mut self, preserved: &mut KVec<usize>) {
+    pub(crate) fn finish(&mut self, core: &Core) {
         while let Some(f) = self.files.pop() {
             let lookup = Lookup::incoming(&self.files, None);
             f.handler.finish(
@@ -481,40 +462,39 @@ impl FileSet {
                 f.data.get(),
                 f.status.get(),
             );
-            flb::file_finish(f.handler);
+            flb::file_finish(core, *f.handler);
             if let Some(file) = f.file() {
-                forget_id(preserved, f.handler.id(file));
+                let id = f.handler.id(file);
+                core.registry.lock().remove_id(id);
             }
-            f.handler.module_put();
         }
     }
 
     /// Calls `f` with the token and data handle of every file of `handler`'s, in order.
     pub(crate) fn for_each_of(&self, handler: Handler, mut f: impl FnMut(u64, u64)) {
-        for file in self.files.iter().filter(|file| file.handler == handler) {
+        for file in self.files.iter().filter(|file| *file.handler == handler) {
             f(file.token, file.data.get());
         }
     }
 
     /// Builds the files of an incoming session: each needs a registered handler.
-    pub(crate) fn from_incoming(luo: &Luo, entries: &[FileEntry]) -> Result<Self> {
+    pub(crate) fn from_incoming(core: &'static Core, entries: &[FileEntry]) -> Result<Self> {
         let mut set = Self::new();
         set.files.reserve(entries.len(), GFP_KERNEL)?;
         for e in entries {
             let compatible = crate::incoming::c_string(&e.compatible).unwrap_or(&[]);
-            let handler = luo
-                .handler_by_compatible(compatible)
-                .filter(|h| h.module_get());
+            let handler = core.registry.lock().by_compatible(core, compatible);
             let Some(handler) = handler else {
                 pr_warn!(
                     "No registered handler for compatible '{}'\n",
                     kernel::str::BStr::from_bytes(compatible)
                 );
-                set.drop_incoming();
+                // Dropping `set` drops the references taken for the files before this one.
                 return Err(ENOENT);
             };
             // Within the capacity reserved above.
             let _ = set.files.push_within_capacity(LuoFile {
+                _flbs: None,
                 handler,
                 file: OnceCell::new(),
                 data: Cell::new(e.data),
@@ -526,26 +506,6 @@ impl FileSet {
             });
         }
         Ok(set)
-    }
-
-    /// Drops the files of an incoming session that was never handed out.
-    pub(crate) fn drop_incoming(&mut self) {
-        while let Some(f) = self.files.pop() {
-            f.handler.module_put();
-        }
-    }
-}
-
-/// The lists of [`Luo`] that preserving a file needs, borrowed apart from the session.
-pub(crate) struct LuoLists<'a> {
-    pub(crate) handlers: &'a KVec<Handler>,
-    pub(crate) preserved: &'a mut KVec<usize>,
-}
-
-fn forget_id(preserved: &mut KVec<usize>, id: usize) {
-    if let Some(i) = preserved.iter().position(|&p| p == id) {
-        // `i` is in bounds: it was just found.
-        let _ = preserved.remove(i);
     }
 }
 
@@ -564,17 +524,26 @@ mod tests {
         liveupdate::handler::{
             FileHandler,
             FileHandlerRegistration,
-            FlbObject,
             FlbOps,
             FlbRegistration,
             IncomingSession,
             OutgoingSession,
             RetrieveStatus, //
         },
-        sync::atomic::{
-            Atomic,
-            Relaxed, //
+        sync::{
+            atomic::{
+                Acquire,
+                Atomic,
+                Relaxed,
+                Release, //
+            },
+            Arc,
         },
+        time::{
+            delay::fsleep,
+            Delta, //
+        },
+        workqueue,
     };
 
     /// What the test handler was asked to do, in order: `op * 1000 + file number`.
@@ -798,18 +767,23 @@ mod tests {
         f()
     }
 
+    fn the_core() -> Result<&'static Core> {
+        Core::get().ok_or(EINVAL)
+    }
+
     fn preserve(set: &mut FileSet, token: u64, file: &ARef<File>) -> Result {
-        let mut luo = crate::lock();
-        let luo: &mut Luo = &mut luo;
-        let mut lists = LuoLists {
-            handlers: &luo.handlers,
-            preserved: &mut luo.preserved,
-        };
-        set.preserve_with(&mut lists, token, || Ok(file.clone()))
+        set.preserve_with(the_core()?, token, || Ok(file.clone()))
     }
 
     fn unpreserve_all(set: &mut FileSet) {
-        set.unpreserve_all(&mut crate::lock().preserved);
+        if let Ok(core) = the_core() {
+            set.unpreserve_all(core);
+        }
+    }
+
+    /// Returns the number of objects the core records as preserved or retrieved.
+    fn ids() -> Result<usize> {
+        Ok(the_core()?.registry.lock().id_count())
     }
 
     /// Freeze runs first-preserved first; a failing freeze unfreezes the earlier files last
@@ -886,21 +860,22 @@ mod tests {
                     GFP_KERNEL,
                 )?;
             }
-            let mut set = FileSet::from_incoming(&crate::lock(), &entries)?;
-            let mut preserved = KVec::new();
-            let f2 = set.retrieve(&mut preserved, 2)?;
-            let again = set.retrieve(&mut preserved, 2)?;
+            let c = the_core()?;
+            let mut set = FileSet::from_incoming(c, &entries)?;
+            let f2 = set.retrieve(c, 2)?;
+            let again = set.retrieve(c, 2)?;
             assert!(core::ptr::eq(f2.as_ptr(), again.as_ptr()));
-            assert_eq!(set.retrieve(&mut preserved, 3).err(), Some(ENOEXEC));
-            assert_eq!(set.retrieve(&mut preserved, 3).err(), Some(ENOEXEC));
+            assert_eq!(ids()?, 1);
+            assert_eq!(set.retrieve(c, 3).err(), Some(ENOEXEC));
+            assert_eq!(set.retrieve(c, 3).err(), Some(ENOEXEC));
             assert_eq!(set.check_retrieve(3), Err(ENOEXEC));
-            assert_eq!(set.retrieve(&mut preserved, 4).err(), Some(ENOENT));
+            assert_eq!(set.retrieve(c, 4).err(), Some(ENOENT));
             assert_eq!(&events()?[..], &[5002, 5099]);
             set.can_finish()?;
-            set.finish(&mut preserved);
+            set.finish(c);
             assert_eq!(&events()?[..], &[6099, 6002, 6001]);
-            assert!(preserved.is_empty());
-            assert_eq!(set.retrieve(&mut preserved, 1).err(), Some(ENOENT));
+            assert_eq!(ids()?, 0);
+            assert_eq!(set.retrieve(c, 1).err(), Some(ENOENT));
             Ok(())
         })
     }
@@ -917,7 +892,7 @@ mod tests {
     }
 
     fn unpreserve(set: &mut FileSet, token: u64) -> Result {
-        set.unpreserve(&mut crate::lock().preserved, token)
+        set.unpreserve(the_core()?, token)
     }
 
     fn entry(compatible: &[u8], token: u64, data: u64) -> FileEntry {
@@ -974,7 +949,7 @@ mod tests {
             // Last preserved first: the dependent file before its dependency.
             unpreserve_all(&mut set);
             assert_eq!(&events()?[..], &[1001, 1003, 2003, 2001, 2002]);
-            assert!(crate::lock().preserved.is_empty());
+            assert_eq!(ids()?, 0);
             Ok(())
         })
     }
@@ -1009,27 +984,27 @@ mod tests {
             entries.push(entry(b"luo-kunit-v1", 2, 2), GFP_KERNEL)?;
             entries.push(entry(b"luo-kunit-dep-v1", 3, (3 << 32) | 1), GFP_KERNEL)?;
             entries.push(entry(b"luo-kunit-dep-v1", 4, (4 << 32) | 4), GFP_KERNEL)?;
-            let mut set = FileSet::from_incoming(&crate::lock(), &entries)?;
-            let mut preserved = KVec::new();
+            let c = the_core()?;
+            let mut set = FileSet::from_incoming(c, &entries)?;
 
-            let _three = set.retrieve(&mut preserved, 3)?;
+            let _three = set.retrieve(c, 3)?;
             assert_eq!(&events()?[..], &[5003, 5001, 12001]);
-            assert_eq!(preserved.len(), 2);
-            let one = set.retrieve(&mut preserved, 1)?;
+            assert_eq!(ids()?, 2);
+            let one = set.retrieve(c, 1)?;
             // CAST: Compared with the recorded address.
             assert_eq!(GOT.load(Relaxed), one.as_ptr() as usize);
             assert!(events()?.is_empty());
-            assert_eq!(preserved.len(), 2);
+            assert_eq!(ids()?, 2);
 
-            assert_eq!(set.retrieve(&mut preserved, 4).err(), Some(EDEADLK));
-            assert_eq!(set.retrieve(&mut preserved, 4).err(), Some(EDEADLK));
+            assert_eq!(set.retrieve(c, 4).err(), Some(EDEADLK));
+            assert_eq!(set.retrieve(c, 4).err(), Some(EDEADLK));
             assert_eq!(set.check_retrieve(4), Err(EDEADLK));
             assert_eq!(&events()?[..], &[5004]);
 
             set.can_finish()?;
-            set.finish(&mut preserved);
+            set.finish(c);
             assert_eq!(&events()?[..], &[6004, 12001, 6003, 6002, 6001]);
-            assert!(preserved.is_empty());
+            assert_eq!(ids()?, 0);
             Ok(())
         })
     }
@@ -1039,14 +1014,19 @@ mod tests {
     #[test]
     fn fd_data_query() -> Result {
         with_handlers(|| {
+            let c = the_core()?;
             let mut luo = crate::Luo::new();
-            for h in crate::lock().handlers.iter() {
-                luo.handlers.push(*h, GFP_KERNEL)?;
-            }
-            let dep = luo
-                .handler_by_compatible(b"luo-kunit-dep-v1")
+            let dep_ref = c
+                .registry
+                .lock()
+                .by_compatible(c, b"luo-kunit-dep-v1")
                 .ok_or(EINVAL)?;
-            let plain = luo.handler_by_compatible(b"luo-kunit-v1").ok_or(EINVAL)?;
+            let plain_ref = c
+                .registry
+                .lock()
+                .by_compatible(c, b"luo-kunit-v1")
+                .ok_or(EINVAL)?;
+            let (dep, plain) = (*dep_ref, *plain_ref);
             let mut sessions = KVec::new();
             for (name, files) in [
                 (&b"vm-a"[..], [(1u64, 0x11u64, false), (2, 0x22, true)]),
@@ -1091,14 +1071,12 @@ mod tests {
                 &[(b'a', 1, 0x11), (b'b', 8, 0x88)]
             );
             // Turned into sessions, as the first open does: the same files, nothing retrieved.
-            crate::session::deserialize(&mut luo)?;
+            crate::session::deserialize(c, &mut luo)?;
             assert_eq!(&query(&luo, dep)?[..], &[(b'a', 2, 0x22), (b'b', 7, 0x77)]);
             assert!(events()?.is_empty());
-            if let Some(incoming) = luo.incoming.as_mut() {
-                for (_, session) in incoming.iter() {
-                    session.lock().files.drop_incoming();
-                }
-            }
+            // Dropping the sessions drops their files' references to the handlers, which are
+            // then unregistered without waiting.
+            drop(luo);
             Ok(())
         })
     }
@@ -1125,29 +1103,27 @@ mod tests {
 
     struct TestFlb;
 
+    #[vtable]
     impl FlbOps for TestFlb {
         const COMPATIBLE: &'static CStr = c"luo-kunit-flb-v1";
+        type Object = KBox<u64>;
 
-        fn preserve() -> Result<(u64, FlbObject)> {
+        fn preserve() -> Result<(u64, KBox<u64>)> {
             record(FLB_PRESERVE, 0);
-            Ok((
-                0x77,
-                FlbObject::new(core::ptr::without_provenance_mut(0x1000)),
-            ))
+            Ok((0x77, KBox::new(0x1000, GFP_KERNEL)?))
         }
 
-        fn unpreserve(data: u64, _obj: FlbObject) {
+        fn unpreserve(data: u64, _obj: KBox<u64>) {
             record(FLB_UNPRESERVE, data);
         }
 
-        fn retrieve(data: u64) -> Result<FlbObject> {
+        fn retrieve(data: u64) -> Result<KBox<u64>> {
             record(FLB_RETRIEVE, data);
-            Ok(FlbObject::new(core::ptr::without_provenance_mut(0x2000)))
+            Ok(KBox::new(0x2000, GFP_KERNEL)?)
         }
 
-        fn finish(obj: FlbObject) {
-            // CAST: The test's objects are plain numbers.
-            record(FLB_FINISH, obj.as_ptr() as u64);
+        fn finish(obj: KBox<u64>) {
+            record(FLB_FINISH, *obj);
         }
     }
 
@@ -1159,35 +1135,39 @@ mod tests {
         if !crate::enabled() {
             return Ok(());
         }
-        let reg = KBox::pin_init(
+        let c = the_core()?;
+        let reg = Arc::pin_init(
             FileHandlerRegistration::<TestHandler>::register(),
             GFP_KERNEL,
         )?;
         let flb = KBox::pin_init(
-            FlbRegistration::<TestFlb>::register(reg.as_ref()),
+            FlbRegistration::<TestFlb, TestHandler>::register(reg.clone()),
             GFP_KERNEL,
         )?;
         reset();
-        assert_eq!(flb.get_outgoing().err(), Some(ENOENT));
+        assert_eq!(flb.outgoing().err(), Some(ENOENT));
 
         let (a, b) = (new_file(6)?, new_file(7)?);
         let mut set = FileSet::new();
         preserve(&mut set, 1, &a)?;
         preserve(&mut set, 2, &b)?;
         assert_eq!(&events()?[..], &[7000, 1006, 1007]);
-        let obj = flb.get_outgoing()?;
-        assert!(obj.as_ptr() == core::ptr::without_provenance_mut(0x1000));
-        flb.put_outgoing();
+        let obj = flb.outgoing()?;
+        assert_eq!(*obj.get(), 0x1000);
+        drop(obj);
         unpreserve_all(&mut set);
         assert_eq!(&events()?[..], &[2007, 2006, 8119]);
 
         let mut compatible = [0u8; abi::FLB_COMPAT_LENGTH];
         compatible[..16].copy_from_slice(b"luo-kunit-flb-v1");
-        crate::flb::add_incoming_for_test(crate::incoming::FlbEntry {
-            compatible,
-            data: 0x55,
-            count: 2,
-        })?;
+        crate::flb::add_incoming_for_test(
+            c,
+            crate::incoming::FlbEntry {
+                compatible,
+                data: 0x55,
+                count: 2,
+            },
+        )?;
         let mut entries = KVec::new();
         for token in [1u64, 2] {
             let mut compatible = [0u8; abi::HANDLER_COMPAT_LENGTH];
@@ -1201,14 +1181,66 @@ mod tests {
                 GFP_KERNEL,
             )?;
         }
-        let mut incoming = FileSet::from_incoming(&crate::lock(), &entries)?;
-        let mut preserved = KVec::new();
+        let mut incoming = FileSet::from_incoming(c, &entries)?;
         incoming.can_finish()?;
-        incoming.finish(&mut preserved);
+        incoming.finish(c);
         assert_eq!(&events()?[..], &[6002, 9085, 6001, 10000 + 0x2000]);
-        assert_eq!(flb.get_incoming().err(), Some(ENODATA));
+        assert_eq!(flb.incoming().err(), Some(ENODATA));
         drop(flb);
         drop(reg);
+        Ok(())
+    }
+
+    /// Polls `cond` every 10 ms for up to 5 s; returns its last value.
+    fn wait_for(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..500 {
+            if cond() {
+                return true;
+            }
+            fsleep(Delta::from_millis(10));
+        }
+        cond()
+    }
+
+    /// Dropping a handler's registration while it has a preserved file unregisters it at once,
+    /// so that no new file can use it, but waits until that file is unpreserved: the core never
+    /// calls a handler that its registrant freed.
+    #[test]
+    fn unregister_waits() -> Result {
+        if !crate::enabled() {
+            return Ok(());
+        }
+        let c = the_core()?;
+        let reg = KBox::pin_init(
+            FileHandlerRegistration::<TestHandler>::register(),
+            GFP_KERNEL,
+        )?;
+        reset();
+        let (a, b) = (new_file(1)?, new_file(2)?);
+        let mut set = FileSet::new();
+        preserve(&mut set, 1, &a)?;
+        assert_eq!(&events()?[..], &[1001]);
+
+        let done = Arc::new(Atomic::new(false), GFP_KERNEL)?;
+        let done_in_work = done.clone();
+        workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+            drop(reg);
+            done_in_work.store(true, Release);
+        })?;
+        let unregistering = || c.registry.lock().is_unregistering(b"luo-kunit-v1");
+        assert!(wait_for(unregistering));
+        // The handler is no longer offered to new files, and the drop still waits.
+        assert_eq!(preserve(&mut set, 2, &b), Err(ENOENT));
+        fsleep(Delta::from_millis(100));
+        assert!(!done.load(Acquire));
+        assert_eq!(set.files.len(), 1);
+
+        // The handler, still registered, unpreserves its file; then the drop ends.
+        unpreserve_all(&mut set);
+        assert!(wait_for(|| done.load(Acquire)));
+        assert_eq!(&events()?[..], &[2001]);
+        assert!(!c.registry.lock().is_unregistering(b"luo-kunit-v1"));
+        assert_eq!(ids()?, 0);
         Ok(())
     }
 }

@@ -9,13 +9,15 @@
 //! incoming state is created by `retrieve` on first use and ended by `finish` when the last
 //! file that needed it is finished. At most [`abi::FLB_MAX`] FLBs can be registered.
 //!
-//! FLB state has its own lock, [`FLBS`], taken after [`crate::LUO`] when both are held; FLB
-//! operations run with it held.
+//! FLB state is behind [`crate::Core::flbs`], the last lock of the core; FLB operations run with
+//! it held. An FLB with an outgoing or incoming object holds a reference on its module, and its
+//! unregistration waits until the core no longer uses it.
 
 use crate::incoming::{
     c_string,
     FlbEntry, //
 };
+use crate::Core;
 use kernel::{
     liveupdate::{
         abi::{
@@ -23,30 +25,16 @@ use kernel::{
             FlbHeader,
             FlbSer, //
         },
-        handler::{
+        registered::{
             Flb,
             FlbObject,
-            Handler, //
+            Handler,
+            ModuleRef, //
         },
     },
     prelude::*,
     transmute::AsBytes, //
 };
-
-kernel::sync::global_lock! {
-    // SAFETY: `init()` initializes the lock from `luo_early_init()`, before any use.
-    unsafe(uninit) static FLBS: Mutex<Registry> = Registry::new();
-}
-
-/// Initializes the FLB lock.
-///
-/// # Safety
-///
-/// Must be called once, before any other function of this module.
-pub(crate) unsafe fn init() {
-    // SAFETY: The caller guarantees this is the only call and that it precedes every use.
-    unsafe { FLBS.init() };
-}
 
 /// The state of one FLB.
 struct State {
@@ -56,12 +44,23 @@ struct State {
     out_count: u64,
     out_data: u64,
     out_obj: FlbObject,
+    /// The module reference of the outgoing object, while there is one.
+    out_module: Option<ModuleRef>,
     in_count: u64,
     in_data: u64,
     in_obj: FlbObject,
     /// 0 before retrieve, 1 once retrieved, or the sticky error of a failed retrieve.
     in_status: i32,
     in_finished: bool,
+    /// The module reference of the incoming object, from retrieve to finish.
+    in_module: Option<ModuleRef>,
+}
+
+impl State {
+    /// Whether the core still has an object of the FLB, whose operations it will call.
+    fn in_use(&self) -> bool {
+        self.out_count > 0 || (self.in_status > 0 && !self.in_finished)
+    }
 }
 
 /// Every FLB known to the core.
@@ -79,7 +78,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             states: KVec::new(),
             order: KVec::new(),
@@ -105,11 +104,13 @@ impl Registry {
                 out_count: 0,
                 out_data: 0,
                 out_obj: FlbObject::NONE,
+                out_module: None,
                 in_count: 0,
                 in_data: 0,
                 in_obj: FlbObject::NONE,
                 in_status: 0,
                 in_finished: false,
+                in_module: None,
             },
             GFP_KERNEL,
         )?;
@@ -127,8 +128,8 @@ impl Registry {
 }
 
 /// Records the previous kernel's FLB page.
-pub(crate) fn set_incoming(entries: &[FlbEntry]) {
-    let mut reg = FLBS.lock();
+pub(crate) fn set_incoming(core: &Core, entries: &[FlbEntry]) {
+    let mut reg = core.flbs.lock();
     reg.has_incoming = true;
     reg.incoming.clear();
     if reg.incoming.extend_from_slice(entries, GFP_KERNEL).is_err() {
@@ -139,8 +140,8 @@ pub(crate) fn set_incoming(entries: &[FlbEntry]) {
 
 /// Adds an FLB to the incoming state, as if the previous kernel had handed it over.
 #[cfg(CONFIG_KUNIT)]
-pub(crate) fn add_incoming_for_test(entry: FlbEntry) -> Result {
-    Ok(FLBS.lock().incoming.push(entry, GFP_KERNEL)?)
+pub(crate) fn add_incoming_for_test(core: &Core, entry: FlbEntry) -> Result {
+    Ok(core.flbs.lock().incoming.push(entry, GFP_KERNEL)?)
 }
 
 /// Writes an empty FLB page.
@@ -153,8 +154,8 @@ pub(crate) fn init_page(page: &mut [u8]) -> Result {
 }
 
 /// Writes the FLBs that have preserved files into the FLB page, at reboot.
-pub(crate) fn serialize(page: &mut [u8]) -> Result {
-    let mut reg = FLBS.lock();
+pub(crate) fn serialize(core: &Core, page: &mut [u8]) -> Result {
+    let mut reg = core.flbs.lock();
     let reg = &mut *reg;
     let mut count = 0usize;
     for &flb in reg.order.iter() {
@@ -190,24 +191,16 @@ fn preserve_one(state: &mut State) -> Result {
         state.out_count += 1;
         return Ok(());
     }
-    if !state.flb.module_get() {
-        return Err(ENODEV);
-    }
-    match state.flb.preserve() {
-        Ok((data, obj)) => {
-            state.out_data = data;
-            state.out_obj = obj;
-            state.out_count = 1;
-            Ok(())
-        }
-        Err(e) => {
-            state.flb.module_put();
-            Err(e)
-        }
-    }
+    let module = state.flb.try_module_get().ok_or(ENODEV)?;
+    let (data, obj) = state.flb.preserve()?;
+    state.out_data = data;
+    state.out_obj = obj;
+    state.out_module = Some(module);
+    state.out_count = 1;
+    Ok(())
 }
 
-fn put_outgoing_locked(state: &mut State) {
+fn put_outgoing_locked(core: &Core, state: &mut State) {
     if state.out_count == 0 {
         pr_warn!("unbalanced put of an outgoing FLB\n");
         return;
@@ -217,14 +210,15 @@ fn put_outgoing_locked(state: &mut State) {
         state.flb.unpreserve(state.out_data, state.out_obj);
         state.out_data = 0;
         state.out_obj = FlbObject::NONE;
-        state.flb.module_put();
+        state.out_module = None;
+        core.wake.notify_all();
     }
 }
 
 /// Takes a reference on every FLB of `handler` for a file being preserved: the first one
 /// preserves the FLB. On failure the references taken are dropped again.
-pub(crate) fn file_preserve(handler: Handler) -> Result {
-    let mut reg = FLBS.lock();
+fn file_preserve(core: &Core, handler: Handler) -> Result {
+    let mut reg = core.flbs.lock();
     for i in 0..reg.links.len() {
         let Some(flb) = reg.linked_at(handler, i) else {
             continue;
@@ -234,7 +228,7 @@ pub(crate) fn file_preserve(handler: Handler) -> Result {
             // Drop the references taken for the FLBs linked before this one, last first.
             for j in (0..i).rev() {
                 if let Some(state) = reg.linked_at(handler, j).and_then(|f| reg.find(f)) {
-                    put_outgoing_locked(state);
+                    put_outgoing_locked(core, state);
                 }
             }
             return Err(e);
@@ -244,21 +238,46 @@ pub(crate) fn file_preserve(handler: Handler) -> Result {
 }
 
 /// Drops the references of a file of `handler` that is unpreserved, in reverse order.
-pub(crate) fn file_unpreserve(handler: Handler) {
-    let mut reg = FLBS.lock();
+fn file_unpreserve(core: &Core, handler: Handler) {
+    let mut reg = core.flbs.lock();
     for i in (0..reg.links.len()).rev() {
         if let Some(state) = reg.linked_at(handler, i).and_then(|f| reg.find(f)) {
-            put_outgoing_locked(state);
+            put_outgoing_locked(core, state);
         }
     }
 }
 
+/// The references of an outgoing file on the FLBs of its handler, dropped with the value.
+///
+/// # Invariants
+///
+/// `file_preserve(core, handler)` succeeded for this value.
+pub(crate) struct OutgoingRefs {
+    core: &'static Core,
+    handler: Handler,
+}
+
+impl OutgoingRefs {
+    /// Takes a reference on every FLB of `handler`; the first one on an FLB preserves it.
+    pub(crate) fn take(core: &'static Core, handler: Handler) -> Result<Self> {
+        file_preserve(core, handler)?;
+        // INVARIANT: Taken above.
+        Ok(Self { core, handler })
+    }
+}
+
+impl Drop for OutgoingRefs {
+    fn drop(&mut self) {
+        file_unpreserve(self.core, self.handler);
+    }
+}
+
 /// Drops the incoming references of a file of `handler` that is finished, in reverse order.
-pub(crate) fn file_finish(handler: Handler) {
-    let mut reg = FLBS.lock();
+pub(crate) fn file_finish(core: &Core, handler: Handler) {
+    let mut reg = core.flbs.lock();
     for i in (0..reg.links.len()).rev() {
         if let Some(flb) = reg.linked_at(handler, i) {
-            put_incoming_locked(&mut reg, flb);
+            put_incoming_locked(core, &mut reg, flb);
         }
     }
 }
@@ -269,6 +288,7 @@ fn retrieve_locked(reg: &mut Registry, flb: Flb) -> Result {
         .iter()
         .find(|e| c_string(&e.compatible) == Some(flb.compatible()))
         .copied();
+    let has_incoming = reg.has_incoming;
     let state = reg.state(flb)?;
     if state.in_finished {
         return Err(ENODATA);
@@ -280,28 +300,39 @@ fn retrieve_locked(reg: &mut Registry, flb: Flb) -> Result {
         return Ok(());
     }
     let Some(entry) = entry else {
-        return Err(if reg.has_incoming { ENOENT } else { ENODATA });
+        return Err(if has_incoming { ENOENT } else { ENODATA });
     };
+    let module = flb.try_module_get().ok_or(ENODEV)?;
     state.in_data = entry.data;
     state.in_count = entry.count;
-    if !flb.module_get() {
-        return Err(ENODEV);
+    // The previous kernel's data is handed to one retrieve only, even if the FLB is unregistered
+    // and registered again.
+    if let Some(i) = reg
+        .incoming
+        .iter()
+        .position(|e| c_string(&e.compatible) == Some(flb.compatible()))
+    {
+        // `i` is in bounds: it was just found.
+        let _ = reg.incoming.remove(i);
     }
+    let Some(state) = reg.find(flb) else {
+        return Err(EINVAL);
+    };
     match flb.retrieve(entry.data) {
         Ok(obj) => {
             state.in_obj = obj;
             state.in_status = 1;
+            state.in_module = Some(module);
             Ok(())
         }
         Err(e) => {
             state.in_status = e.to_errno();
-            flb.module_put();
             Err(e)
         }
     }
 }
 
-fn put_incoming_locked(reg: &mut Registry, flb: Flb) {
+fn put_incoming_locked(core: &Core, reg: &mut Registry, flb: Flb) {
     // The incoming count comes from the previous kernel: retrieve first if nobody did, so that
     // a put before any get counts down from it instead of finishing at once.
     if reg.find(flb).is_none_or(|s| s.in_status <= 0) {
@@ -337,12 +368,13 @@ fn put_incoming_locked(reg: &mut Registry, flb: Flb) {
     state.in_data = 0;
     state.in_obj = FlbObject::NONE;
     state.in_finished = true;
-    flb.module_put();
+    state.in_module = None;
+    core.wake.notify_all();
 }
 
 /// `liveupdate_flb_get_incoming()`: the incoming object of `flb`, retrieved on first use.
-pub(crate) fn get_incoming(flb: Flb) -> Result<FlbObject> {
-    let mut reg = FLBS.lock();
+pub(crate) fn get_incoming(core: &Core, flb: Flb) -> Result<FlbObject> {
+    let mut reg = core.flbs.lock();
     let needs = reg.find(flb).is_none_or(|s| s.in_obj.is_none());
     if needs {
         retrieve_locked(&mut reg, flb)?;
@@ -353,13 +385,13 @@ pub(crate) fn get_incoming(flb: Flb) -> Result<FlbObject> {
 }
 
 /// `liveupdate_flb_put_incoming()`: drops a reference; the last one finishes the FLB.
-pub(crate) fn put_incoming(flb: Flb) {
-    put_incoming_locked(&mut FLBS.lock(), flb);
+pub(crate) fn put_incoming(core: &Core, flb: Flb) {
+    put_incoming_locked(core, &mut core.flbs.lock(), flb);
 }
 
 /// `liveupdate_flb_get_outgoing()`: the outgoing object of `flb`, [`ENOENT`] if not preserved.
-pub(crate) fn get_outgoing(flb: Flb) -> Result<FlbObject> {
-    let mut reg = FLBS.lock();
+pub(crate) fn get_outgoing(core: &Core, flb: Flb) -> Result<FlbObject> {
+    let mut reg = core.flbs.lock();
     let state = reg
         .find(flb)
         .filter(|s| !s.out_obj.is_none())
@@ -369,15 +401,15 @@ pub(crate) fn get_outgoing(flb: Flb) -> Result<FlbObject> {
 }
 
 /// `liveupdate_flb_put_outgoing()`: drops a reference; the last one unpreserves the FLB.
-pub(crate) fn put_outgoing(flb: Flb) {
-    if let Some(state) = FLBS.lock().find(flb) {
-        put_outgoing_locked(state);
+pub(crate) fn put_outgoing(core: &Core, flb: Flb) {
+    if let Some(state) = core.flbs.lock().find(flb) {
+        put_outgoing_locked(core, state);
     }
 }
 
 /// Links `flb` to the registered `handler`.
-pub(crate) fn register(handler: Handler, flb: Flb) -> Result {
-    let mut reg = FLBS.lock();
+pub(crate) fn register(core: &Core, handler: Handler, flb: Flb) -> Result {
+    let mut reg = core.flbs.lock();
     if reg.links.iter().any(|&(h, f)| h == handler && f == flb) {
         return Err(EEXIST);
     }
@@ -403,7 +435,8 @@ pub(crate) fn register(handler: Handler, flb: Flb) -> Result {
     Ok(())
 }
 
-fn unregister_locked(reg: &mut Registry, handler: Handler, flb: Flb) {
+/// Unlinks `flb` from `handler`; returns whether it was the FLB's last link.
+fn unregister_locked(reg: &mut Registry, handler: Handler, flb: Flb) -> bool {
     let Some(i) = reg
         .links
         .iter()
@@ -414,34 +447,54 @@ fn unregister_locked(reg: &mut Registry, handler: Handler, flb: Flb) {
             kernel::str::BStr::from_bytes(flb.compatible()),
             handler.compatible_cstr()
         );
-        return;
+        return false;
     };
     // `i` is in bounds: it was just found.
     let _ = reg.links.remove(i);
     let Some(state) = reg.find(flb) else {
-        return;
+        return false;
     };
     state.users = state.users.saturating_sub(1);
-    if state.users == 0 {
-        if let Some(i) = reg.order.iter().position(|&f| f == flb) {
-            // `i` is in bounds: it was just found.
-            let _ = reg.order.remove(i);
-        }
+    if state.users > 0 {
+        return false;
+    }
+    if let Some(i) = reg.order.iter().position(|&f| f == flb) {
+        // `i` is in bounds: it was just found.
+        let _ = reg.order.remove(i);
+    }
+    true
+}
+
+/// Unlinks `flb` from `handler`. After its last link, waits until the core no longer uses its
+/// objects, then forgets it: its registrant may free it.
+pub(crate) fn unregister(core: &Core, handler: Handler, flb: Flb) {
+    let mut reg = core.flbs.lock();
+    if !unregister_locked(&mut reg, handler, flb) {
+        return;
+    }
+    while reg.find(flb).is_some_and(|s| s.in_use()) {
+        core.wake.wait(&mut reg);
+    }
+    if let Some(i) = reg.states.iter().position(|s| s.flb == flb) {
+        // `i` is in bounds: it was just found.
+        let _ = reg.states.remove(i);
     }
 }
 
-/// Unlinks `flb` from `handler`.
-pub(crate) fn unregister(handler: Handler, flb: Flb) {
-    unregister_locked(&mut FLBS.lock(), handler, flb);
-}
-
-/// Unlinks every FLB of `handler`, which is being unregistered.
-pub(crate) fn unregister_all(handler: Handler) {
-    let mut reg = FLBS.lock();
-    // From the last link down: removing link `i` leaves the indices below it unchanged.
-    for i in (0..reg.links.len()).rev() {
-        if let Some(flb) = reg.linked_at(handler, i) {
-            unregister_locked(&mut reg, handler, flb);
+/// Unlinks every FLB of `handler`, which is being unregistered and has no file left.
+pub(crate) fn unregister_all(core: &Core, handler: Handler) {
+    loop {
+        let flb = {
+            let reg = core.flbs.lock();
+            reg.links
+                .iter()
+                .rev()
+                .find(|(h, _)| *h == handler)
+                .map(|&(_, f)| f)
+        };
+        match flb {
+            Some(flb) => unregister(core, handler, flb),
+            None => break,
         }
     }
 }

@@ -15,25 +15,41 @@
 //! - [`session`]: outgoing and incoming sessions and their file descriptors;
 //! - [`file`]: the preserved files of a session and the order of handler calls;
 //! - [`flb`]: file-lifecycle-bound global state;
+//! - [`registry`]: the registered file handlers and the identities of preserved objects;
 //! - [`block`]: chains of preserved pages that hold the serialized sessions and files;
 //! - [`incoming`]: validation of the previous kernel's data;
 //! - [`ffi`]: the C API of `include/linux/liveupdate.h`.
 //!
 //! # Locking
 //!
-//! All state of the core is in [`Luo`] behind the global mutex [`LUO`]: the registered handlers,
-//! the sessions and their files. Every ioctl holds it for its whole duration, including the
-//! handler calls it makes; FLB state has its own lock ([`flb::FLBS`]), always taken after
-//! [`LUO`] when both are needed. Once `liveupdate_reboot()` has serialized the sessions, [`LUO`]
-//! stays locked, so no session can change after its state was written for the next kernel.
+//! The core's state is in one [`Core`], made at early boot, with a lock per kind of state. In
+//! the order in which they nest:
+//!
+//! 1. [`Core::luo`]: the device-level state ([`Luo`]): the lists of outgoing and incoming
+//!    sessions, the previous kernel's data, the outgoing header. Held briefly: never across a
+//!    handler callback or a user copy, except at reboot, when it is held while the sessions are
+//!    frozen (as upstream holds its serialize rwsem).
+//! 2. [`session::Session`]'s mutex: one session's files. Held for a whole session ioctl,
+//!    including the handler callbacks and the reply's user copy, as upstream holds its session
+//!    mutex: operations on different sessions run in parallel.
+//! 3. [`Core::registry`]: the registered handlers, the references the core holds on them and the
+//!    identities of the preserved objects. Held briefly, while `can_preserve` runs at most.
+//! 4. [`Core::flbs`]: FLB state; FLB callbacks run with it held.
+//!
+//! Every session ioctl, and the release of a session, is an operation ([`Core::begin_op`]):
+//! `liveupdate_reboot()` stops new operations, waits for the running ones, and on success never
+//! lets another start, so no session changes after it was written for the next kernel (as
+//! upstream's serialize rwsem does). [`Core::wake`] is the condition of every wait: operations
+//! waiting to start, reboot waiting for operations, and unregistration waiting for a handler's or
+//! an FLB's last user.
 
 use kernel::{
     liveupdate::{
         abi,
-        handler::Handler,
         kho,
         SESSION_NAME_LENGTH, //
     },
+    new_condvar, new_mutex,
     prelude::*,
     rbtree::RBTree,
     sync::{
@@ -42,6 +58,9 @@ use kernel::{
             Relaxed, //
         },
         Arc,
+        CondVar,
+        Mutex,
+        SetOnce, //
     },
     transmute::AsBytes,
 };
@@ -54,6 +73,7 @@ mod ffi;
 mod file;
 mod flb;
 mod incoming;
+mod registry;
 mod session;
 
 use session::Session;
@@ -80,38 +100,97 @@ pub(crate) fn enabled() -> bool {
     ENABLED.load(Relaxed)
 }
 
-kernel::sync::global_lock! {
-    // SAFETY: `luo_early_init()` initializes the lock before anything can use it: it runs at
-    // early_initcall, before any handler can register or `/dev/liveupdate` exists.
-    unsafe(uninit) static LUO: Mutex<Luo> = Luo::new();
+/// The core's state, made once by [`luo_early_init`].
+static CORE: SetOnce<Pin<KBox<Core>>> = SetOnce::new();
+
+/// The state of the orchestrator; see the crate documentation for its locks.
+#[pin_data]
+pub(crate) struct Core {
+    /// The device-level state.
+    #[pin]
+    pub(crate) luo: Mutex<Luo>,
+    /// The registered handlers and the preserved objects.
+    #[pin]
+    pub(crate) registry: Mutex<registry::Registry>,
+    /// The FLBs.
+    #[pin]
+    pub(crate) flbs: Mutex<flb::Registry>,
+    /// Signalled when an operation ends, a reboot is aborted, or a handler or FLB loses a user.
+    #[pin]
+    pub(crate) wake: CondVar,
 }
 
-/// The guard of [`LUO`]; functions that take it run with the core's state locked.
-pub(crate) type LuoGuard = kernel::sync::lock::GlobalGuard<LUO>;
+impl Core {
+    /// Returns the core's state; `None` only before [`luo_early_init`] made it (or if it could
+    /// not).
+    pub(crate) fn get() -> Option<&'static Core> {
+        CORE.as_ref().map(|core| core.as_ref().get_ref())
+    }
 
-/// The state of the orchestrator.
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            luo <- new_mutex!(Luo::new(), "Core::luo"),
+            registry <- new_mutex!(registry::Registry::new(), "Core::registry"),
+            flbs <- new_mutex!(flb::Registry::new(), "Core::flbs"),
+            wake <- new_condvar!("Core::wake"),
+        })
+    }
+
+    /// Starts a session operation: waits while a reboot is serializing the sessions, forever
+    /// once one has.
+    pub(crate) fn begin_op(&'static self) -> Op {
+        let mut luo = self.luo.lock();
+        while luo.frozen {
+            self.wake.wait(&mut luo);
+        }
+        luo.ops += 1;
+        // INVARIANT: Counted above.
+        Op { core: self }
+    }
+}
+
+/// A running session operation, which a reboot waits for.
+///
+/// # Invariants
+///
+/// Counted in `core`'s [`Luo::ops`].
+pub(crate) struct Op {
+    core: &'static Core,
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let mut luo = self.core.luo.lock();
+        luo.ops = luo.ops.saturating_sub(1);
+        if luo.ops == 0 {
+            self.core.wake.notify_all();
+        }
+    }
+}
+
+/// The device-level state of the orchestrator.
 pub(crate) struct Luo {
-    /// Registered file handlers, in registration order.
-    handlers: KVec<Handler>,
     /// Sessions created in this kernel, in creation order.
-    outgoing: KVec<Arc<Session>>,
+    pub(crate) outgoing: KVec<Arc<Session>>,
     /// Sessions restored from the previous kernel, by NUL-padded name; `None` until
     /// `/dev/liveupdate` was first opened.
-    incoming: Option<RBTree<[u8; SESSION_NAME_LENGTH], Arc<Session>>>,
+    pub(crate) incoming: Option<RBTree<[u8; SESSION_NAME_LENGTH], Arc<Session>>>,
     /// Preserved pages for the outgoing sessions' serialized form, one entry per session.
-    session_blocks: block::BlockSet,
-    /// Identities ([`Handler::id`]) of the objects preserved or retrieved in any session.
-    preserved: KVec<usize>,
+    pub(crate) session_blocks: block::BlockSet,
     /// The outgoing `luo-v5` header (the "LUO" KHO subtree) and FLB page, once set up.
     out: Option<Outgoing>,
     /// The previous kernel's data, validated at early boot, until `/dev/liveupdate` is opened.
-    pending: Option<incoming::Data>,
+    pub(crate) pending: Option<incoming::Data>,
     /// The result of turning `pending` into incoming sessions, once tried: it is sticky.
     deserialized: Option<Result>,
     /// The previous kernel's live update count.
     liveupdate_num: u64,
     /// Whether `/dev/liveupdate` is open; it can be opened once at a time.
-    device_open: bool,
+    pub(crate) device_open: bool,
+    /// Whether a reboot is serializing, or has serialized, the sessions: no operation starts.
+    frozen: bool,
+    /// The number of running session operations ([`Op`]).
+    ops: usize,
 }
 
 /// The outgoing handover data that exists for the whole life of the kernel.
@@ -121,47 +200,43 @@ struct Outgoing {
 }
 
 impl Luo {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
-            handlers: KVec::new(),
             outgoing: KVec::new(),
             incoming: None,
             session_blocks: block::BlockSet::new(size_of::<abi::SessionSer>()),
-            preserved: KVec::new(),
             out: None,
             pending: None,
             deserialized: None,
             liveupdate_num: 0,
             device_open: false,
+            frozen: false,
+            ops: 0,
         }
     }
-
-    /// Returns the first registered handler whose compatible string is `compatible`.
-    fn handler_by_compatible(&self, compatible: &[u8]) -> Option<Handler> {
-        self.handlers
-            .iter()
-            .copied()
-            .find(|h| h.compatible() == compatible)
-    }
 }
 
-/// Locks the orchestrator's state.
-pub(crate) fn lock() -> LuoGuard {
-    LUO.lock()
-}
-
-/// Reads the previous kernel's data; called once from `luo_init.c` at early_initcall.
+/// Makes the core's state and reads the previous kernel's data; called once from `luo_init.c`
+/// at early_initcall.
 ///
 /// # Safety
 ///
 /// Must be called exactly once, before any other function of this crate.
 #[export]
 pub unsafe extern "C" fn luo_early_init(enabled: bool) -> c_int {
-    // SAFETY: This is the only call, and it comes before any use of `LUO` (see the function's
-    // safety requirements).
-    unsafe { LUO.init() };
-    // SAFETY: As above, for the FLB lock.
-    unsafe { flb::init() };
+    let core = match KBox::pin_init(Core::new(), GFP_KERNEL) {
+        Ok(core) => core,
+        Err(e) => {
+            pr_err!("cannot allocate the live update state: {:?}\n", e);
+            return e.to_errno();
+        }
+    };
+    if !CORE.populate(core) {
+        return EBUSY.to_errno();
+    }
+    let Some(core) = Core::get() else {
+        return EINVAL.to_errno();
+    };
 
     if !kho::is_enabled() {
         if enabled {
@@ -175,14 +250,14 @@ pub unsafe extern "C" fn luo_early_init(enabled: bool) -> c_int {
     ENABLED.store(true, Relaxed);
 
     let data = incoming::Data::retrieve();
-    let mut luo = lock();
+    let mut luo = core.luo.lock();
     if let Some(data) = data {
         luo.liveupdate_num = data.liveupdate_num;
         pr_info!(
             "Retrieved live update data, liveupdate number: {}\n",
             data.liveupdate_num
         );
-        flb::set_incoming(&data.flbs);
+        flb::set_incoming(core, &data.flbs);
         luo.pending = Some(data);
     }
     0
@@ -196,10 +271,10 @@ pub unsafe extern "C" fn luo_early_init(enabled: bool) -> c_int {
 /// Must be called once, after [`luo_early_init`].
 #[export]
 pub unsafe extern "C" fn luo_late_init() -> c_int {
-    if !enabled() {
+    let Some(core) = Core::get().filter(|_| enabled()) else {
         return 0;
-    }
-    let res = setup_outgoing().and_then(|()| device::register());
+    };
+    let res = setup_outgoing(core).and_then(|()| device::register());
     match res {
         Ok(()) => 0,
         Err(e) => {
@@ -211,8 +286,8 @@ pub unsafe extern "C" fn luo_late_init() -> c_int {
 }
 
 /// Allocates the outgoing `luo-v5` header and FLB page, and names the header in KHO.
-fn setup_outgoing() -> Result {
-    let mut luo = lock();
+fn setup_outgoing(core: &Core) -> Result {
+    let mut luo = core.luo.lock();
     let mut flbs = kho::PreservedMem::new(abi::BLOCK_SIZE)?;
     flb::init_page(flbs.as_mut_slice())?;
 
@@ -235,29 +310,36 @@ fn setup_outgoing() -> Result {
 
 /// Serializes every outgoing session for the next kernel; called by `kernel_kexec()`.
 ///
-/// Each session's files are frozen in preservation order, sessions in creation order. If a
-/// handler refuses, everything frozen so far is unfrozen in reverse order and the reboot fails
-/// with its error. On success the state stays locked: nothing may change after it was written.
+/// New session operations wait, and the running ones are waited for. Each session's files are
+/// then frozen in preservation order, sessions in creation order. If a handler refuses,
+/// everything frozen so far is unfrozen in reverse order, the waiting operations go on, and the
+/// reboot fails with its error. On success no session operation starts again: nothing may
+/// change after it was written, as in the C implementation.
 ///
 /// # Safety
 ///
 /// Called by the kexec path only.
 #[export]
 pub unsafe extern "C" fn liveupdate_reboot() -> c_int {
-    if !enabled() {
+    let Some(core) = Core::get().filter(|_| enabled()) else {
         return 0;
+    };
+    let mut luo = core.luo.lock();
+    luo.frozen = true;
+    while luo.ops > 0 {
+        core.wake.wait(&mut luo);
     }
-    let mut luo = lock();
-    match session::serialize(&mut luo) {
+    match session::serialize(core, &mut luo) {
         Ok(()) => {
             #[cfg(CONFIG_LIVEUPDATE_CORRUPT_TEST)]
             corrupt::apply(&mut luo);
-            // Keep the state locked until the kexec: every later session operation blocks,
-            // as it does in the C implementation.
-            core::mem::forget(luo);
             0
         }
-        Err(e) => e.to_errno(),
+        Err(e) => {
+            luo.frozen = false;
+            core.wake.notify_all();
+            e.to_errno()
+        }
     }
 }
 

@@ -10,14 +10,10 @@
 
 use crate::{
     device::Ucmd,
-    file::{
-        FileSet,
-        LuoLists, //
-    },
+    file::FileSet,
     incoming::c_string,
-    lock,
-    Luo,
-    LuoGuard, //
+    Core,
+    Luo, //
 };
 use kernel::{
     fs::{
@@ -64,9 +60,11 @@ pub(crate) struct SessionInner {
 /// A session.
 ///
 /// Its file descriptor holds an `Arc` to it; so does [`Luo`]'s list of outgoing or incoming
-/// sessions. `inner` is locked after [`crate::LUO`].
+/// sessions. `inner` is locked after [`Core::luo`] when both are held, and held across a whole
+/// session ioctl.
 #[pin_data]
 pub(crate) struct Session {
+    core: &'static Core,
     name: [u8; SESSION_NAME_LENGTH],
     /// Length of `name` before its NUL.
     name_len: usize,
@@ -77,7 +75,12 @@ pub(crate) struct Session {
 
 impl Session {
     /// Creates a session named `name` (at most 63 bytes, checked by the caller).
-    pub(crate) fn new(name: &[u8], incoming: bool, files: FileSet) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        core: &'static Core,
+        name: &[u8],
+        incoming: bool,
+        files: FileSet,
+    ) -> Result<Arc<Self>> {
         let mut buf = [0u8; SESSION_NAME_LENGTH];
         buf.get_mut(..name.len())
             .ok_or(EINVAL)?
@@ -86,6 +89,7 @@ impl Session {
         let name_len = name.len();
         Arc::pin_init(
             pin_init!(Self {
+                core,
                 name: buf,
                 name_len,
                 incoming,
@@ -113,17 +117,12 @@ impl Session {
 
     fn preserve_fd(&self, ucmd: Ucmd) -> Result {
         let arg = ucmd.read::<uapi::liveupdate_session_preserve_fd>()?;
-        let mut luo = lock();
-        let luo: &mut Luo = &mut luo;
+        let _op = self.core.begin_op();
         let mut inner = self.inner.lock();
         // The reply carries nothing new: writing it first means that a reply that cannot be
         // written fails the call before anything was preserved.
         ucmd.respond(&arg)?;
-        let mut lists = LuoLists {
-            handlers: &luo.handlers,
-            preserved: &mut luo.preserved,
-        };
-        inner.files.preserve(&mut lists, arg.token, arg.fd)
+        inner.files.preserve(self.core, arg.token, arg.fd)
     }
 
     fn unpreserve_fd(&self, ucmd: Ucmd) -> Result {
@@ -131,27 +130,26 @@ impl Session {
         if arg.reserved != 0 {
             return Err(EINVAL);
         }
-        let mut luo = lock();
-        let luo: &mut Luo = &mut luo;
+        let _op = self.core.begin_op();
         let mut inner = self.inner.lock();
         // As for PRESERVE_FD: the reply carries nothing new and is written before anything
         // changes.
         ucmd.respond(&arg)?;
-        inner.files.unpreserve(&mut luo.preserved, arg.token)
+        inner.files.unpreserve(self.core, arg.token)
     }
 
     fn retrieve_fd(&self, ucmd: Ucmd) -> Result {
         let mut arg = ucmd.read::<uapi::liveupdate_session_retrieve_fd>()?;
         let fd = FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?;
-        let mut luo = lock();
+        let op = self.core.begin_op();
         let mut inner = self.inner.lock();
         inner.files.check_retrieve(arg.token)?;
         // CAST: A reserved descriptor number fits in an `int`.
         arg.fd = fd.reserved_fd() as i32;
         ucmd.respond(&arg)?;
-        let file = inner.files.retrieve(&mut luo.preserved, arg.token)?;
+        let file = inner.files.retrieve(self.core, arg.token)?;
         drop(inner);
-        drop(luo);
+        drop(op);
         fd.fd_install(file);
         Ok(())
     }
@@ -161,11 +159,11 @@ impl Session {
         if arg.reserved != 0 {
             return Err(EINVAL);
         }
-        let mut luo = lock();
+        let _op = self.core.begin_op();
         let mut inner = self.inner.lock();
         inner.files.can_finish()?;
         ucmd.respond(&arg)?;
-        inner.files.finish(&mut luo.preserved);
+        inner.files.finish(self.core);
         Ok(())
     }
 
@@ -225,8 +223,8 @@ impl AnonInodeFile for Session {
     }
 
     fn release(this: Arc<Session>, _file: &File) {
-        let mut luo = lock();
-        let luo: &mut Luo = &mut luo;
+        let core = this.core;
+        let _op = core.begin_op();
         let mut inner = this.inner.lock();
         if this.incoming {
             if inner.files.can_finish().is_err() {
@@ -237,18 +235,30 @@ impl AnonInodeFile for Session {
                 );
                 return;
             }
-            inner.files.finish(&mut luo.preserved);
-            if let Some(incoming) = luo.incoming.as_mut() {
-                drop(incoming.remove(&this.name));
-            }
+            inner.files.finish(core);
+            drop(inner);
+            let removed = core
+                .luo
+                .lock()
+                .incoming
+                .as_mut()
+                .and_then(|incoming| incoming.remove(&this.name));
+            // Dropped unlocked: `this` holds the last reference to the session.
+            drop(removed);
         } else {
-            inner.files.unpreserve_all(&mut luo.preserved);
+            inner.files.unpreserve_all(core);
+            drop(inner);
+            let mut luo = core.luo.lock();
             // Outgoing sessions are serialized in creation order, which must be kept.
-            if let Some(i) = luo.outgoing.iter().position(|s| Arc::ptr_eq(s, &this)) {
+            let removed = match luo.outgoing.iter().position(|s| Arc::ptr_eq(s, &this)) {
                 // `i` is in bounds: it was just found.
-                drop(luo.outgoing.remove(i));
-            }
-            luo.session_blocks.shrink(luo.outgoing.len());
+                Some(i) => luo.outgoing.remove(i).ok(),
+                None => None,
+            };
+            let n = luo.outgoing.len();
+            luo.session_blocks.shrink(n);
+            drop(luo);
+            drop(removed);
         }
     }
 }
@@ -264,7 +274,7 @@ pub(crate) fn compared_name(name: &[u8; SESSION_NAME_LENGTH]) -> &[u8] {
 /// opened (in its order), from the incoming sessions afterwards (by name).
 pub(crate) fn for_each_incoming_file(
     luo: &Luo,
-    handler: kernel::liveupdate::handler::Handler,
+    handler: kernel::liveupdate::registered::Handler,
     mut f: impl FnMut(&[u8; SESSION_NAME_LENGTH], u64, u64),
 ) {
     if let Some(data) = &luo.pending {
@@ -290,16 +300,16 @@ pub(crate) fn for_each_incoming_file(
 
 /// Rebuilds the incoming sessions from the previous kernel's data, on the first open of
 /// `/dev/liveupdate`; the result is sticky.
-pub(crate) fn deserialize(luo: &mut Luo) -> Result {
+pub(crate) fn deserialize(core: &'static Core, luo: &mut Luo) -> Result {
     if let Some(r) = luo.deserialized {
         return r;
     }
-    let r = deserialize_pending(luo);
+    let r = deserialize_pending(core, luo);
     luo.deserialized = Some(r);
     r
 }
 
-fn deserialize_pending(luo: &mut Luo) -> Result {
+fn deserialize_pending(core: &'static Core, luo: &mut Luo) -> Result {
     let Some(data) = luo.pending.take() else {
         return Ok(());
     };
@@ -309,30 +319,22 @@ fn deserialize_pending(luo: &mut Luo) -> Result {
     let r = data
         .sessions
         .iter()
-        .try_for_each(|s| add_incoming(luo, &mut incoming, s));
+        .try_for_each(|s| add_incoming(core, &mut incoming, s));
     luo.incoming = Some(incoming);
     r
 }
 
 fn add_incoming(
-    luo: &Luo,
+    core: &'static Core,
     incoming: &mut RBTree<[u8; SESSION_NAME_LENGTH], Arc<Session>>,
     s: &crate::incoming::SessionEntry,
 ) -> Result {
-    let mut files = FileSet::from_incoming(luo, &s.files)?;
-    let session = match Session::new(c_string(&s.name).unwrap_or(&[]), true, FileSet::new()) {
-        Ok(session) => session,
-        Err(e) => {
-            files.drop_incoming();
-            return Err(e);
-        }
-    };
-    session.lock().files = files;
+    // On failure the files, and with them their handler references, are dropped.
+    let files = FileSet::from_incoming(core, &s.files)?;
+    let name = c_string(&s.name).unwrap_or(&[]);
+    let session = Session::new(core, name, true, files)?;
     // Names are unique: the previous kernel's data was refused otherwise.
-    if let Err(e) = incoming.try_create_and_insert(session.name, session.clone(), GFP_KERNEL) {
-        session.lock().files.drop_incoming();
-        return Err(e);
-    }
+    incoming.try_create_and_insert(session.name, session, GFP_KERNEL)?;
     Ok(())
 }
 
@@ -340,8 +342,7 @@ fn add_incoming(
 ///
 /// Sessions are frozen in creation order; if one fails, the ones before it are unfrozen in
 /// reverse order and nothing is handed over.
-pub(crate) fn serialize(luo: &mut LuoGuard) -> Result {
-    let luo: &mut Luo = luo;
+pub(crate) fn serialize(core: &Core, luo: &mut Luo) -> Result {
     let mut frozen = 0;
     let mut result = Ok(());
     for session in luo.outgoing.iter() {
@@ -352,7 +353,7 @@ pub(crate) fn serialize(luo: &mut LuoGuard) -> Result {
         frozen += 1;
     }
     if result.is_ok() {
-        result = write_sessions(luo);
+        result = write_sessions(core, luo);
     }
     if result.is_err() {
         for session in luo.outgoing.iter().take(frozen).rev() {
@@ -364,7 +365,7 @@ pub(crate) fn serialize(luo: &mut LuoGuard) -> Result {
 }
 
 /// Writes the session entries, the header's `sessions_pa` and the FLB page; allocates nothing.
-fn write_sessions(luo: &mut Luo) -> Result {
+fn write_sessions(core: &Core, luo: &mut Luo) -> Result {
     let entries = luo.outgoing.iter().map(|session| {
         let (files, count) = session.lock().files.serialized();
         SessionSer {
@@ -379,5 +380,5 @@ fn write_sessions(luo: &mut Luo) -> Result {
     let mut ser = LuoSer::from_bytes_copy(bytes).ok_or(EINVAL)?;
     ser.sessions_pa = head;
     bytes.copy_from_slice(ser.as_bytes());
-    crate::flb::serialize(out.flbs.as_mut_slice())
+    crate::flb::serialize(core, out.flbs.as_mut_slice())
 }

@@ -26,6 +26,7 @@ pub mod handler;
 pub mod kho;
 #[cfg(CONFIG_LIVEUPDATE_MEMFD)]
 pub mod memfd;
+pub mod registered;
 
 use crate::{
     ioctl::{

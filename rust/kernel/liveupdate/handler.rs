@@ -1,17 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! File handlers and FLBs registered through the C API.
+//! File handlers and FLBs written in Rust.
 //!
 //! C header: [`include/linux/liveupdate.h`](srctree/include/linux/liveupdate.h)
 //!
-//! A file handler (`struct liveupdate_file_handler`) knows how to preserve one kind of file; an
-//! FLB (`struct liveupdate_flb`, file-lifecycle-bound data) is global state that lives as long as
-//! at least one file of its handlers is preserved. Both are owned by their registrant, which
-//! promises to unregister them before it frees them. [`Handler`] and [`Flb`] are references to
-//! registered ones that call their operations with the argument conventions of the C API.
+//! A file handler knows how to preserve one kind of file across a live update; it implements
+//! [`FileHandler`] and registers with [`FileHandlerRegistration`]. An FLB (file-lifecycle-bound
+//! data) is global state that lives as long as at least one file of its handler is preserved; it
+//! implements [`FlbOps`] and registers with [`FlbRegistration`].
 //!
-//! Handlers written in Rust implement [`FileHandler`] and register with
-//! [`FileHandlerRegistration`], which gives them a C handler of their own.
+//! # Lifetimes
+//!
+//! The orchestrator calls a handler for as long as it has files: preserved ones until they are
+//! unpreserved (or the kernel reboots), incoming ones until they are finished. Each such file
+//! holds a reference on the handler's module (`THIS_MODULE` of the `module!` that implements
+//! it), so that a module with preserved files cannot be removed; the same holds for an FLB with
+//! an outgoing or incoming object. Dropping a registration unregisters it: no new file can use
+//! it, and the drop waits until the orchestrator no longer uses it. An [`FlbRegistration`] keeps
+//! its handler's registration alive.
 
 use crate::{
     bindings,
@@ -21,7 +27,10 @@ use crate::{
     },
     fs::File,
     prelude::*,
-    sync::aref::ARef,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
     types::{
         ForeignOwnable,
         Opaque, //
@@ -35,50 +44,13 @@ use core::{
     },
 };
 
-use super::abi::{
-    FLB_COMPAT_LENGTH,
-    HANDLER_COMPAT_LENGTH, //
+use super::{
+    abi::{
+        FLB_COMPAT_LENGTH,
+        HANDLER_COMPAT_LENGTH, //
+    },
+    registered::field_bytes,
 };
-
-/// Opaque per-file data of a handler, returned by its `preserve` and passed back to it.
-#[derive(Clone, Copy)]
-pub struct HandlerPrivate(*mut c_void);
-
-impl HandlerPrivate {
-    /// No private data, as for a file not preserved in this kernel.
-    pub const NONE: Self = Self(null_mut());
-}
-
-// SAFETY: The pointer is only passed back to the handler that produced it, which the C API
-// allows from any thread.
-unsafe impl Send for HandlerPrivate {}
-// SAFETY: As above; the value is never dereferenced in Rust.
-unsafe impl Sync for HandlerPrivate {}
-
-/// Opaque object of an FLB, returned by its `preserve` or `retrieve` and handed to its users.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct FlbObject(*mut c_void);
-
-// SAFETY: The pointer is only passed back to the FLB's users, which the C API allows from any
-// thread.
-unsafe impl Send for FlbObject {}
-// SAFETY: As above; the value is never dereferenced in Rust.
-unsafe impl Sync for FlbObject {}
-
-impl FlbObject {
-    /// The absence of an object.
-    pub const NONE: Self = Self(null_mut());
-
-    /// Returns the object as the C API passes it.
-    pub fn as_ptr(self) -> *mut c_void {
-        self.0
-    }
-
-    /// Returns whether there is no object.
-    pub fn is_none(self) -> bool {
-        self.0.is_null()
-    }
-}
 
 /// The direction of a [`Session`]: [`Outgoing`] or [`Incoming`].
 pub trait Direction: private::Sealed {}
@@ -129,7 +101,7 @@ impl<D: Direction> Session<'_, D> {
     ///
     /// `ptr` must be the session, of direction `D`, handed to a callback that runs for at least
     /// the returned value's lifetime.
-    pub unsafe fn from_raw(ptr: *mut bindings::liveupdate_session) -> Self {
+    pub(super) unsafe fn from_raw(ptr: *mut bindings::liveupdate_session) -> Self {
         // INVARIANT: The caller guarantees that `ptr` is valid for the lifetime.
         Self {
             ptr,
@@ -138,7 +110,7 @@ impl<D: Direction> Session<'_, D> {
     }
 
     /// Returns the session as the C API names it.
-    pub fn as_raw(&self) -> *mut bindings::liveupdate_session {
+    pub(super) fn as_raw(&self) -> *mut bindings::liveupdate_session {
         self.ptr
     }
 }
@@ -228,7 +200,7 @@ pub enum RetrieveStatus {
 
 impl RetrieveStatus {
     /// Decodes the C API's `retrieve_status`: 0, a positive value, or a negative errno.
-    pub fn from_c(status: c_int) -> Self {
+    pub(super) fn from_c(status: c_int) -> Self {
         match status {
             0 => Self::NotRetrieved,
             s if s > 0 => Self::Retrieved,
@@ -237,21 +209,13 @@ impl RetrieveStatus {
     }
 
     /// Encodes the status as the C API's `retrieve_status`.
-    pub fn to_c(self) -> c_int {
+    pub(super) fn to_c(self) -> c_int {
         match self {
             Self::NotRetrieved => 0,
             Self::Retrieved => 1,
             Self::Failed(e) => e.to_errno(),
         }
     }
-}
-
-/// Returns a NUL-padded C string field without its padding.
-fn field_bytes<const N: usize>(field: &[c_char; N]) -> &[u8] {
-    // SAFETY: `c_char` and `u8` have the same size and alignment, and every value is valid.
-    let bytes: &[u8; N] = unsafe { &*field.as_ptr().cast() };
-    let len = bytes.iter().position(|&b| b == 0).unwrap_or(N);
-    &bytes[..len]
 }
 
 /// Builds a NUL-padded C string field from `s`, which must be shorter than the field.
@@ -265,390 +229,6 @@ const fn compat_field<const N: usize>(s: &CStr) -> [c_char; N] {
         i += 1;
     }
     out
-}
-
-/// Takes a reference on `module` unless it is being removed.
-fn module_get(module: *mut bindings::module) -> bool {
-    // SAFETY: `try_module_get()` accepts NULL (built-in code) and any live module; a handler or
-    // FLB's owner module is live while it is registered.
-    unsafe { bindings::try_module_get(module) }
-}
-
-/// Drops a reference taken by [`module_get`].
-fn module_put(module: *mut bindings::module) {
-    // SAFETY: The caller took this reference with `module_get`.
-    unsafe { bindings::module_put(module) }
-}
-
-/// A registered file handler.
-///
-/// # Invariants
-///
-/// `ptr` points to a `struct liveupdate_file_handler` that stays valid and unchanged while it is
-/// registered, whose `ops` has every mandatory operation (`can_preserve`, `preserve`,
-/// `unpreserve`, `retrieve`, `finish`), and whose `compatible` is NUL-terminated.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Handler {
-    ptr: NonNull<bindings::liveupdate_file_handler>,
-}
-
-// SAFETY: The C API lets the core call a handler's operations from any thread.
-unsafe impl Send for Handler {}
-// SAFETY: As above.
-unsafe impl Sync for Handler {}
-
-impl Handler {
-    /// Creates a reference to the handler at `ptr`.
-    ///
-    /// Fails with [`EINVAL`] if a mandatory operation is missing or the compatible string is not
-    /// NUL-terminated.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must point to a valid handler that stays valid and unchanged until the returned value
-    /// and all its copies are dropped (for a registered handler: until it is unregistered).
-    pub unsafe fn from_raw(ptr: *mut bindings::liveupdate_file_handler) -> Result<Self> {
-        let ptr = NonNull::new(ptr).ok_or(EINVAL)?;
-        // SAFETY: The caller guarantees that `ptr` is valid.
-        let fh = unsafe { ptr.as_ref() };
-        // SAFETY: `ops` of a valid handler is NULL or points to its operations table.
-        let ops = unsafe { fh.ops.as_ref() }.ok_or(EINVAL)?;
-        if ops.can_preserve.is_none()
-            || ops.preserve.is_none()
-            || ops.unpreserve.is_none()
-            || ops.retrieve.is_none()
-            || ops.finish.is_none()
-        {
-            return Err(EINVAL);
-        }
-        if !fh.compatible.contains(&0) {
-            return Err(EINVAL);
-        }
-        // INVARIANT: Checked above; the caller guarantees validity and lifetime.
-        Ok(Self { ptr })
-    }
-
-    /// Returns the raw handler, as the C API names it.
-    pub fn as_raw(self) -> *mut bindings::liveupdate_file_handler {
-        self.ptr.as_ptr()
-    }
-
-    fn fh(&self) -> &bindings::liveupdate_file_handler {
-        // SAFETY: By the type invariants, the handler is valid.
-        unsafe { self.ptr.as_ref() }
-    }
-
-    fn ops(&self) -> &bindings::liveupdate_file_ops {
-        // SAFETY: By the type invariants, `ops` points to the handler's operations table.
-        unsafe { &*self.fh().ops }
-    }
-
-    /// Returns the compatible string without its NUL padding.
-    pub fn compatible(&self) -> &[u8] {
-        field_bytes(&self.fh().compatible)
-    }
-
-    /// Returns the compatible string as its NUL-padded C field, as the handover ABI stores it.
-    pub fn compatible_field(&self) -> [c_char; HANDLER_COMPAT_LENGTH] {
-        self.fh().compatible
-    }
-
-    /// Returns the compatible string as a C string.
-    pub fn compatible_cstr(&self) -> &CStr {
-        // SAFETY: By the type invariants, `compatible` is NUL-terminated and unchanged.
-        unsafe { CStr::from_char_ptr(self.fh().compatible.as_ptr()) }
-    }
-
-    /// Takes a reference on the handler's owner module; `false` if it is going away.
-    pub fn module_get(&self) -> bool {
-        module_get(self.ops().owner)
-    }
-
-    /// Drops a reference taken by [`Handler::module_get`].
-    pub fn module_put(&self) {
-        module_put(self.ops().owner)
-    }
-
-    fn args(
-        &self,
-        session: *mut bindings::liveupdate_session,
-        file: Option<&File>,
-        data: u64,
-    ) -> bindings::liveupdate_file_op_args {
-        bindings::liveupdate_file_op_args {
-            handler: self.as_raw(),
-            session,
-            retrieve_status: 0,
-            file: file.map_or(null_mut(), |f| f.as_ptr()),
-            serialized_data: data,
-            private_data: null_mut(),
-        }
-    }
-
-    /// Asks the handler whether it can preserve `file`.
-    pub fn can_preserve(&self, file: &File) -> bool {
-        match self.ops().can_preserve {
-            // SAFETY: The handler and `file` are valid for the duration of the call.
-            Some(f) => unsafe { f(self.as_raw(), file.as_ptr()) },
-            None => false,
-        }
-    }
-
-    /// Preserves `file`: returns the handle of its serialized state and the handler's private
-    /// data for it.
-    pub fn preserve(
-        &self,
-        session: &OutgoingSession<'_>,
-        file: &File,
-    ) -> Result<(u64, HandlerPrivate)> {
-        let mut args = self.args(session.as_raw(), Some(file), 0);
-        if let Some(f) = self.ops().preserve {
-            // SAFETY: `args` is valid and names a valid handler and file.
-            to_result(unsafe { f(&mut args) })?;
-        }
-        Ok((args.serialized_data, HandlerPrivate(args.private_data)))
-    }
-
-    /// Undoes [`Handler::preserve`].
-    pub fn unpreserve(
-        &self,
-        session: &OutgoingSession<'_>,
-        file: &File,
-        data: u64,
-        private: HandlerPrivate,
-    ) {
-        let mut args = self.args(session.as_raw(), Some(file), data);
-        args.private_data = private.0;
-        if let Some(f) = self.ops().unpreserve {
-            // SAFETY: `args` is valid and names a valid handler and file.
-            unsafe { f(&mut args) };
-        }
-    }
-
-    /// Freezes the preserved `file` just before kexec; returns its final serialized handle.
-    pub fn freeze(
-        &self,
-        session: &OutgoingSession<'_>,
-        file: &File,
-        data: u64,
-        private: HandlerPrivate,
-    ) -> Result<u64> {
-        let mut args = self.args(session.as_raw(), Some(file), data);
-        args.private_data = private.0;
-        if let Some(f) = self.ops().freeze {
-            // SAFETY: `args` is valid and names a valid handler and file.
-            to_result(unsafe { f(&mut args) })?;
-        }
-        Ok(args.serialized_data)
-    }
-
-    /// Undoes [`Handler::freeze`] when the kexec is aborted.
-    pub fn unfreeze(
-        &self,
-        session: &OutgoingSession<'_>,
-        file: &File,
-        data: u64,
-        private: HandlerPrivate,
-    ) {
-        let mut args = self.args(session.as_raw(), Some(file), data);
-        args.private_data = private.0;
-        if let Some(f) = self.ops().unfreeze {
-            // SAFETY: `args` is valid and names a valid handler and file.
-            unsafe { f(&mut args) };
-        }
-    }
-
-    /// Recreates a file from the serialized handle `data` of the previous kernel.
-    pub fn retrieve(&self, session: &IncomingSession<'_>, data: u64) -> Result<ARef<File>> {
-        let mut args = self.args(session.as_raw(), None, data);
-        if let Some(f) = self.ops().retrieve {
-            // SAFETY: `args` is valid and names a valid handler.
-            to_result(unsafe { f(&mut args) })?;
-        }
-        let file = NonNull::new(args.file).ok_or(EINVAL)?;
-        // SAFETY: A successful `retrieve` hands over one reference to a new file. `File` is a
-        // transparent wrapper of `struct file`.
-        Ok(unsafe { ARef::from_raw(file.cast::<File>()) })
-    }
-
-    /// Asks the handler whether the incoming file may be finished now.
-    pub fn can_finish(
-        &self,
-        session: &IncomingSession<'_>,
-        file: Option<&File>,
-        data: u64,
-        status: RetrieveStatus,
-    ) -> bool {
-        let mut args = self.args(session.as_raw(), file, data);
-        args.retrieve_status = status.to_c();
-        match self.ops().can_finish {
-            // SAFETY: `args` is valid and names a valid handler and, if any, a valid file.
-            Some(f) => unsafe { f(&mut args) },
-            None => true,
-        }
-    }
-
-    /// Ends the life of an incoming file's preserved state.
-    pub fn finish(
-        &self,
-        session: &IncomingSession<'_>,
-        file: Option<&File>,
-        data: u64,
-        status: RetrieveStatus,
-    ) {
-        let mut args = self.args(session.as_raw(), file, data);
-        args.retrieve_status = status.to_c();
-        if let Some(f) = self.ops().finish {
-            // SAFETY: `args` is valid and names a valid handler and, if any, a valid file.
-            unsafe { f(&mut args) };
-        }
-    }
-
-    /// Returns the identity of the object behind `file`; one object is preserved at most once.
-    pub fn id(&self, file: &File) -> usize {
-        match self.ops().get_id {
-            // SAFETY: The file is valid for the duration of the call.
-            Some(f) => unsafe { f(file.as_ptr()) },
-            // CAST: Without `get_id`, the file itself is the object.
-            None => file.as_ptr() as usize,
-        }
-    }
-
-    /// Runs the in-kernel test's registration hook (`CONFIG_LIVEUPDATE_TEST`) on this handler.
-    #[cfg(CONFIG_LIVEUPDATE_TEST)]
-    pub fn test_register(&self) {
-        // SAFETY: The handler is registered and valid.
-        unsafe { bindings::liveupdate_test_register(self.as_raw()) };
-    }
-}
-
-/// A registered FLB.
-///
-/// # Invariants
-///
-/// `ptr` points to a `struct liveupdate_flb` that stays valid and unchanged while it is
-/// registered or in use, whose `ops` has every operation, and whose `compatible` is
-/// NUL-terminated.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Flb {
-    ptr: NonNull<bindings::liveupdate_flb>,
-}
-
-// SAFETY: The C API lets the core call an FLB's operations from any thread.
-unsafe impl Send for Flb {}
-// SAFETY: As above.
-unsafe impl Sync for Flb {}
-
-impl Flb {
-    /// Creates a reference to the FLB at `ptr`.
-    ///
-    /// Fails with [`EINVAL`] if an operation is missing or the compatible string is not
-    /// NUL-terminated.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must point to a valid FLB that stays valid and unchanged until the returned value and
-    /// all its copies are dropped.
-    pub unsafe fn from_raw(ptr: *mut bindings::liveupdate_flb) -> Result<Self> {
-        let ptr = NonNull::new(ptr).ok_or(EINVAL)?;
-        // SAFETY: The caller guarantees that `ptr` is valid.
-        let flb = unsafe { ptr.as_ref() };
-        // SAFETY: `ops` of a valid FLB is NULL or points to its operations table.
-        let ops = unsafe { flb.ops.as_ref() }.ok_or(EINVAL)?;
-        if ops.preserve.is_none()
-            || ops.unpreserve.is_none()
-            || ops.retrieve.is_none()
-            || ops.finish.is_none()
-        {
-            return Err(EINVAL);
-        }
-        if !flb.compatible.contains(&0) {
-            return Err(EINVAL);
-        }
-        // INVARIANT: Checked above; the caller guarantees validity and lifetime.
-        Ok(Self { ptr })
-    }
-
-    /// Returns the raw FLB, as the C API names it.
-    pub fn as_raw(self) -> *mut bindings::liveupdate_flb {
-        self.ptr.as_ptr()
-    }
-
-    fn flb(&self) -> &bindings::liveupdate_flb {
-        // SAFETY: By the type invariants, the FLB is valid.
-        unsafe { self.ptr.as_ref() }
-    }
-
-    fn ops(&self) -> &bindings::liveupdate_flb_ops {
-        // SAFETY: By the type invariants, `ops` points to the FLB's operations table.
-        unsafe { &*self.flb().ops }
-    }
-
-    /// Returns the compatible string without its NUL padding.
-    pub fn compatible(&self) -> &[u8] {
-        field_bytes(&self.flb().compatible)
-    }
-
-    /// Returns the compatible string as its NUL-padded C field, as the handover ABI stores it.
-    pub fn compatible_field(&self) -> [c_char; FLB_COMPAT_LENGTH] {
-        self.flb().compatible
-    }
-
-    /// Takes a reference on the FLB's owner module; `false` if it is going away.
-    pub fn module_get(&self) -> bool {
-        module_get(self.ops().owner)
-    }
-
-    /// Drops a reference taken by [`Flb::module_get`].
-    pub fn module_put(&self) {
-        module_put(self.ops().owner)
-    }
-
-    fn args(&self, data: u64, obj: FlbObject) -> bindings::liveupdate_flb_op_args {
-        bindings::liveupdate_flb_op_args {
-            flb: self.as_raw(),
-            data,
-            obj: obj.0,
-        }
-    }
-
-    /// Creates the outgoing global state: returns its serialized handle and live object.
-    pub fn preserve(&self) -> Result<(u64, FlbObject)> {
-        let mut args = self.args(0, FlbObject::NONE);
-        if let Some(f) = self.ops().preserve {
-            // SAFETY: `args` is valid and names a valid FLB.
-            to_result(unsafe { f(&mut args) })?;
-        }
-        Ok((args.data, FlbObject(args.obj)))
-    }
-
-    /// Drops the outgoing global state when its last file is unpreserved.
-    pub fn unpreserve(&self, data: u64, obj: FlbObject) {
-        let mut args = self.args(data, obj);
-        if let Some(f) = self.ops().unpreserve {
-            // SAFETY: `args` is valid and names a valid FLB.
-            unsafe { f(&mut args) };
-        }
-    }
-
-    /// Recreates the incoming global state from the previous kernel's handle `data`.
-    pub fn retrieve(&self, data: u64) -> Result<FlbObject> {
-        let mut args = self.args(data, FlbObject::NONE);
-        if let Some(f) = self.ops().retrieve {
-            // SAFETY: `args` is valid and names a valid FLB.
-            to_result(unsafe { f(&mut args) })?;
-        }
-        Ok(FlbObject(args.obj))
-    }
-
-    /// Ends the incoming global state when its last file is finished.
-    pub fn finish(&self, obj: FlbObject) {
-        let mut args = self.args(0, obj);
-        if let Some(f) = self.ops().finish {
-            // SAFETY: `args` is valid and names a valid FLB.
-            unsafe { f(&mut args) };
-        }
-    }
 }
 
 /// A file handler written in Rust, registered with [`FileHandlerRegistration`].
@@ -736,6 +316,11 @@ pub trait FileHandler: Sized + Send + Sync + 'static {
 }
 
 /// The registration of a [`FileHandler`]: registered while this value lives.
+///
+/// Dropping it unregisters the handler and waits until the orchestrator no longer uses it: until
+/// every file it preserved is unpreserved and every incoming file it restored is finished. A
+/// handler in a module never waits there, as its files pin the module (see the module
+/// documentation).
 ///
 /// # Invariants
 ///
@@ -995,60 +580,64 @@ impl<T: FileHandler> FileHandlerVTable<T> {
     }
 }
 
-impl FlbObject {
-    /// Wraps an object pointer of the C API; the orchestrator never dereferences it.
-    pub fn new(ptr: *mut c_void) -> Self {
-        Self(ptr)
-    }
-}
-
 /// File-lifecycle-bound global state written in Rust, registered with [`FlbRegistration`].
 ///
-/// `preserve` runs when the first file of a handler the FLB is registered with is preserved
+/// `preserve` runs when the first file of the handler the FLB is registered with is preserved
 /// and `unpreserve` when the last one is unpreserved; in the next kernel, `retrieve` runs on
-/// first use and `finish` when the last file that needed it is finished.
+/// first use and `finish` when the last file that needed it is finished. The object they create
+/// is owned by the orchestrator in between; the FLB's users borrow it with
+/// [`FlbRegistration::outgoing`] and [`FlbRegistration::incoming`].
+#[vtable]
 pub trait FlbOps: Sized + Send + Sync + 'static {
     /// The compatible string naming the FLB's serialized format, at most 47 bytes.
     const COMPATIBLE: &'static CStr;
 
+    /// The live object of the FLB's state.
+    type Object: ForeignOwnable + Send + Sync;
+
     /// Creates the outgoing state: returns its serialized handle and live object.
-    fn preserve() -> Result<(u64, FlbObject)>;
+    fn preserve() -> Result<(u64, Self::Object)>;
 
     /// Drops the outgoing state.
-    fn unpreserve(data: u64, obj: FlbObject);
+    fn unpreserve(data: u64, obj: Self::Object);
 
     /// Recreates the incoming state from the previous kernel's handle.
-    fn retrieve(data: u64) -> Result<FlbObject>;
+    fn retrieve(data: u64) -> Result<Self::Object>;
 
     /// Ends the incoming state.
-    fn finish(obj: FlbObject);
+    fn finish(obj: Self::Object);
 }
 
-/// The registration of [`FlbOps`] `T` with one file handler: registered while this value lives.
+/// The registration of [`FlbOps`] `T` with the file handler `H`: registered while this value
+/// lives.
+///
+/// It holds a reference to the handler's registration, which stays registered as long. Dropping
+/// it unregisters the FLB and waits until the orchestrator no longer uses it (no file of `H`
+/// preserved or unfinished, no borrowed object).
 ///
 /// # Invariants
 ///
-/// `inner` is a `struct liveupdate_flb` with the operations of `T`, registered with the file
-/// handler `handler` until the value is dropped.
+/// `inner` is a `struct liveupdate_flb` with the operations of `T`, registered with `handler`
+/// until the value is dropped.
 #[pin_data(PinnedDrop)]
-pub struct FlbRegistration<T: FlbOps> {
+pub struct FlbRegistration<T: FlbOps, H: FileHandler> {
     #[pin]
     inner: Opaque<bindings::liveupdate_flb>,
-    handler: *mut bindings::liveupdate_file_handler,
+    handler: Arc<FileHandlerRegistration<H>>,
     _t: PhantomData<T>,
 }
 
 // SAFETY: The registration may be used and dropped from any thread, as the C API allows.
-unsafe impl<T: FlbOps> Send for FlbRegistration<T> {}
+unsafe impl<T: FlbOps, H: FileHandler> Send for FlbRegistration<T, H> {}
 // SAFETY: The C API's FLB functions may be called concurrently.
-unsafe impl<T: FlbOps> Sync for FlbRegistration<T> {}
+unsafe impl<T: FlbOps, H: FileHandler> Sync for FlbRegistration<T, H> {}
 
-impl<T: FlbOps> FlbRegistration<T> {
-    /// Registers `T` with the registered handler `handler`, which must outlive the returned
-    /// registration.
-    pub fn register<H: FileHandler>(
-        handler: Pin<&FileHandlerRegistration<H>>,
-    ) -> impl PinInit<Self, Error> + '_ {
+impl<T: FlbOps, H: FileHandler> FlbRegistration<T, H> {
+    /// Registers `T` with the registered handler `handler`.
+    ///
+    /// Fails with [`EINVAL`] if live update is disabled, [`EEXIST`] if another FLB has the same
+    /// compatible string and [`ENOSPC`] beyond 63 FLBs.
+    pub fn register(handler: Arc<FileHandlerRegistration<H>>) -> impl PinInit<Self, Error> {
         let fh = handler.inner.get();
         try_pin_init!(Self {
             inner <- Opaque::try_ffi_init(move |slot: *mut bindings::liveupdate_flb| {
@@ -1057,50 +646,76 @@ impl<T: FlbOps> FlbRegistration<T> {
                 flb.compatible = FlbVTable::<T>::COMPATIBLE;
                 // SAFETY: The initializer can write to the provided `slot`.
                 unsafe { slot.write(flb) };
-                // SAFETY: `fh` is a registered handler and `slot` a valid FLB that stays pinned
-                // and unchanged until `drop` unregisters it.
+                // SAFETY: `fh` is a registered handler, kept registered by `handler`, and `slot`
+                // a valid FLB that stays pinned and unchanged until `drop` unregisters it.
                 // INVARIANT: On success the FLB is registered with `fh`.
                 to_result(unsafe { bindings::liveupdate_register_flb(fh, slot) })
             }),
-            handler: fh,
+            handler,
             _t: PhantomData,
         })
     }
 
-    /// Takes a reference on the incoming object, retrieving it on first use.
-    pub fn get_incoming(&self) -> Result<FlbObject> {
+    /// Borrows the incoming object, retrieving it on first use; the borrow holds a reference
+    /// that keeps the object until it is dropped.
+    pub fn incoming(&self) -> Result<FlbBorrow<'_, T, H, true>> {
         let mut obj = null_mut();
         // SAFETY: The FLB is registered and `obj` is valid for writes.
         to_result(unsafe { bindings::liveupdate_flb_get_incoming(self.inner.get(), &mut obj) })?;
-        Ok(FlbObject(obj))
+        // INVARIANT: The reference was taken.
+        Ok(FlbBorrow { reg: self, obj })
     }
 
-    /// Drops a reference taken by [`FlbRegistration::get_incoming`].
-    pub fn put_incoming(&self) {
-        // SAFETY: The FLB is registered.
-        unsafe { bindings::liveupdate_flb_put_incoming(self.inner.get()) };
-    }
-
-    /// Takes a reference on the outgoing object; [`ENOENT`] if no file needs it.
-    pub fn get_outgoing(&self) -> Result<FlbObject> {
+    /// Borrows the outgoing object; [`ENOENT`] if no file needs it.
+    pub fn outgoing(&self) -> Result<FlbBorrow<'_, T, H, false>> {
         let mut obj = null_mut();
         // SAFETY: The FLB is registered and `obj` is valid for writes.
         to_result(unsafe { bindings::liveupdate_flb_get_outgoing(self.inner.get(), &mut obj) })?;
-        Ok(FlbObject(obj))
+        // INVARIANT: The reference was taken.
+        Ok(FlbBorrow { reg: self, obj })
     }
+}
 
-    /// Drops a reference taken by [`FlbRegistration::get_outgoing`].
-    pub fn put_outgoing(&self) {
-        // SAFETY: The FLB is registered.
-        unsafe { bindings::liveupdate_flb_put_outgoing(self.inner.get()) };
+/// A borrow of an FLB's incoming (`INCOMING`) or outgoing object.
+///
+/// # Invariants
+///
+/// The value holds a reference on the FLB's incoming or outgoing state, whose object is `obj`,
+/// made by `T`'s `retrieve` or `preserve` with `into_foreign()`.
+pub struct FlbBorrow<'a, T: FlbOps, H: FileHandler, const INCOMING: bool> {
+    reg: &'a FlbRegistration<T, H>,
+    obj: *mut c_void,
+}
+
+impl<T: FlbOps, H: FileHandler, const INCOMING: bool> FlbBorrow<'_, T, H, INCOMING> {
+    /// Returns the object.
+    pub fn get(&self) -> <T::Object as ForeignOwnable>::Borrowed<'_> {
+        // SAFETY: By the type invariants, `obj` came from `into_foreign()` and the reference held
+        // keeps the orchestrator from releasing it while `self` lives.
+        unsafe { T::Object::borrow(self.obj) }
+    }
+}
+
+impl<T: FlbOps, H: FileHandler, const INCOMING: bool> Drop for FlbBorrow<'_, T, H, INCOMING> {
+    fn drop(&mut self) {
+        let flb = self.reg.inner.get();
+        if INCOMING {
+            // SAFETY: The FLB is registered and, by the type invariants, this value holds a
+            // reference on its incoming state.
+            unsafe { bindings::liveupdate_flb_put_incoming(flb) };
+        } else {
+            // SAFETY: As above, for the outgoing state.
+            unsafe { bindings::liveupdate_flb_put_outgoing(flb) };
+        }
     }
 }
 
 #[pinned_drop]
-impl<T: FlbOps> PinnedDrop for FlbRegistration<T> {
+impl<T: FlbOps, H: FileHandler> PinnedDrop for FlbRegistration<T, H> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: By the type invariants, the FLB is registered with `handler`.
-        unsafe { bindings::liveupdate_unregister_flb(self.handler, self.inner.get()) };
+        // SAFETY: By the type invariants, the FLB is registered with the handler, which `handler`
+        // keeps registered.
+        unsafe { bindings::liveupdate_unregister_flb(self.handler.inner.get(), self.inner.get()) };
     }
 }
 
@@ -1115,7 +730,7 @@ impl<T: FlbOps> FlbVTable<T> {
         unpreserve: Some(Self::unpreserve),
         retrieve: Some(Self::retrieve),
         finish: Some(Self::finish),
-        owner: core::ptr::null_mut(),
+        owner: crate::module::this_module::<T::OwnerModule>().as_ptr(),
     };
 
     /// # Safety
@@ -1127,7 +742,7 @@ impl<T: FlbOps> FlbVTable<T> {
         match T::preserve() {
             Ok((data, obj)) => {
                 args.data = data;
-                args.obj = obj.0;
+                args.obj = obj.into_foreign();
                 0
             }
             Err(e) => e.to_errno(),
@@ -1136,11 +751,13 @@ impl<T: FlbOps> FlbVTable<T> {
 
     /// # Safety
     ///
-    /// `args` must be valid.
+    /// `args` must be valid, with the object `preserve` made, which is not used afterwards.
     unsafe extern "C" fn unpreserve(args: *mut bindings::liveupdate_flb_op_args) {
         // SAFETY: The caller guarantees that `args` is valid.
         let args = unsafe { &*args };
-        T::unpreserve(args.data, FlbObject(args.obj));
+        // SAFETY: `obj` came from `into_foreign()` in `preserve`; this is its last use.
+        let obj = unsafe { T::Object::from_foreign(args.obj) };
+        T::unpreserve(args.data, obj);
     }
 
     /// # Safety
@@ -1151,7 +768,7 @@ impl<T: FlbOps> FlbVTable<T> {
         let args = unsafe { &mut *args };
         match T::retrieve(args.data) {
             Ok(obj) => {
-                args.obj = obj.0;
+                args.obj = obj.into_foreign();
                 0
             }
             Err(e) => e.to_errno(),
@@ -1160,10 +777,12 @@ impl<T: FlbOps> FlbVTable<T> {
 
     /// # Safety
     ///
-    /// `args` must be valid.
+    /// `args` must be valid, with the object `retrieve` made, which is not used afterwards.
     unsafe extern "C" fn finish(args: *mut bindings::liveupdate_flb_op_args) {
         // SAFETY: The caller guarantees that `args` is valid.
         let args = unsafe { &*args };
-        T::finish(FlbObject(args.obj));
+        // SAFETY: `obj` came from `into_foreign()` in `retrieve`; this is its last use.
+        let obj = unsafe { T::Object::from_foreign(args.obj) };
+        T::finish(obj);
     }
 }
