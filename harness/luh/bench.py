@@ -366,6 +366,34 @@ def iommufd_run(arch, builds, progs, cfg, mem, fig, failures):
             "ratio")
 
 
+# Two sessions preserving a memfd each, from one thread and from two threads at
+# once (harness/init/lu-parallel-bench.c): whether sessions are independent. The
+# VM has two vCPUs (MTTCG: two host threads), so the figures are host time.
+PARALLEL_MIB = 1024
+_PAR_RESULT = re.compile(r"LU-PAR-RESULT serial_s=([0-9.]+) parallel_s=([0-9.]+)")
+
+
+def parallel_run(arch, builds, progs, flavor, size_mib, reps, fig, failures):
+    argv = ["/bin/lu-parallel-bench", "--size", str(size_mib), "--reps", str(reps)]
+    res = vm.run_chain(f"bench-{arch}-{flavor}-parallel", [
+        vm.Stage(builds[flavor], [("lu-parallel-bench", argv)]),
+    ], progs, arch, mem=1024 + 3 * size_mib, smp=2, timeout=1800)
+    m = _PAR_RESULT.search(res.text(1)) if res.stages else None
+    rc = res.stages[0].results.get("lu-parallel-bench") if res.stages else None
+    if res.problems(1) or m is None or rc != 0:
+        failures.append(f"{flavor} parallel: {'; '.join(res.problems(1)) or 'no result'} "
+                        f"(exit {rc}, log {res.log})")
+        return
+    serial, par = float(m.group(1)), float(m.group(2))
+    cfg = f"2 x {size_mib} MiB"
+    fig.add("parallel", "PRESERVE_FD into 2 sessions, one thread (median)", cfg, flavor,
+            serial * 1e3, "ms")
+    fig.add("parallel", "PRESERVE_FD into 2 sessions, two threads (median)", cfg, flavor,
+            par * 1e3, "ms")
+    fig.add("parallel", "two threads / one thread", cfg, flavor, par / serial if serial else 0,
+            "ratio")
+
+
 def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
     res = vm.run_chain(f"bench-{arch}-{flavor}-coldboot", [
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "meminfo"])]),
@@ -397,7 +425,7 @@ def markdown(fig, meta):
     by_bench = {}
     for (bench, metric, config), per, unit in fig.rows():
         by_bench.setdefault(bench, []).append((metric, config, per, unit))
-    for bench in ("blackout", "throughput", "scale", "memory", "kho", "iommufd"):
+    for bench in ("blackout", "throughput", "scale", "memory", "parallel", "kho", "iommufd"):
         if bench not in by_bench:
             continue
         lines += [f"## {bench}", "", "| configuration | figure | unit | n | c | rust | rust/c |",
@@ -554,6 +582,10 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
             if "scale" in benches:
                 scale_run(arch, builds, progs, flavor, smoke, fig, failures)
                 info(f"{flavor} scale done ({time.monotonic() - t0:.0f} s)")
+            if "parallel" in benches:
+                parallel_run(arch, builds, progs, flavor, 64 if smoke else PARALLEL_MIB, 5,
+                             fig, failures)
+                info(f"{flavor} parallel done ({time.monotonic() - t0:.0f} s)")
             if "kho" in benches:
                 for order in KHO_ORDERS:
                     kho_run(arch, builds, progs, flavor, order, kho_mib, fig, failures)

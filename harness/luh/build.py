@@ -97,8 +97,9 @@ def build_kernel(srctree, arch, flavor, tc):
     if rust:
         run(make_cmd(srctree, outdir, arch, tc, ["rustavailable"]), log=log, env=env)
         # The rust flavor is always built through clippy-driver: the same code
-        # comes out, and its lints are checked from this log.
-        extra.append("CLIPPY=1")
+        # comes out, and its lints are checked from this log. Its config has
+        # modules: the test module of kexec:luo_module (TEST_MODULE).
+        extra += ["modules", "CLIPPY=1"]
     run(make_cmd(srctree, outdir, arch, tc if rust else None, extra), log=log, env=env,
         heartbeat=f"building {flavor}")
     image = outdir / ARCH_INFO[arch]["image"]
@@ -106,6 +107,10 @@ def build_kernel(srctree, arch, flavor, tc):
     info(f"{flavor}: {image}")
     info(f"{flavor}: uname -r {rel}; uname -v {ver}")
     return Build(arch, flavor, outdir, image, rel, ver, log)
+
+
+# The module of kexec:luo_module (CONFIG_LIVEUPDATE_TEST_MODULE=m, rust only).
+TEST_MODULE = "kernel/liveupdate/luo_test_module.ko"
 
 
 def headers(srctree, arch):
@@ -166,6 +171,9 @@ def user_programs(srctree, arch):
     cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
     cc_if_needed("lu-corrupt-check", [HARNESS / "init" / "lu-corrupt-check.c"], glibc)
     cc_if_needed("lu-query-check", [HARNESS / "init" / "lu-query-check.c"], glibc)
+    cc_if_needed("lu-module-check", [HARNESS / "init" / "lu-module-check.c"], glibc)
+    cc_if_needed("lu-parallel-bench", [HARNESS / "init" / "lu-parallel-bench.c"],
+                 glibc + ["-pthread"])
     cc_if_needed("lu-iommufd-bench", [HARNESS / "init" / "lu-iommufd-bench.c"], glibc)
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)

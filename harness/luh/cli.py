@@ -51,7 +51,7 @@ def parse_args(argv):
     bn.add_argument("--sizes", default="1,4", help="memfd totals in GiB (default: 1,4)")
     bn.add_argument("--bench", default="blackout,throughput,scale,memory",
                     help="comma-separated subset of blackout,throughput,scale,memory,kho,"
-                         "iommufd (default: all but kho and iommufd)")
+                         "iommufd,parallel (default: all but kho, iommufd and parallel)")
     bn.add_argument("--kho-mib", type=int, default=4096, metavar="MIB",
                     help="--bench kho: MiB of folios preserved (default: %(default)s)")
     bn.add_argument("--smoke", action="store_true",
@@ -110,7 +110,7 @@ SUITE_NAMES = (
     list(HOST_SUITES)
     + [f"kselftest:{t}" for t in KSELFTESTS]
     + [f"kexec:{t}" for t in kbuild.KEXEC_TESTS + tuple(kbuild.OUR_KEXEC_TESTS)]
-    + ["kexec:reserve_mem", "kexec:fd_query"]
+    + ["kexec:reserve_mem", "kexec:fd_query", "kexec:luo_module"]
     + ["inkernel:test_kho", "inkernel:liveupdate_test", "kunit", "rustfmtcheck", "clippy",
        "rustdoc", "c-core-gone"]
     + [f"cross:{t}" for t in CROSS_TESTS]
@@ -164,6 +164,8 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add):
                 add(suites.c_core_gone(arch, builds["rust"]))
             if _wanted("kexec:fd_query", globs):
                 add(suites.fd_query_test(arch, builds, progs))
+            if _wanted("kexec:luo_module", globs):
+                add(suites.module_test(arch, builds, progs))
             if crate.supported(arch):
                 for n in sorted(suites.CORRUPT_CASES):
                     if _wanted(f"corrupt:{n}", globs):
@@ -357,7 +359,8 @@ def report_demo(res, size):
 def cmd_bench(args):
     from pathlib import Path
     benches = [b.strip() for b in args.bench.split(",") if b.strip()]
-    unknown = set(benches) - {"blackout", "throughput", "scale", "memory", "kho", "iommufd"}
+    unknown = set(benches) - {"blackout", "throughput", "scale", "memory", "kho", "iommufd",
+                              "parallel"}
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2

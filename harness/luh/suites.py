@@ -767,6 +767,53 @@ def fd_query_test(arch, builds, progs):
     return _finish(s, res, t0)
 
 
+# CONFIG_LIVEUPDATE_TEST_MODULE (kernel/liveupdate/luo_test_module.rs): a Rust
+# file handler and FLB in a module, which their preserved or incoming files pin
+# (harness/init/lu-module-check.c drives it). The module's callbacks print these
+# lines, in this order, in each stage.
+MODULE_PREFIX = "luo_test_module: "
+MODULE_STAGE1 = ["loaded", "flb preserve 0xf1b", "preserve 0x7e57", "unpreserve 0x7e57",
+                 "flb unpreserve 0xf1b", "unloading", "loaded", "flb preserve 0xf1b",
+                 "preserve 0x7e57"]
+MODULE_STAGE2 = ["loaded", "retrieve 0x7e57", "finish 0x7e57 Retrieved", "flb retrieve 0xf1b",
+                 "flb finish 0xf1b", "unloading"]
+_MODULE_CHECK = re.compile(r"LU-MODULE (ok|FAIL) (.*) \(errno")
+
+
+def module_lines(text):
+    """The test module's lines of one stage, without the log prefix."""
+    return [t[t.index(MODULE_PREFIX) + len(MODULE_PREFIX):].strip()
+            for t in text.splitlines() if MODULE_PREFIX in t]
+
+
+def module_test(arch, builds, progs):
+    """rust>rust: rmmod of a module whose Rust handler and FLB have a preserved, incoming or
+    unfinished file is refused, and allowed once the file is unpreserved or finished."""
+    t0 = time.monotonic()
+    b = builds["rust"]
+    files = {"/lu/luo_test_module.ko": b.outdir / kbuild.TEST_MODULE}
+    res = vm.run_chain(f"{arch}-rust-luo-module", [
+        vm.Stage(b, [("stage1", ["/bin/lu-module-check", "stage1"])], files),
+        vm.Stage(b, [("stage2", ["/bin/lu-module-check", "stage2"])], files),
+    ], progs, arch, timeout=300)
+    s = Suite(arch, "rust", "kexec:luo_module")
+    for k, (prog, want) in enumerate((("stage1", MODULE_STAGE1), ("stage2", MODULE_STAGE2)),
+                                     start=1):
+        text = res.text(k) if len(res.stages) >= k else ""
+        for m in _MODULE_CHECK.finditer(text):
+            s.cases.append(Case(f"stage{k}.{m.group(2)}", PASS if m.group(1) == "ok" else FAIL,
+                                "" if m.group(1) == "ok" else m.group(0)))
+        detail = list(res.problems(2)) if k == 2 else []
+        c = _rc_case(res, k, prog)
+        if c:
+            detail.append(f"{c.name}: {c.detail}")
+        got = module_lines(text)
+        if got != want:
+            detail.append(f"module lines {got}, expected {want}")
+        s.cases.append(Case(f"stage{k}.callbacks", FAIL if detail else PASS, "\n".join(detail)))
+    return _finish(s, res, t0)
+
+
 # CONFIG_LIVEUPDATE_CORRUPT_TEST: luo_test_corrupt=N damages the handover data
 # at reboot; the next kernel must refuse it with one warning and keep working.
 CORRUPT_CASES = {

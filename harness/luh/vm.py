@@ -38,6 +38,8 @@ class Stage:
     build: "kbuild.Build"
     # (result name, argv inside the VM)
     programs: list = field(default_factory=list)
+    # Other files of the stage's initramfs: path inside the VM (under /lu/) -> host path
+    files: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +121,8 @@ def make_initramfs(workdir, stages, progs, arch):
         ]
         for name in sorted(used):
             lst.append(f"file /bin/{name} {progs[name]} 0755 0 0")
+        for dest, src in sorted(st.files.items()):
+            lst.append(f"file {dest} {src} 0644 0 0")
         if nxt is not None:
             lst += ["dir /lu/next 0755 0 0",
                     f"file /lu/next/kernel {stages[k].build.image} 0644 0 0",

@@ -18,7 +18,9 @@
 #define pr_fmt(fmt) "luo: " fmt
 
 #include <linux/init.h>
+#include <linux/export.h>
 #include <linux/kstrtox.h>
+#include <linux/liveupdate.h>
 #include "luo_internal.h"
 
 static bool luo_enabled_param;
@@ -53,3 +55,20 @@ static int __init liveupdate_late_init(void)
 	return luo_late_init();
 }
 late_initcall(liveupdate_late_init);
+
+/*
+ * The C API of include/linux/liveupdate.h, defined in Rust (ffi.rs): a file
+ * handler or FLB in a module registers through it, and its files hold a
+ * reference on the module.
+ */
+EXPORT_SYMBOL_GPL(liveupdate_register_file_handler);
+EXPORT_SYMBOL_GPL(liveupdate_unregister_file_handler);
+EXPORT_SYMBOL_GPL(liveupdate_register_flb);
+EXPORT_SYMBOL_GPL(liveupdate_unregister_flb);
+EXPORT_SYMBOL_GPL(liveupdate_flb_get_incoming);
+EXPORT_SYMBOL_GPL(liveupdate_flb_put_incoming);
+EXPORT_SYMBOL_GPL(liveupdate_flb_get_outgoing);
+EXPORT_SYMBOL_GPL(liveupdate_flb_put_outgoing);
+EXPORT_SYMBOL_GPL(liveupdate_get_token_outgoing);
+EXPORT_SYMBOL_GPL(liveupdate_get_file_incoming);
+EXPORT_SYMBOL_GPL(liveupdate_fd_data_query);

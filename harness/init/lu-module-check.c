@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The userspace side of the kexec:luo_module suite: a Rust file handler and
+ * FLB in a loadable module (CONFIG_LIVEUPDATE_TEST_MODULE,
+ * kernel/liveupdate/luo_test_module.rs) are pinned while one of their files
+ * is preserved or, after a kexec, not finished.
+ *
+ * "lu-module-check stage1", before the kexec: loads /lu/luo_test_module.ko,
+ * preserves a file of /dev/luo_test_module in session "modtest" (token 1),
+ * checks that removing the module fails with EWOULDBLOCK, unpreserves the
+ * file and checks that the module can be removed. Then loads it again,
+ * preserves another file (token 2), checks the removal fails again and leaves
+ * a detached child holding the session open.
+ *
+ * "lu-module-check stage2", after it: loads the module (before the first open
+ * of /dev/liveupdate, so that the incoming file finds its handler), retrieves
+ * "modtest", checks that the module cannot be removed while the file is
+ * incoming, retrieved or not finished, finishes the session and removes the
+ * module.
+ *
+ * Prints one "LU-MODULE ok|FAIL ..." line per check; exits 0 if all hold.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/liveupdate.h>
+
+#define MODULE_PATH "/lu/luo_test_module.ko"
+#define MODULE_NAME "luo_test_module"
+#define DEVICE "/dev/luo_test_module"
+#define SESSION "modtest"
+
+#ifndef LIVEUPDATE_SESSION_UNPRESERVE_FD
+struct liveupdate_session_unpreserve_fd {
+	__u32		size;
+	__u32		reserved;
+	__aligned_u64	token;
+};
+
+#define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
+#endif
+
+static int failures;
+
+static void check(int ok, const char *what, int err)
+{
+	printf("LU-MODULE %s %s (errno %d: %s)\n", ok ? "ok" : "FAIL", what,
+	       err, strerror(err));
+	fflush(stdout);
+	if (!ok)
+		failures++;
+}
+
+/* Loads the module: 0 or an errno. */
+static int load(void)
+{
+	int fd = open(MODULE_PATH, O_RDONLY | O_CLOEXEC);
+	int err;
+
+	if (fd < 0)
+		return errno;
+	err = syscall(SYS_finit_module, fd, "", 0) ? errno : 0;
+	close(fd);
+	return err;
+}
+
+/* Removes the module as "rmmod" does: 0 or an errno. */
+static int unload(void)
+{
+	return syscall(SYS_delete_module, MODULE_NAME, O_NONBLOCK) ? errno : 0;
+}
+
+static int session(int dev, int create)
+{
+	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
+
+	strncpy((char *)arg.name, SESSION, sizeof(arg.name) - 1);
+	if (ioctl(dev, create ? LIVEUPDATE_IOCTL_CREATE_SESSION :
+			  LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg))
+		return -errno;
+	return arg.fd;
+}
+
+/* Preserves a new file of the device under token, and closes it. */
+static int preserve_device_file(int s, __u64 token)
+{
+	int fd = open(DEVICE, O_RDWR);
+	struct liveupdate_session_preserve_fd arg = {
+		.size = sizeof(arg), .fd = fd, .token = token,
+	};
+	int err;
+
+	if (fd < 0)
+		return errno;
+	err = ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, &arg) ? errno : 0;
+	close(fd);
+	return err;
+}
+
+static int stage1(void)
+{
+	struct liveupdate_session_unpreserve_fd uf = { .size = sizeof(uf), .token = 1 };
+	int dev, s, err;
+
+	err = load();
+	check(!err, "load " MODULE_NAME, err);
+	dev = open("/dev/liveupdate", O_RDWR);
+	check(dev >= 0, "open /dev/liveupdate", dev < 0 ? errno : 0);
+	s = dev < 0 ? -1 : session(dev, 1);
+	check(s >= 0, "create session " SESSION, s < 0 ? -s : 0);
+	if (err || s < 0)
+		return 1;
+
+	err = preserve_device_file(s, 1);
+	check(!err, "preserve a file of " DEVICE " as token 1", err);
+	err = unload();
+	check(err == EWOULDBLOCK, "remove the module while its file is preserved: EWOULDBLOCK",
+	      err);
+	err = ioctl(s, LIVEUPDATE_SESSION_UNPRESERVE_FD, &uf) ? errno : 0;
+	check(!err, "unpreserve token 1", err);
+	err = unload();
+	check(!err, "remove the module once its file is unpreserved", err);
+
+	err = load();
+	check(!err, "load " MODULE_NAME " again", err);
+	err = preserve_device_file(s, 2);
+	check(!err, "preserve a file of " DEVICE " as token 2", err);
+	err = unload();
+	check(err == EWOULDBLOCK, "remove the module while its file is preserved: EWOULDBLOCK",
+	      err);
+	if (failures)
+		return 1;
+	if (fork() == 0) {
+		setsid();
+		for (;;)
+			pause();
+	}
+	return 0;
+}
+
+static int stage2(void)
+{
+	struct liveupdate_session_retrieve_fd rf = { .size = sizeof(rf), .token = 2 };
+	struct liveupdate_session_finish fin = { .size = sizeof(fin) };
+	char path[64], target[128] = "";
+	int dev, s, err;
+	ssize_t n;
+
+	err = load();
+	check(!err, "load " MODULE_NAME " before the first open of /dev/liveupdate", err);
+	dev = open("/dev/liveupdate", O_RDWR);
+	check(dev >= 0, "open /dev/liveupdate", dev < 0 ? errno : 0);
+	s = dev < 0 ? -1 : session(dev, 0);
+	check(s >= 0, "retrieve session " SESSION, s < 0 ? -s : 0);
+	if (err || s < 0)
+		return 1;
+
+	err = unload();
+	check(err == EWOULDBLOCK, "remove the module while its file is incoming: EWOULDBLOCK",
+	      err);
+	err = ioctl(s, LIVEUPDATE_SESSION_RETRIEVE_FD, &rf) ? errno : 0;
+	check(!err, "retrieve token 2", err);
+	if (!err) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", rf.fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = 0;
+		check(!strcmp(target, "anon_inode:[luo_test_module]"),
+		      "token 2 is the module handler's file", 0);
+		close(rf.fd);
+	}
+	err = unload();
+	check(err == EWOULDBLOCK,
+	      "remove the module while its file is retrieved, not finished: EWOULDBLOCK", err);
+	err = ioctl(s, LIVEUPDATE_SESSION_FINISH, &fin) ? errno : 0;
+	check(!err, "finish " SESSION, err);
+	err = unload();
+	check(!err, "remove the module once its file is finished", err);
+	close(s);
+	return failures != 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "stage1"))
+		return stage1();
+	if (argc > 1 && !strcmp(argv[1], "stage2"))
+		return stage2();
+	fprintf(stderr, "usage: lu-module-check stage1|stage2\n");
+	return 2;
+}
