@@ -384,7 +384,7 @@ class SeriesTest(unittest.TestCase):
     # cycle counter reads around the KHO boot calls in mm/mm_init.c (added
     # lines only, the calls themselves untouched).
     C_GLUE_FILES = {"lib/Kconfig.debug", "lib/Makefile", "MAINTAINERS"}
-    C_GLUE_EXTRA = {"0018-lib-test-kho-bench.glue.patch": {"mm/mm_init.c"}}
+    C_GLUE_EXTRA = {"0007-lib-test-kho-bench.glue.patch": {"mm/mm_init.c"}}
 
     def test_c_tree_glue_is_test_glue(self):
         for in_c, e in tree.parse_series_flavors(tree.SERIES.read_text()):
