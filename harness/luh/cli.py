@@ -8,6 +8,7 @@ import fnmatch
 import sys
 import time
 
+from . import bisect as kbisect
 from . import build as kbuild
 from . import bench, crate, ktap, suites, toolchain, tree, vm
 from .common import ARCHES, CACHE, FLAVORS, LOGS, REPO, HarnessError, info, stage
@@ -65,6 +66,14 @@ def parse_args(argv):
     s = sub.add_parser("series", help="export our change as a patch series and checkpatch it")
     s.add_argument("-o", "--output", metavar="DIR",
                    help=f"where to write the patches (default: {CACHE}/series)")
+    s.add_argument("--bisect", action="store_true",
+                   help="also build the rust flavor after every patch, in order, in one "
+                        "incremental build directory; report each patch's result and time "
+                        "(about an hour for the whole series)")
+    s.add_argument("--bisect-range", metavar="A..B",
+                   help="with --bisect (implied): only patches A to B (from 1; A.., ..B, N)")
+    s.add_argument("--arch", choices=ARCHES, default="x86_64",
+                   help="--bisect: target architecture (default: %(default)s)")
 
     sub.add_parser("setup", help="install the toolchain and fetch the kernel source only")
     c = sub.add_parser("clean", help="remove build directories (keeps downloads)")
@@ -386,8 +395,16 @@ def cmd_bench(args):
 
 
 def cmd_series(args):
-    _, errors = tree.series_command(args.output)
-    return 1 if errors else 0
+    bisect_too = args.bisect or args.bisect_range is not None
+    if bisect_too:
+        # Refuse a bad range before the export and checkpatch, not after.
+        kbisect.parse_range(args.bisect_range, 10 ** 6)
+    patches, errors, base, tip = tree.series_command(args.output)
+    if not bisect_too:
+        return 1 if errors else 0
+    tc = toolchain.ensure_all()
+    steps = kbisect.bisect(base, tip, tc, args.arch, args.bisect_range)
+    return 1 if errors or not all(s.ok for s in steps) else 0
 
 
 def cmd_setup(args):

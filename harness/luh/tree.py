@@ -342,4 +342,4 @@ def series_command(outdir=None):
     errors, warnings, checks = checkpatch(trees["rust"], patches, log)
     stage(f"checkpatch --strict: {errors} errors, {warnings} warnings, {checks} checks"
           f" (log {log})")
-    return patches, errors
+    return patches, errors, base, tip

@@ -3,6 +3,7 @@
 
 import unittest
 
+from harness.luh import bisect as kbisect
 from harness.luh import build as kbuild
 from harness.luh import cli, kconfig, ktap, suites, toolchain, tree, vm
 from harness.luh.common import FLAVORS, REPO, HarnessError
@@ -384,7 +385,7 @@ class SeriesTest(unittest.TestCase):
     # cycle counter reads around the KHO boot calls in mm/mm_init.c (added
     # lines only, the calls themselves untouched).
     C_GLUE_FILES = {"lib/Kconfig.debug", "lib/Makefile", "MAINTAINERS"}
-    C_GLUE_EXTRA = {"0018-lib-test-kho-bench.glue.patch": {"mm/mm_init.c"}}
+    C_GLUE_EXTRA = {"0007-lib-test-kho-bench.glue.patch": {"mm/mm_init.c"}}
 
     def test_c_tree_glue_is_test_glue(self):
         for in_c, e in tree.parse_series_flavors(tree.SERIES.read_text()):
@@ -817,6 +818,70 @@ class CliTest(unittest.TestCase):
         import io
         with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
             cli.parse_args(["build", "go"])
+
+
+class BisectTest(unittest.TestCase):
+    """lu series --bisect: its range, log digests and report."""
+
+    def test_range(self):
+        self.assertEqual(kbisect.parse_range(None, 20), (1, 20))
+        self.assertEqual(kbisect.parse_range("1..4", 20), (1, 4))
+        self.assertEqual(kbisect.parse_range("13..", 20), (13, 20))
+        self.assertEqual(kbisect.parse_range("..3", 20), (1, 3))
+        self.assertEqual(kbisect.parse_range("7", 20), (7, 7))
+        for bad in ("", "..", "0..3", "4..2", "1..21", "21", "a..b", "1-4", "..0"):
+            with self.assertRaises(HarnessError, msg=bad):
+                kbisect.parse_range(bad, 20)
+
+    def test_cli(self):
+        a = cli.parse_args(["series"])
+        self.assertEqual((a.bisect, a.bisect_range, a.arch), (False, None, "x86_64"))
+        a = cli.parse_args(["series", "--bisect-range", "1..4"])
+        self.assertEqual((a.bisect, a.bisect_range), (False, "1..4"))
+        self.assertTrue(cli.parse_args(["series", "--bisect", "--arch", "arm64"]).bisect)
+
+    def test_log_digests(self):
+        log = ("  CC      mm/gup.o\n"
+               "mm/gup.c:10:5: warning: unused variable 'x' [-Wunused-variable]\n"
+               "warning: unused import: `kernel::prelude`\n"
+               "warning: 1 warning emitted\n"
+               "  RUSTC L rust/kernel.o\n"
+               "error[E0425]: cannot find value `y` in this scope\n"
+               " --> rust/kernel/folio.rs:3:5\n"
+               "make[3]: *** [rust/Makefile:1: rust/kernel.o] Error 1\n")
+        self.assertEqual(kbisect.count_warnings(log), 2)
+        self.assertTrue(kbisect.tail(log).startswith("error[E0425]"))
+        self.assertEqual(len(kbisect.tail(log, 2).splitlines()), 2)
+        plain = "\n".join(f"line {i}" for i in range(100))
+        self.assertEqual(kbisect.tail(plain, 3), "line 97\nline 98\nline 99")
+        self.assertEqual(kbisect.duration(9.6), "10s")
+        self.assertEqual(kbisect.duration(401), "6m41s")
+
+    def test_report(self):
+        drop = [("CONFIG_LIVEUPDATE_QUERY_TEST", "y", None),
+                ("CONFIG_IOMMUFD_LIVEUPDATE", "y", "n")]
+        steps = [kbisect.Step(1, "rust: a", True, 400, 2, drop, "/l/01.log"),
+                 kbisect.Step(2, "tools: b", True, 3, 0, drop, "/l/02.log"),
+                 kbisect.Step(3, "core: c", False, 65, 0, drop[1:], "/l/03.log",
+                              "error: boom\nmake: *** Error 1"),
+                 kbisect.Step(4, "mm: d", False, 30, 1, [], "/l/04.log", "error: again")]
+        r = kbisect.format_report(steps, 20)
+        lines = r.splitlines()
+        self.assertIn("subject", lines[0])
+        self.assertRegex(lines[2], r"^\s+1\s+ok\s+6m40s\s+2\s+2\s+rust: a$")
+        self.assertRegex(lines[4], r"^\s+3\s+FAIL\s+1m05s\s+0\s+1\s+core: c$")
+        self.assertIn("  patches 1-2: LIVEUPDATE_QUERY_TEST, IOMMUFD_LIVEUPDATE=n", lines)
+        self.assertIn("  patch 3: IOMMUFD_LIVEUPDATE=n", lines)
+        self.assertIn("  patch 4: none", lines)
+        self.assertIn("4 of 20 patches built in 8m18s; 2 failed; first failure: patch 3: core: c",
+                      lines)
+        self.assertIn("  log: /l/03.log", lines)
+        self.assertEqual(lines[-2:], ["  | error: boom", "  | make: *** Error 1"])
+        self.assertNotIn("again", r)
+        ok = kbisect.format_report(steps[:2], 2)
+        self.assertTrue(ok.endswith("2 of 2 patches built in 6m43s; all built"))
+        self.assertNotIn("opts:", kbisect.format_report(
+            [kbisect.Step(1, "x", True, 1)], 1))
 
 
 if __name__ == "__main__":
