@@ -72,9 +72,10 @@ macro_rules! abi_struct {
         )*
     };
 }
+// Other handover ABIs of the kernel crate (`iommufd`) invoke it by this path, as does this file.
 pub(crate) use abi_struct;
 
-abi_struct!(
+self::abi_struct!(
     luo_ser: 32,
     luo_session_ser: 80,
     luo_file_set_ser: 16,
