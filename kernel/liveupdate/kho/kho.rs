@@ -38,8 +38,9 @@
 //! # Locking
 //!
 //! The outgoing radix tree has its own mutex ([`radix::OUT_TREE`]), as does the outgoing FDT
-//! ([`fdt::OUT_FDT`]); no path takes both. Boot-time state is written once, before other CPUs
-//! run, and read-only afterwards.
+//! ([`fdt::OUT_FDT`]); no path takes both. The boot state (the accepted handover and the
+//! scratch areas) is published once by each boot phase that changes it, and read without a lock
+//! (see [`boot`]).
 
 use kernel::{
     bindings,
