@@ -741,8 +741,8 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<&'static [bindings::kho_scratch]
 #[export]
 pub(crate) unsafe extern "C" fn kho_memory_init() {
     // SAFETY: `mm_core_init()` calls this once, before any allocator exists, so before anybody
-    // can preserve memory.
-    unsafe { crate::radix::init_lock() };
+    // can use KHO.
+    unsafe { crate::init_locks() };
     // SAFETY: `mm_core_init()` calls this before `memblock_free_all()`.
     let early = unsafe { EarlyBoot::new() };
     // SAFETY: The helper calls an inline function that reads a boot flag.

@@ -55,7 +55,7 @@ pub(crate) fn split_order(pfn: usize, end: usize) -> u32 {
 
 /// Preserves `[pfn, end)` block by block; on failure, unpreserves what it added.
 fn preserve_range(pfn: usize, end: usize) -> Result {
-    let mut t = crate::radix::out_tree().ok_or(EINVAL)?;
+    let mut t = crate::radix::out_tree();
     t.check_not_scratch(pfn_to_phys(pfn), pfn_to_phys(end - pfn))?;
     let mut p = pfn;
     while p < end {
@@ -79,16 +79,14 @@ fn unpreserve_range_locked(t: &mut radix::OutTree, pfn: usize, end: usize) {
 }
 
 fn unpreserve_range(pfn: usize, end: usize) {
-    if let Some(mut t) = crate::radix::out_tree() {
-        unpreserve_range_locked(&mut t, pfn, end);
-    }
+    unpreserve_range_locked(&mut crate::radix::out_tree(), pfn, end);
 }
 
 /// Preserves `folio` at its order.
 pub(crate) fn preserve_folio(folio: &Folio) -> Result {
     // Two calls into C for the folio's place, not one per use.
     let (phys, order) = (pfn_to_phys(folio.pfn()), folio.order());
-    let mut t = crate::radix::out_tree().ok_or(EINVAL)?;
+    let mut t = crate::radix::out_tree();
     t.check_not_scratch(phys, crate::order_size(order))?;
     t.add(encode_key(phys, order))
 }
@@ -118,9 +116,7 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_folio(folio: *mut bindings::folio
     // SAFETY: As guaranteed by the caller.
     let folio = unsafe { Folio::from_raw(folio) };
     let key = encode_key(pfn_to_phys(folio.pfn()), folio.order());
-    if let Some(mut t) = crate::radix::out_tree() {
-        t.del(key);
-    }
+    crate::radix::out_tree().del(key);
 }
 
 /// `kho_preserve_pages()`: preserves `nr_pages` contiguous order-0 pages.
@@ -303,9 +299,7 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_free(mem: *mut c_void) {
     }
     // SAFETY: The caller hands over the folio and its reference.
     let folio = unsafe { Folio::from_raw_owned(virt_to_folio(mem)) };
-    if let Some(mut t) = crate::radix::out_tree() {
-        t.del(encode_key(folio.phys(), folio.order()));
-    }
+    crate::radix::out_tree().del(encode_key(folio.phys(), folio.order()));
 }
 
 /// `kho_restore_free()`: restores memory preserved by `kho_alloc_preserve()` in the previous
