@@ -32,7 +32,9 @@
 //! 1. `setup_arch()` ([`boot::kho_populate`]): nothing is mapped but through `early_memremap()`,
 //!    there is no allocator; the FDT and scratch list are validated in place.
 //! 2. `mm_core_init_early()` and `mm_core_init()` ([`boot`]): memblock is the allocator. These
-//!    functions are placed in `.init.text`, as they call memblock's `__init` functions.
+//!    functions are in `.text` like the rest of the crate; they reach memblock's `__init`
+//!    functions only through [`EarlyBoot`](kernel::memblock::EarlyBoot), whose methods are in
+//!    `.ref.text`, and the `__ref` helpers of `kho_glue.c`.
 //! 3. From `fs_initcall()` ([`kho_late_init`]) on: the page allocator, locks and debugfs.
 //!
 //! # Locking
