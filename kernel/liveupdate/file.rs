@@ -38,6 +38,7 @@ use kernel::{
         File,
         LocalFile, //
     },
+    io::PhysAddr,
     liveupdate::{
         abi::{
             self,
@@ -50,7 +51,6 @@ use kernel::{
             OutgoingSession,
             RetrieveStatus, //
         },
-        kho::PhysAddr,
     },
     prelude::*,
     sync::aref::ARef, //

@@ -15,12 +15,10 @@
 use crate::{
     alloc::{AllocError, Flags},
     bindings,
+    io::PhysAddr,
     page::PAGE_SHIFT,
 };
 use core::ptr::NonNull;
-
-/// A physical address.
-pub type PhysAddr = bindings::phys_addr_t;
 
 /// The largest order of a buddy allocation (`MAX_PAGE_ORDER`).
 pub const MAX_PAGE_ORDER: u32 = bindings::MAX_PAGE_ORDER;
@@ -193,12 +191,13 @@ impl Pages {
     /// # Examples
     ///
     /// ```
-    /// use kernel::physmem::{phys_to_virt, Pages};
+    /// use kernel::io::PhysAddr;
     /// use kernel::page::PAGE_SIZE;
+    /// use kernel::physmem::{phys_to_virt, Pages};
     ///
     /// let p = Pages::alloc(2, GFP_KERNEL)?;
     /// assert_eq!(p.len(), 4 * PAGE_SIZE);
-    /// assert_eq!(p.phys() % (4 * PAGE_SIZE) as u64, 0);
+    /// assert_eq!(p.phys() % (4 * PAGE_SIZE) as PhysAddr, 0);
     /// assert_eq!(phys_to_virt(p.phys()), p.as_ptr());
     /// let raw = p.into_raw();
     /// // SAFETY: `raw` came from `into_raw()` of an order-2 block.

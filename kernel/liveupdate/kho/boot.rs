@@ -27,7 +27,8 @@ use crate::{decode, order_size, GEOMETRY};
 use core::ptr::NonNull;
 use kernel::{
     bindings,
-    memblock::{EarlyBoot, PhysAddr, ALLOC_ACCESSIBLE, ALLOC_ANYWHERE, NUMA_NO_NODE},
+    io::PhysAddr,
+    memblock::{EarlyBoot, ALLOC_ACCESSIBLE, ALLOC_ANYWHERE, NUMA_NO_NODE},
     page::PAGE_SIZE,
     physmem::{phys_to_pfn, phys_to_virt, PageFrame, MAX_PAGE_ORDER},
     prelude::*,

@@ -11,9 +11,10 @@ use kernel::{
     bindings,
     ffi::{c_char, c_int, c_void},
     folio::Folio,
+    io::PhysAddr,
     libfdt::{Fdt, FdtError, FdtMut, FdtWriter, Node},
     page::PAGE_SIZE,
-    physmem::{phys_to_virt, virt_to_phys, PhysAddr},
+    physmem::{phys_to_virt, virt_to_phys},
     prelude::*,
     sync::aref::ARef,
 };

@@ -15,10 +15,11 @@ use kernel::{
     bindings,
     ffi::{c_int, c_uint, c_ulong, c_void},
     folio::Folio,
+    io::PhysAddr,
     page::PAGE_SIZE,
     physmem::{
         pfn_to_nid, pfn_to_phys, phys_to_pfn, phys_to_virt, virt_to_phys, PageFrame, Pages,
-        PhysAddr, MAX_PAGE_ORDER,
+        MAX_PAGE_ORDER,
     },
     prelude::*,
     sync::aref::ARef,

@@ -20,6 +20,7 @@ use crate::{
         to_result, //
     },
     folio::Folio,
+    io::PhysAddr,
     page::PAGE_SIZE,
     prelude::*,
     sync::aref::ARef,
@@ -30,9 +31,6 @@ use core::{
     ops::Deref,
     ptr::NonNull, //
 };
-
-/// A physical address as the handover ABI stores it.
-pub type PhysAddr = u64;
 
 /// Returns whether KHO is enabled (`kho=`), i.e. whether preserved memory can survive a kexec.
 pub fn is_enabled() -> bool {
@@ -486,7 +484,7 @@ impl Drop for Subtree {
 /// if its description is malformed. The blob's memory is not restored: see
 /// [`RestoredMem::restore`].
 pub fn retrieve_subtree(name: &CStr) -> Result<(PhysAddr, usize)> {
-    let mut phys: bindings::phys_addr_t = 0;
+    let mut phys: PhysAddr = 0;
     let mut size: usize = 0;
     // SAFETY: `name` is a NUL-terminated string and both out-pointers are valid for writes.
     to_result(unsafe { bindings::kho_retrieve_subtree(name.as_char_ptr(), &mut phys, &mut size) })?;
