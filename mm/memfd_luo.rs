@@ -43,6 +43,7 @@ use kernel::{
             RetrieveStatus, //
         },
         kho::{
+            KhoVmalloc,
             PreservedFolio,
             PreservedMem,
             PreservedVVec,
@@ -277,7 +278,7 @@ impl State {
             folios: pin_init::zeroed(),
         };
         if let Some(array) = &self.array {
-            ser.folios = array.descriptor();
+            ser.folios = array.descriptor().into();
         }
         self.ser
             .as_mut_slice()
@@ -533,7 +534,7 @@ impl Entries {
                 complete: true,
             });
         }
-        let desc = ser.folios;
+        let desc = KhoVmalloc::from(ser.folios);
         let array = RestoredVmalloc::restore(&desc)?;
         let held = array.as_slice().len() / size_of::<MemfdFolio>();
         let count = usize::try_from(nr_folios).map_or(held, |n| n.min(held));
