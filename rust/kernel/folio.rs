@@ -92,7 +92,7 @@ impl Folio {
     ///
     /// `ptr` must point to a valid folio, and the caller must own one reference to it, which is
     /// handed to the returned value.
-    pub unsafe fn from_raw_owned(ptr: NonNull<bindings::folio>) -> ARef<Self> {
+    pub(crate) unsafe fn from_raw_owned(ptr: NonNull<bindings::folio>) -> ARef<Self> {
         // SAFETY: The caller hands over one reference. `Folio` is a transparent wrapper.
         unsafe { ARef::from_raw(ptr.cast()) }
     }
@@ -108,7 +108,7 @@ impl Folio {
     }
 
     /// Returns the raw `struct folio`.
-    pub fn as_raw(&self) -> *mut bindings::folio {
+    pub(crate) fn as_raw(&self) -> *mut bindings::folio {
         self.0.get()
     }
 
@@ -185,7 +185,7 @@ impl PinnedFolio {
     ///
     /// `ptr` must point to a valid folio on which the caller owns one `FOLL_PIN` pin, which is
     /// handed to the returned value.
-    pub unsafe fn from_raw(ptr: NonNull<bindings::folio>) -> Self {
+    pub(crate) unsafe fn from_raw(ptr: NonNull<bindings::folio>) -> Self {
         // INVARIANT: The caller hands over one pin.
         Self { ptr }
     }

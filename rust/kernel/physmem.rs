@@ -15,6 +15,7 @@
 use crate::{
     alloc::{AllocError, Flags},
     bindings,
+    folio::Folio,
     io::PhysAddr,
     page::PAGE_SHIFT,
 };
@@ -160,12 +161,16 @@ impl PageFrame {
     }
 
     /// The folio the page belongs to.
+    ///
+    /// The pointer holds no reference: the caller must know how long the folio lives (e.g. own
+    /// a reference to it, as [`ARef::from_raw`](crate::sync::aref::ARef::from_raw) takes over).
     #[inline]
-    pub fn folio(self) -> NonNull<bindings::folio> {
+    pub fn folio(self) -> NonNull<Folio> {
         // SAFETY: By the type invariant `ptr` is valid; `page_folio()` reads its compound head.
         let f = unsafe { bindings::page_folio(self.ptr.as_ptr()) };
-        // SAFETY: Every page belongs to a folio (possibly itself).
-        unsafe { NonNull::new_unchecked(f) }
+        // SAFETY: Every page belongs to a folio (possibly itself). `Folio` is a transparent
+        // wrapper of `struct folio`.
+        unsafe { NonNull::new_unchecked(f.cast()) }
     }
 }
 

@@ -187,7 +187,7 @@ fn restore_block(phys: PhysAddr, expect: Option<u32>, folio: bool) -> Option<Pag
 pub(crate) fn restore_folio(phys: PhysAddr) -> Option<ARef<Folio>> {
     let page = restore_block(phys, None, true)?;
     // SAFETY: `restore_block()` made the block a folio with one reference, owned here.
-    Some(unsafe { Folio::from_raw_owned(page.folio()) })
+    Some(unsafe { ARef::from_raw(page.folio()) })
 }
 
 /// `kho_restore_folio()`.
@@ -283,7 +283,7 @@ pub(crate) unsafe extern "C" fn kho_alloc_preserve(size: usize) -> *mut c_void {
 }
 
 /// Returns the folio that `mem`, a direct-map address, belongs to.
-fn virt_to_folio(mem: *const c_void) -> NonNull<bindings::folio> {
+fn virt_to_folio(mem: *const c_void) -> NonNull<Folio> {
     // SAFETY: `mem` is memory from the page allocator, described by the memory map.
     unsafe { PageFrame::from_pfn(phys_to_pfn(virt_to_phys(mem.cast()))) }.folio()
 }
@@ -299,7 +299,7 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_free(mem: *mut c_void) {
         return;
     }
     // SAFETY: The caller hands over the folio and its reference.
-    let folio = unsafe { Folio::from_raw_owned(virt_to_folio(mem)) };
+    let folio = unsafe { ARef::from_raw(virt_to_folio(mem)) };
     crate::radix::out_tree().del(encode_key(folio.phys(), folio.order()));
 }
 

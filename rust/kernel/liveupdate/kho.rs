@@ -216,7 +216,7 @@ impl RestoredFolio {
     ///
     /// The folio is in no mapping or list and nobody else references it; the caller must drop
     /// the reference with `folio_put()` or hand it to a function that takes it over.
-    pub fn into_raw(self) -> NonNull<bindings::folio> {
+    pub(crate) fn into_raw(self) -> NonNull<bindings::folio> {
         ARef::into_raw(self.folio).cast()
     }
 }
