@@ -43,6 +43,7 @@ use kernel::{
             RetrieveStatus, //
         },
         kho::{
+            KhoVmalloc,
             PreservedFolio,
             PreservedMem,
             PreservedVVec,
@@ -51,13 +52,12 @@ use kernel::{
             RestoredVmalloc, //
         },
         memfd::{
+            AccessMode,
             Memfd,
             MemfdGuard,
             NewMemfd,
             F_SEAL_EXEC,
-            F_SEAL_WRITE,
-            O_ACCMODE,
-            O_RDWR, //
+            F_SEAL_WRITE, //
         },
     },
     new_mutex,
@@ -101,13 +101,15 @@ const MODE_NOEXEC: u32 = 0o666;
 /// The access mode and permission bits of a memfd in the next kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileMode {
-    access: u32,
+    access: AccessMode,
     mode: u32,
 }
 
 impl FileMode {
     fn encode(self) -> u32 {
-        FLAG_EXT | (self.access << FLAG_ACCESS_SHIFT) | ((self.mode & 0o777) << FLAG_MODE_SHIFT)
+        FLAG_EXT
+            | (self.access.bits() << FLAG_ACCESS_SHIFT)
+            | ((self.mode & 0o777) << FLAG_MODE_SHIFT)
     }
 
     /// Decodes `memfd_luo_ser.flags`; without [`FLAG_EXT`] (upstream's C handler wrote it),
@@ -124,14 +126,11 @@ impl FileMode {
             }
             let noexec = seals & F_SEAL_EXEC != 0 && seals & F_SEAL_WRITE == 0;
             return Ok(Self {
-                access: O_RDWR,
+                access: AccessMode::ReadWrite,
                 mode: if noexec { MODE_NOEXEC } else { MODE_EXEC },
             });
         }
-        let access = (flags >> FLAG_ACCESS_SHIFT) & O_ACCMODE;
-        if access == O_ACCMODE {
-            return Err(EINVAL);
-        }
+        let access = AccessMode::from_flags(flags >> FLAG_ACCESS_SHIFT).ok_or(EINVAL)?;
         Ok(Self {
             access,
             mode: (flags >> FLAG_MODE_SHIFT) & 0o777,
@@ -265,7 +264,7 @@ impl State {
             return Err(EOPNOTSUPP);
         }
         let mode = FileMode {
-            access: memfd.access(),
+            access: memfd.access().ok_or(EINVAL)?,
             mode: memfd.mode(),
         };
         let mut ser = MemfdSer {
@@ -277,7 +276,7 @@ impl State {
             folios: pin_init::zeroed(),
         };
         if let Some(array) = &self.array {
-            ser.folios = array.descriptor();
+            ser.folios = array.descriptor().into();
         }
         self.ser
             .as_mut_slice()
@@ -403,7 +402,7 @@ impl FileHandler for MemfdHandler {
 
         // O_ACCMODE itself opens a file for neither reading nor writing (ioctls only); there
         // is no such memfd to hand back, and handing back a read-write one would widen access.
-        if memfd.access() == O_ACCMODE {
+        if memfd.access().is_none() {
             return Err(EINVAL);
         }
 
@@ -533,7 +532,7 @@ impl Entries {
                 complete: true,
             });
         }
-        let desc = ser.folios;
+        let desc = KhoVmalloc::from(ser.folios);
         let array = RestoredVmalloc::restore(&desc)?;
         let held = array.as_slice().len() / size_of::<MemfdFolio>();
         let count = usize::try_from(nr_folios).map_or(held, |n| n.min(held));
@@ -636,21 +635,21 @@ mod tests {
         assert_eq!(
             m(0)?,
             FileMode {
-                access: O_RDWR,
+                access: AccessMode::ReadWrite,
                 mode: 0o777
             }
         );
         assert_eq!(
             m(F_SEAL_EXEC)?,
             FileMode {
-                access: O_RDWR,
+                access: AccessMode::ReadWrite,
                 mode: 0o666
             }
         );
         assert_eq!(
             m(F_SEAL_EXEC | ALL_WRITE)?,
             FileMode {
-                access: O_RDWR,
+                access: AccessMode::ReadWrite,
                 mode: 0o777
             }
         );
@@ -659,8 +658,11 @@ mod tests {
 
     #[test]
     fn mode_round_trip() -> Result {
-        use kernel::liveupdate::memfd::{O_RDONLY, O_WRONLY};
-        for access in [O_RDONLY, O_WRONLY, O_RDWR] {
+        for access in [
+            AccessMode::ReadOnly,
+            AccessMode::WriteOnly,
+            AccessMode::ReadWrite,
+        ] {
             for mode in [0, 0o600, 0o666, 0o777, 0o751] {
                 let fm = FileMode { access, mode };
                 let flags = fm.encode();
@@ -671,7 +673,7 @@ mod tests {
         // O_RDONLY, 0o640: bit 0, access 0 in bits 1..3, 0o640 in bits 3..12.
         assert_eq!(
             FileMode {
-                access: 0,
+                access: AccessMode::ReadOnly,
                 mode: 0o640
             }
             .encode(),
@@ -685,7 +687,7 @@ mod tests {
         // Unknown bits, an access mode of 3, bits without the "recorded" bit.
         assert_eq!(FileMode::decode(1 << 12, 0), Err(EINVAL));
         assert_eq!(
-            FileMode::decode(FLAG_EXT | (O_ACCMODE << FLAG_ACCESS_SHIFT), 0),
+            FileMode::decode(FLAG_EXT | (3 << FLAG_ACCESS_SHIFT), 0),
             Err(EINVAL)
         );
         assert_eq!(FileMode::decode(0o644 << FLAG_MODE_SHIFT, 0), Err(EINVAL));

@@ -145,12 +145,12 @@ def clippy_and_fmt(srctree):
     return s
 
 
-# crate:kho-decode: the kho-v4 decoders of kernel/liveupdate/kho/decode.rs (core only) tested on
-# the host by tools/testing/kho_decode, which includes the same source file.
+# crate:kho-decode: the kho-v4 decoders of kernel/liveupdate/kho/decode/ (core only) tested on
+# the host by tools/testing/kho_decode, which includes the same source files.
 KHO_DECODE_CACHE = CACHE / "kho-decode"
 KHO_DECODE_FUZZ_RUNS = 200000
 # The lints of rust_common_flags and KBUILD_RUSTFLAGS in Linux 7.3's Makefile, as errors, and no
-# unsafe at all: the file must build as a no_std module of a kernel crate, clippy-clean.
+# unsafe at all: the files must build as a no_std module of a kernel crate, clippy-clean.
 KERNEL_LINTS = [
     "-Dwarnings", "-Funsafe_code", "-Dnon_ascii_idents", "-Dunsafe_op_in_unsafe_fn",
     "-Wmissing_docs",
@@ -172,12 +172,12 @@ def kho_decode_dir(srctree):
 
 
 def _kernel_lint(srctree):
-    """clippy-driver with the kernel's lints on kho_decode.rs as `pub mod` of a no_std crate."""
-    src = srctree / "kernel" / "liveupdate" / "kho" / "decode.rs"
+    """clippy-driver with the kernel's lints on the decoders as `pub mod` of a no_std crate."""
+    src = srctree / "kernel" / "liveupdate" / "kho" / "decode" / "mod.rs"
     out = KHO_DECODE_CACHE / "kernel-lint"
     out.mkdir(parents=True, exist_ok=True)
     wrapper = out / "wrapper.rs"
-    wrapper.write_text("//! kho_decode.rs as a module of a no_std crate, as in the kernel.\n"
+    wrapper.write_text("//! The kho-v4 decoders as a module of a no_std crate, as in the kernel.\n"
                        f"#![no_std]\n#[path = \"{src}\"]\npub mod kho_decode;\n")
     return run(["clippy-driver", "--edition=2021", "--crate-type=rlib", "--crate-name=kd",
                 "--emit=metadata", "-o", out / "libkd.rmeta"] + KERNEL_LINTS + [wrapper],

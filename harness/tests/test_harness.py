@@ -773,7 +773,7 @@ class KhoDecodeSuiteTest(unittest.TestCase):
     def test_series_claims_the_crate_and_the_decoder(self):
         entries = tree.parse_series(tree.SERIES.read_text())
         files = ["tools/testing/kho_decode/Cargo.toml", "tools/testing/kho_decode/fuzz.sh",
-                 "kernel/liveupdate/kho/decode.rs"]
+                 "kernel/liveupdate/kho/decode/mod.rs"]
         for f in files:
             self.assertTrue((REPO / f).is_file(), f)
             claims = [e for e in entries if e[0] == "files"

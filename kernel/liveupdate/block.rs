@@ -10,13 +10,13 @@
 
 use kernel::{
     alloc::AllocError,
+    io::PhysAddr,
     liveupdate::{
         abi::{
             self,
             BlockHeader, //
         },
         kho::{
-            PhysAddr,
             PreservedMem,
             RestoredMem, //
         },
@@ -281,12 +281,10 @@ pub(crate) fn read_chain<S: BlockSource, T: FromBytes, E: From<ChainError>>(
 pub(crate) mod testing {
     use super::BlockSource;
     use kernel::{
-        liveupdate::{
-            abi,
-            kho::PhysAddr, //
-        },
+        io::PhysAddr,
+        liveupdate::abi,
         prelude::*,
-        transmute::AsBytes,
+        transmute::AsBytes, //
     };
 
     /// Pages by physical address, restored at most once each like KHO's.

@@ -42,6 +42,7 @@ use kernel::{
         File,
         LocalFile, //
     },
+    io::PhysAddr,
     liveupdate::{
         abi::{
             self,
@@ -52,7 +53,6 @@ use kernel::{
             OutgoingSession,
             RetrieveStatus, //
         },
-        kho::PhysAddr,
         registered::{
             incoming_session,
             outgoing_session,

@@ -18,6 +18,7 @@ use crate::block::{
 };
 use kernel::{
     alloc::AllocError,
+    io::PhysAddr,
     liveupdate::{
         abi::{
             self,
@@ -27,11 +28,8 @@ use kernel::{
             LuoSer,
             SessionSer, //
         },
-        kho::{
-            self,
-            PhysAddr, //
-        },
-        SESSION_NAME_LENGTH,
+        kho,
+        SESSION_NAME_LENGTH, //
     },
     prelude::*,
     transmute::FromBytes, //

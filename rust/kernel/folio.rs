@@ -12,6 +12,7 @@
 use crate::{
     alloc::Flags,
     bindings,
+    io::PhysAddr,
     prelude::*,
     sync::aref::{
         ARef,
@@ -24,9 +25,6 @@ use core::{
     ptr::NonNull, //
 };
 
-/// A physical address.
-pub type PhysAddr = u64;
-
 /// A folio.
 ///
 /// # Invariants
@@ -38,6 +36,7 @@ pub type PhysAddr = u64;
 ///
 /// ```
 /// use kernel::folio::Folio;
+/// use kernel::io::PhysAddr;
 /// use kernel::page::PAGE_SIZE;
 ///
 /// let folio = Folio::alloc(2, GFP_KERNEL)?;
@@ -45,8 +44,8 @@ pub type PhysAddr = u64;
 /// assert_eq!(folio.nr_pages(), 4);
 /// assert_eq!(folio.size(), 4 * PAGE_SIZE);
 /// // Naturally aligned: the physical address is a multiple of the folio's size.
-/// assert_eq!(folio.phys() % folio.size() as u64, 0);
-/// assert_eq!(folio.phys(), (folio.pfn() as u64) * PAGE_SIZE as u64);
+/// assert_eq!(folio.phys() % folio.size() as PhysAddr, 0);
+/// assert_eq!(folio.phys(), (folio.pfn() as PhysAddr) * PAGE_SIZE as PhysAddr);
 /// let other = folio.clone();
 /// assert_eq!(other.pfn(), folio.pfn());
 /// # Ok::<(), Error>(())
@@ -93,7 +92,7 @@ impl Folio {
     ///
     /// `ptr` must point to a valid folio, and the caller must own one reference to it, which is
     /// handed to the returned value.
-    pub unsafe fn from_raw_owned(ptr: NonNull<bindings::folio>) -> ARef<Self> {
+    pub(crate) unsafe fn from_raw_owned(ptr: NonNull<bindings::folio>) -> ARef<Self> {
         // SAFETY: The caller hands over one reference. `Folio` is a transparent wrapper.
         unsafe { ARef::from_raw(ptr.cast()) }
     }
@@ -109,7 +108,7 @@ impl Folio {
     }
 
     /// Returns the raw `struct folio`.
-    pub fn as_raw(&self) -> *mut bindings::folio {
+    pub(crate) fn as_raw(&self) -> *mut bindings::folio {
         self.0.get()
     }
 
@@ -186,7 +185,7 @@ impl PinnedFolio {
     ///
     /// `ptr` must point to a valid folio on which the caller owns one `FOLL_PIN` pin, which is
     /// handed to the returned value.
-    pub unsafe fn from_raw(ptr: NonNull<bindings::folio>) -> Self {
+    pub(crate) unsafe fn from_raw(ptr: NonNull<bindings::folio>) -> Self {
         // INVARIANT: The caller hands over one pin.
         Self { ptr }
     }

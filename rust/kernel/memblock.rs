@@ -18,11 +18,9 @@
 use crate::{
     bindings,
     error::{to_result, Result},
+    io::PhysAddr,
 };
 use core::{marker::PhantomData, ptr::NonNull};
-
-/// A physical address.
-pub type PhysAddr = bindings::phys_addr_t;
 
 /// No NUMA node preference (`NUMA_NO_NODE`).
 pub const NUMA_NO_NODE: i32 = bindings::NUMA_NO_NODE;

@@ -15,12 +15,11 @@
 use crate::{
     alloc::{AllocError, Flags},
     bindings,
+    folio::Folio,
+    io::PhysAddr,
     page::PAGE_SHIFT,
 };
 use core::ptr::NonNull;
-
-/// A physical address.
-pub type PhysAddr = bindings::phys_addr_t;
 
 /// The largest order of a buddy allocation (`MAX_PAGE_ORDER`).
 pub const MAX_PAGE_ORDER: u32 = bindings::MAX_PAGE_ORDER;
@@ -162,12 +161,16 @@ impl PageFrame {
     }
 
     /// The folio the page belongs to.
+    ///
+    /// The pointer holds no reference: the caller must know how long the folio lives (e.g. own
+    /// a reference to it, as [`ARef::from_raw`](crate::sync::aref::ARef::from_raw) takes over).
     #[inline]
-    pub fn folio(self) -> NonNull<bindings::folio> {
+    pub fn folio(self) -> NonNull<Folio> {
         // SAFETY: By the type invariant `ptr` is valid; `page_folio()` reads its compound head.
         let f = unsafe { bindings::page_folio(self.ptr.as_ptr()) };
-        // SAFETY: Every page belongs to a folio (possibly itself).
-        unsafe { NonNull::new_unchecked(f) }
+        // SAFETY: Every page belongs to a folio (possibly itself). `Folio` is a transparent
+        // wrapper of `struct folio`.
+        unsafe { NonNull::new_unchecked(f.cast()) }
     }
 }
 
@@ -193,12 +196,13 @@ impl Pages {
     /// # Examples
     ///
     /// ```
-    /// use kernel::physmem::{phys_to_virt, Pages};
+    /// use kernel::io::PhysAddr;
     /// use kernel::page::PAGE_SIZE;
+    /// use kernel::physmem::{phys_to_virt, Pages};
     ///
     /// let p = Pages::alloc(2, GFP_KERNEL)?;
     /// assert_eq!(p.len(), 4 * PAGE_SIZE);
-    /// assert_eq!(p.phys() % (4 * PAGE_SIZE) as u64, 0);
+    /// assert_eq!(p.phys() % (4 * PAGE_SIZE) as PhysAddr, 0);
     /// assert_eq!(phys_to_virt(p.phys()), p.as_ptr());
     /// let raw = p.into_raw();
     /// // SAFETY: `raw` came from `into_raw()` of an order-2 block.

@@ -53,6 +53,7 @@ use kernel::{
             RetrieveStatus, //
         },
         kho::{
+            KhoVmalloc,
             PreservedMem,
             PreservedVVec,
             RestoredMem,
@@ -358,7 +359,7 @@ impl State {
             let mut v = VVec::with_capacity(encoded.arrays.len(), GFP_KERNEL)?;
             v.extend_from_slice(&encoded.arrays, GFP_KERNEL)?;
             let arrays = PreservedVVec::new(v)?;
-            header.arrays = arrays.descriptor();
+            header.arrays = arrays.descriptor().into();
             Some(arrays)
         };
         ser.as_mut_slice()
@@ -382,10 +383,10 @@ impl State {
 fn restore(data: u64) -> Result<(abi::Header, Option<RestoredVmalloc>)> {
     let ser = RestoredMem::restore(data)?;
     let header: abi::Header = entry(ser.as_slice(), 0, 0)?;
-    let desc = header.arrays;
+    let desc = KhoVmalloc::from(header.arrays);
     let bytes = arrays_len(&header).ok_or(EINVAL)?;
     let pages = bytes.div_ceil(PAGE_SIZE);
-    if usize::try_from(desc.total_pages) != Ok(pages) {
+    if usize::try_from(desc.total_pages()) != Ok(pages) {
         return Err(EINVAL);
     }
     let arrays = if pages == 0 {

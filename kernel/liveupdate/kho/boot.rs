@@ -18,21 +18,21 @@
 //! scratch marks are undone, nothing preserved is reserved (so all of it is free memory), and
 //! new scratch areas are reserved for the next kexec. Only after both steps succeed does
 //! [`kho_memory_init`] reserve the preserved blocks.
+//!
+//! What these steps decide is one [`BootState`]: the accepted handover and the scratch areas.
+//! Each boot phase that changes it publishes the state it leaves once ([`BootPhases`]), so that
+//! every reader, in any context, sees one whole state without a lock.
 
 use crate::{decode, order_size, GEOMETRY};
 use core::ptr::NonNull;
 use kernel::{
     bindings,
-    memblock::{EarlyBoot, PhysAddr, ALLOC_ACCESSIBLE, ALLOC_ANYWHERE, NUMA_NO_NODE},
+    io::PhysAddr,
+    memblock::{EarlyBoot, ALLOC_ACCESSIBLE, ALLOC_ANYWHERE, NUMA_NO_NODE},
     page::PAGE_SIZE,
     physmem::{phys_to_pfn, phys_to_virt, PageFrame, MAX_PAGE_ORDER},
     prelude::*,
-    sync::atomic::{
-        Acquire,
-        Atomic,
-        Relaxed,
-        Release, //
-    },
+    sync::SetOnce,
 };
 
 /// Alignment and size granule of scratch areas: the largest buddy block, so that deferred
@@ -48,59 +48,117 @@ const MAX_SCRATCH: u64 = 2 + 1024;
 /// Size of the blocks the scratch extension works in.
 const EXT_BLOCK_SHIFT: u32 = 30;
 
-/// The previous kernel's handover, once accepted.
+/// The previous kernel's handover, as [`kho_populate`] accepted it.
 #[derive(Clone, Copy)]
 pub(crate) struct Incoming {
     /// Physical address of the root FDT.
     pub(crate) fdt_phys: PhysAddr,
     /// Length of the memory the root FDT was handed over in.
     pub(crate) fdt_len: usize,
+    /// Physical address of the scratch list.
+    scratch_phys: PhysAddr,
+    /// Length of the scratch list in bytes: a whole number of `struct kho_scratch`.
+    scratch_len: u64,
 }
 
-static IN_FDT_PHYS: Atomic<u64> = Atomic::new(0);
-static IN_FDT_LEN: Atomic<usize> = Atomic::new(0);
-static IN_SCRATCH_PHYS: Atomic<u64> = Atomic::new(0);
-static IN_SCRATCH_LEN: Atomic<u64> = Atomic::new(0);
+/// What the boot decided about handovers: the accepted incoming one and the scratch areas.
+#[derive(Clone, Copy)]
+struct BootState {
+    /// The previous kernel's handover, while it is accepted.
+    incoming: Option<Incoming>,
+    /// The scratch areas: the incoming list after a KHO boot, or the ones a cold boot reserved
+    /// for the next kernel. Both are memory reserved at boot, which lives as long as the kernel.
+    scratch: &'static [bindings::kho_scratch],
+    /// Whether `scratch` was reserved by this (cold) boot, which the initcall releases.
+    cold_scratch: bool,
+}
 
-/// The scratch areas: the incoming list after a KHO boot, or the ones reserved at a cold boot.
-/// The pointer is published after the count it covers.
-static SCRATCH: Atomic<*mut bindings::kho_scratch> = Atomic::new(core::ptr::null_mut());
-static SCRATCH_CNT: Atomic<usize> = Atomic::new(0);
+impl BootState {
+    /// The state before any phase changed it: no handover and no scratch areas.
+    const INITIAL: Self = Self {
+        incoming: None,
+        scratch: &[],
+        cold_scratch: false,
+    };
+}
 
-/// Whether this boot reserved its scratch areas (a cold boot), which the initcall releases.
-static COLD_SCRATCH: Atomic<bool> = Atomic::new(false);
+/// The [`BootState`] each boot phase left, published once by that phase.
+///
+/// The phases run one after the other, so the state of the latest phase that published one is
+/// the current state ([`state`]). Each phase entry point runs once; all but `late_init` run on
+/// the boot CPU before the other CPUs are started.
+struct BootPhases {
+    /// [`kho_populate`]: the previous kernel's handover, if it looks valid.
+    populate: SetOnce<BootState>,
+    /// [`kho_memory_init_early`]: the handover validated, with its scratch list, or refused.
+    memory_init_early: SetOnce<BootState>,
+    /// [`kho_memory_init`]: the handover lost if its memory could not be reserved, or the
+    /// scratch areas a cold boot reserved.
+    memory_init: SetOnce<BootState>,
+    /// `kho_late_init()`: a cold boot's scratch areas given back after KHO failed to set up.
+    late_init: SetOnce<BootState>,
+}
 
-/// `kho_scratch=`: percent of kernel memory, or explicit sizes (scale 0).
-static SCRATCH_SCALE: Atomic<u32> = Atomic::new(200);
-static SCRATCH_LOWMEM: Atomic<u64> = Atomic::new(0);
-static SCRATCH_GLOBAL: Atomic<u64> = Atomic::new(0);
-static SCRATCH_PERNODE: Atomic<u64> = Atomic::new(0);
+static PHASES: BootPhases = BootPhases {
+    populate: SetOnce::new(),
+    memory_init_early: SetOnce::new(),
+    memory_init: SetOnce::new(),
+    late_init: SetOnce::new(),
+};
+
+/// Publishes `state` as the one a phase left, in that phase's `cell`.
+fn publish(cell: &SetOnce<BootState>, state: BootState) {
+    if !cell.populate(state) {
+        pr_warn!("boot phase ran twice; keeping the state of its first run\n");
+    }
+}
+
+/// Returns the current boot state.
+fn state() -> BootState {
+    let p = &PHASES;
+    p.late_init
+        .copy()
+        .or_else(|| p.memory_init.copy())
+        .or_else(|| p.memory_init_early.copy())
+        .or_else(|| p.populate.copy())
+        .unwrap_or(BootState::INITIAL)
+}
 
 /// Returns the accepted handover of the previous kernel.
 pub(crate) fn incoming() -> Option<Incoming> {
-    let fdt_phys = IN_FDT_PHYS.load(Acquire);
-    (fdt_phys != 0).then(|| Incoming {
-        fdt_phys,
-        fdt_len: IN_FDT_LEN.load(Relaxed),
-    })
+    state().incoming
 }
 
 /// The scratch areas.
 pub(crate) fn scratch() -> &'static [bindings::kho_scratch] {
-    let p = SCRATCH.load(Acquire);
-    if p.is_null() {
-        return &[];
-    }
-    // SAFETY: `SCRATCH` is only set to an array of `SCRATCH_CNT` areas that lives as long as the
-    // kernel (the incoming list in reserved memory, or the cold boot's memblock allocation).
-    unsafe { core::slice::from_raw_parts(p, SCRATCH_CNT.load(Relaxed)) }
+    state().scratch
 }
 
-fn set_scratch(p: *mut bindings::kho_scratch, cnt: usize) {
-    SCRATCH.store(core::ptr::null_mut(), Release);
-    SCRATCH_CNT.store(cnt, Relaxed);
-    SCRATCH.store(p, Release);
+/// The sizes of the scratch areas a cold boot reserves, set by `kho_scratch=`.
+#[derive(Clone, Copy)]
+struct ScratchSizes {
+    /// Percent of the memory memblock allocated for the kernel; 0 for the sizes below.
+    scale: u32,
+    /// Size of the area in low memory.
+    lowmem: PhysAddr,
+    /// Size of the area for allocations without a node.
+    global: PhysAddr,
+    /// Size of the area of each node with memory.
+    pernode: PhysAddr,
 }
+
+impl ScratchSizes {
+    /// Without `kho_scratch=`: twice the memory allocated for the kernel.
+    const DEFAULT: Self = Self {
+        scale: 200,
+        lowmem: 0,
+        global: 0,
+        pernode: 0,
+    };
+}
+
+/// `kho_scratch=`, if given.
+static SCRATCH_SIZES: SetOnce<ScratchSizes> = SetOnce::new();
 
 /// Whether `[phys, phys + size)` overlaps one of `areas`.
 pub(crate) fn overlaps(areas: &[bindings::kho_scratch], phys: PhysAddr, size: u64) -> bool {
@@ -137,10 +195,15 @@ pub(crate) unsafe extern "C" fn kho_set_scratch_sizes(
     global: PhysAddr,
     pernode: PhysAddr,
 ) {
-    SCRATCH_SCALE.store(scale, Relaxed);
-    SCRATCH_LOWMEM.store(lowmem, Relaxed);
-    SCRATCH_GLOBAL.store(global, Relaxed);
-    SCRATCH_PERNODE.store(pernode, Relaxed);
+    let sizes = ScratchSizes {
+        scale,
+        lowmem,
+        global,
+        pernode,
+    };
+    if !SCRATCH_SIZES.populate(sizes) {
+        pr_warn!("kho_scratch= given more than once; the first one applies\n");
+    }
 }
 
 /// Checks the scratch list: a whole number of areas, each aligned and without overflow.
@@ -235,6 +298,9 @@ fn populate(
     if scratch_len == 0 || scratch_len > MAX_SCRATCH * entry {
         return Err("scratch list size out of range".into());
     }
+    if scratch_phys % align_of::<bindings::kho_scratch>() as u64 != 0 {
+        return Err("scratch list misaligned".into());
+    }
     let fdt_len = fdt_len as usize;
     let map = early
         .memremap(fdt_phys, fdt_len)
@@ -267,36 +333,42 @@ fn populate(
         .map_err(|_| "cannot reserve the scratch list")?;
     early.set_kho_scratch_only();
 
-    IN_SCRATCH_PHYS.store(scratch_phys, Relaxed);
-    IN_SCRATCH_LEN.store(scratch_len, Relaxed);
-    IN_FDT_LEN.store(fdt_len, Relaxed);
-    IN_FDT_PHYS.store(fdt_phys, Release);
+    let incoming = Incoming {
+        fdt_phys,
+        fdt_len,
+        scratch_phys,
+        scratch_len,
+    };
+    publish(
+        &PHASES.populate,
+        BootState {
+            incoming: Some(incoming),
+            ..BootState::INITIAL
+        },
+    );
     Ok(())
 }
 
 /// The previous kernel's data turned out to be corrupt after `kho_populate()` accepted it: undo
-/// what it did and boot like after a cold boot.
-fn refuse(early: &EarlyBoot, why: &Invalid) {
+/// what it did, with the scratch list `list` it marked, and boot like after a cold boot.
+fn refuse(early: &EarlyBoot, inc: Incoming, list: &[bindings::kho_scratch], why: &Invalid) {
     pr_warn!(
         "refusing the previous kernel's handover: {}; booting as after a cold boot\n",
         why
     );
-    let phys = IN_SCRATCH_PHYS.load(Relaxed);
-    let len = IN_SCRATCH_LEN.load(Relaxed);
-    for a in scratch() {
+    for a in list {
         let _ = early.clear_kho_scratch(a.addr, a.size);
     }
-    set_scratch(core::ptr::null_mut(), 0);
-    early.phys_free(phys, len);
+    early.phys_free(inc.scratch_phys, inc.scratch_len);
     early.clear_kho_scratch_only();
-    IN_FDT_PHYS.store(0, Release);
-    IN_SCRATCH_PHYS.store(0, Relaxed);
-    IN_SCRATCH_LEN.store(0, Relaxed);
+    publish(&PHASES.memory_init_early, BootState::INITIAL);
 }
 
 /// The memory of the walk, as memblock and the direct map see it.
 struct BootMem<'a> {
     early: &'a EarlyBoot,
+    /// The scratch areas of the incoming handover.
+    scratch: &'a [bindings::kho_scratch],
 }
 
 /// Whether `[base, base + size)` is memory memblock knows about, even where it spans several
@@ -321,7 +393,7 @@ impl decode::PhysMem for BootMem<'_> {
     }
 
     fn in_scratch(&self, base: u64, size: u64) -> bool {
-        scratch_overlap(base, size)
+        overlaps(self.scratch, base, size)
     }
 
     fn node(&self, phys: u64) -> Option<&[u64]> {
@@ -380,9 +452,14 @@ impl kernel::fmt::Display for Invalid {
     }
 }
 
-/// Checks the incoming radix tree and subtrees; marks the 1 GiB blocks holding preserved
-/// memory or tree nodes in `busy`.
-fn validate(early: &EarlyBoot, inc: Incoming, busy: &mut [u64]) -> Result<(), Invalid> {
+/// Checks the incoming radix tree and subtrees against the incoming scratch areas `scratch`;
+/// marks the 1 GiB blocks holding preserved memory or tree nodes in `busy`.
+fn validate(
+    early: &EarlyBoot,
+    inc: Incoming,
+    scratch: &[bindings::kho_scratch],
+    busy: &mut [u64],
+) -> Result<(), Invalid> {
     // SAFETY: `kho_populate()` checked the FDT at this address and size; it is RAM outside the
     // scratch areas, in the direct map, and nothing writes it during boot.
     let fdt = unsafe {
@@ -399,7 +476,7 @@ fn validate(early: &EarlyBoot, inc: Incoming, busy: &mut [u64]) -> Result<(), In
         u64::from(GEOMETRY.depth()) * ((ram >> 26) + 2 * (u64::from(crate::MAX_BLOCK_ORDER) + 1));
     let mut seen_buf = EarlyWords::new(early, max_nodes as usize).ok_or(Invalid::NoMemory)?;
     let mut seen = decode::SliceNodeSet::new(seen_buf.as_mut_slice());
-    let mem = BootMem { early };
+    let mem = BootMem { early, scratch };
     let busy = core::cell::Cell::from_mut(busy).as_slice_of_cells();
     let mark = |start: u64, end: u64| {
         let mut b = start >> EXT_BLOCK_SHIFT;
@@ -437,24 +514,37 @@ fn validate(early: &EarlyBoot, inc: Incoming, busy: &mut [u64]) -> Result<(), In
 /// Called from `mm_core_init_early()`, once.
 #[export]
 pub(crate) unsafe extern "C" fn kho_memory_init_early() {
-    let Some(inc) = incoming() else {
+    let state = state();
+    let Some(inc) = state.incoming else {
         return;
     };
     // SAFETY: `mm_core_init_early()` runs before `memblock_free_all()`.
     let early = unsafe { EarlyBoot::new() };
-    let cnt = (IN_SCRATCH_LEN.load(Relaxed) / size_of::<bindings::kho_scratch>() as u64) as usize;
-    set_scratch(phys_to_virt(IN_SCRATCH_PHYS.load(Relaxed)).cast(), cnt);
+    let cnt = (inc.scratch_len / size_of::<bindings::kho_scratch>() as u64) as usize;
+    // SAFETY: `kho_populate()` checked that the list is a whole number of aligned areas and
+    // reserved it; it is RAM in the direct map by now, and nothing writes it. It stays reserved
+    // for the life of the kernel, unless `refuse()` frees it after its last use here.
+    let list: &'static [bindings::kho_scratch] = unsafe {
+        core::slice::from_raw_parts(phys_to_virt(inc.scratch_phys).cast_const().cast(), cnt)
+    };
 
     let end = early.end_of_dram();
     let blocks = (end >> EXT_BLOCK_SHIFT) + 1;
     let Some(mut busy) = EarlyWords::new(&early, blocks.div_ceil(64) as usize) else {
-        refuse(&early, &Invalid::NoMemory);
+        refuse(&early, inc, list, &Invalid::NoMemory);
         return;
     };
-    if let Err(e) = validate(&early, inc, busy.as_mut_slice()) {
-        refuse(&early, &e);
+    if let Err(e) = validate(&early, inc, list, busy.as_mut_slice()) {
+        refuse(&early, inc, list, &e);
         return;
     }
+    publish(
+        &PHASES.memory_init_early,
+        BootState {
+            scratch: list,
+            ..state
+        },
+    );
     // Mark everything between busy blocks as scratch.
     let words = busy.as_mut_slice();
     let mut prev_end: u64 = 0;
@@ -545,9 +635,10 @@ fn reserve_preserved(early: &EarlyBoot, root: u64) -> Result {
     flush(run)
 }
 
-/// Reserves the scratch areas of a cold boot, for the next kernel.
-fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
-    let scale = u64::from(SCRATCH_SCALE.load(Relaxed));
+/// Reserves the scratch areas of a cold boot, for the next kernel, and returns them.
+fn reserve_scratch(early: &EarlyBoot) -> Result<&'static [bindings::kho_scratch], &'static str> {
+    let sizes = SCRATCH_SIZES.copy().unwrap_or(ScratchSizes::DEFAULT);
+    let scale = u64::from(sizes.scale);
     let low_limit = early.low_address_limit();
     let (lowmem, global) = if scale != 0 {
         let kern = |limit| {
@@ -559,7 +650,7 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
         let all = kern(ALLOC_ANYWHERE).saturating_mul(scale) / 100;
         (low, all.saturating_sub(low))
     } else {
-        (SCRATCH_LOWMEM.load(Relaxed), SCRATCH_GLOBAL.load(Relaxed))
+        (sizes.lowmem, sizes.global)
     };
     let pernode = |nid: i32| {
         let size = if scale != 0 {
@@ -569,7 +660,7 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
                 .saturating_mul(scale)
                 / 100
         } else {
-            SCRATCH_PERNODE.load(Relaxed)
+            sizes.pernode
         };
         size.next_multiple_of(SCRATCH_ALIGN)
     };
@@ -592,8 +683,10 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
         .alloc_zeroed(cnt * entry, PAGE_SIZE)
         .ok_or("failed to reserve the scratch array")?
         .cast::<bindings::kho_scratch>();
-    // SAFETY: `array` is a zeroed allocation of `cnt` areas, owned here.
-    let areas = unsafe { core::slice::from_raw_parts_mut(array.as_ptr(), cnt) };
+    // SAFETY: `array` is a zeroed allocation of `cnt` areas, owned here; if the areas are
+    // reserved, it is never freed.
+    let areas: &'static mut [bindings::kho_scratch] =
+        unsafe { core::slice::from_raw_parts_mut(array.as_ptr(), cnt) };
     let mut n = 0;
     let res = (|| {
         // Low memory, for the next kernel's allocations that need it, then a large contiguous
@@ -636,9 +729,8 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
         unsafe { early.free(array.cast(), cnt * entry) };
         return Err(e);
     }
-    set_scratch(array.as_ptr(), n);
-    COLD_SCRATCH.store(true, Relaxed);
-    Ok(())
+    let areas: &'static [bindings::kho_scratch] = areas;
+    Ok(areas.get(..n).unwrap_or(areas))
 }
 
 /// `kho_memory_init()`: reserves the preserved memory after a KHO boot, or scratch areas
@@ -650,8 +742,8 @@ fn reserve_scratch(early: &EarlyBoot) -> Result<(), &'static str> {
 #[export]
 pub(crate) unsafe extern "C" fn kho_memory_init() {
     // SAFETY: `mm_core_init()` calls this once, before any allocator exists, so before anybody
-    // can preserve memory.
-    unsafe { crate::radix::init_lock() };
+    // can use KHO.
+    unsafe { crate::init_locks() };
     // SAFETY: `mm_core_init()` calls this before `memblock_free_all()`.
     let early = unsafe { EarlyBoot::new() };
     // SAFETY: The helper calls an inline function that reads a boot flag.
@@ -660,7 +752,8 @@ pub(crate) unsafe extern "C" fn kho_memory_init() {
         pr_info!("disabled in the kdump kernel\n");
         return;
     }
-    if let Some(inc) = incoming() {
+    let state = state();
+    if let Some(inc) = state.incoming {
         // SAFETY: As in `validate()`.
         let fdt = unsafe {
             core::slice::from_raw_parts(phys_to_virt(inc.fdt_phys).cast_const(), inc.fdt_len)
@@ -674,7 +767,13 @@ pub(crate) unsafe extern "C" fn kho_memory_init() {
             Err(_) => {
                 // Only memblock running out of memory for its arrays can get here.
                 pr_err!("failed to reserve preserved memory; KHO data is lost\n");
-                IN_FDT_PHYS.store(0, Release);
+                publish(
+                    &PHASES.memory_init,
+                    BootState {
+                        incoming: None,
+                        ..state
+                    },
+                );
                 return;
             }
         }
@@ -682,20 +781,31 @@ pub(crate) unsafe extern "C" fn kho_memory_init() {
     if !crate::enabled() {
         return;
     }
-    if let Err(why) = reserve_scratch(&early) {
-        pr_err!("{}\n", why);
-        pr_warn!("Failed to reserve scratch area, disabling kexec handover\n");
-        crate::disable();
+    match reserve_scratch(&early) {
+        Ok(areas) => publish(
+            &PHASES.memory_init,
+            BootState {
+                scratch: areas,
+                cold_scratch: true,
+                ..state
+            },
+        ),
+        Err(why) => {
+            pr_err!("{}\n", why);
+            pr_warn!("Failed to reserve scratch area, disabling kexec handover\n");
+            crate::disable();
+        }
     }
 }
 
 /// Releases the scratch areas a cold boot reserved to the page allocator as CMA: only movable
 /// allocations may use them, so they are free again whenever the next kernel needs them.
 pub(crate) fn release_scratch() {
-    if !COLD_SCRATCH.load(Relaxed) {
+    let state = state();
+    if !state.cold_scratch {
         return;
     }
-    for a in scratch() {
+    for a in state.scratch {
         // SAFETY: The area is reserved memory of this boot that nothing uses; this runs from
         // KHO's initcall, before init memory is freed.
         unsafe { bindings::kho_mm_release_scratch(a.addr, a.size) };
@@ -704,16 +814,23 @@ pub(crate) fn release_scratch() {
 
 /// KHO failed to set up: gives a cold boot's scratch areas back as normal memory.
 pub(crate) fn release_scratch_after_failure() {
-    if !COLD_SCRATCH.load(Relaxed) {
+    let state = state();
+    if !state.cold_scratch {
         return;
     }
-    for a in scratch() {
+    for a in state.scratch {
         let start = phys_to_virt(a.addr);
         let end = phys_to_virt(a.addr + a.size);
         // SAFETY: The area is reserved memory of this boot that nothing uses.
         unsafe { bindings::free_reserved_area(start.cast(), end.cast(), -1, c"".as_char_ptr()) };
     }
-    set_scratch(core::ptr::null_mut(), 0);
+    publish(
+        &PHASES.late_init,
+        BootState {
+            scratch: &[],
+            ..state
+        },
+    );
 }
 
 /// The physical address and length of the scratch list for `kexec_file_load()`.

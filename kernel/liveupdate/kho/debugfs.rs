@@ -32,7 +32,7 @@ struct OutRoot;
 
 impl BinaryWriter for OutRoot {
     fn write_to_slice(&self, w: &mut UserSliceWriter, off: &mut file::Offset) -> Result<usize> {
-        let mut guard = fdt::out_fdt().ok_or(ENOENT)?;
+        let mut guard = fdt::out_fdt();
         let out = guard.as_mut().ok_or(ENOENT)?;
         let bytes = out.bytes()?;
         w.write_slice_file(bytes, off)
@@ -55,12 +55,20 @@ struct Debugfs {
 unsafe impl Send for Debugfs {}
 
 kernel::sync::global_lock! {
-    // SAFETY: `init()` initializes the lock before it sets `READY`, and every other user
-    // checks `READY` first.
+    // SAFETY: `init_lock()` initializes the lock from `kho_memory_init()`, which
+    // `mm_core_init()` calls before any allocator exists, so before anybody can add a subtree.
     unsafe(uninit) static DEBUGFS: Mutex<Option<Debugfs>> = None;
 }
 
-static READY: kernel::sync::atomic::Atomic<bool> = kernel::sync::atomic::Atomic::new(false);
+/// Initializes the lock of the debugfs files, which holds `None` until [`init`] ran.
+///
+/// # Safety
+///
+/// Called once, from `kho_memory_init()`, before anything locks the debugfs files.
+pub(crate) unsafe fn init_lock() {
+    // SAFETY: As guaranteed by the caller.
+    unsafe { DEBUGFS.init() };
+}
 
 fn show_addrs(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     boot::scratch()
@@ -119,8 +127,6 @@ pub(crate) fn init() {
         }
         (dir, sub)
     });
-    // SAFETY: Called once, from the initcall, before `READY` publishes the lock.
-    unsafe { DEBUGFS.init() };
     *DEBUGFS.lock() = Some(Debugfs {
         _root: root,
         _out: out,
@@ -130,7 +136,6 @@ pub(crate) fn init() {
         _files: files,
         _root_fdt: root_fdt,
     });
-    READY.store(true, kernel::sync::atomic::Release);
 }
 
 fn subtree_of(fdt: &kernel::libfdt::Fdt<'_>, node: Node) -> Result<(u64, u64)> {
@@ -150,9 +155,6 @@ fn cstr_in<'a>(buf: &'a mut [u8], name: &[u8]) -> Option<&'a CStr> {
 
 /// Adds the file of an outgoing subtree blob.
 pub(crate) fn out_blob_add(name: &CStr, addr: usize, len: usize) {
-    if !READY.load(kernel::sync::atomic::Acquire) {
-        return;
-    }
     let mut g = DEBUGFS.lock();
     let Some(d) = g.as_mut() else {
         return;
@@ -171,9 +173,6 @@ pub(crate) fn out_blob_add(name: &CStr, addr: usize, len: usize) {
 
 /// Removes the file of an outgoing subtree blob.
 pub(crate) fn out_blob_remove(addr: usize) {
-    if !READY.load(kernel::sync::atomic::Acquire) {
-        return;
-    }
     let mut g = DEBUGFS.lock();
     let Some(d) = g.as_mut() else {
         return;

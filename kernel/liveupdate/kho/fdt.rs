@@ -11,9 +11,10 @@ use kernel::{
     bindings,
     ffi::{c_char, c_int, c_void},
     folio::Folio,
+    io::PhysAddr,
     libfdt::{Fdt, FdtError, FdtMut, FdtWriter, Node},
     page::PAGE_SIZE,
-    physmem::{phys_to_virt, virt_to_phys, PhysAddr},
+    physmem::{phys_to_virt, virt_to_phys},
     prelude::*,
     sync::aref::ARef,
 };
@@ -56,26 +57,30 @@ impl OutFdt {
 }
 
 kernel::sync::global_lock! {
-    // SAFETY: `init_out_fdt()` initializes the lock before it publishes it in `OUT_FDT_READY`,
-    // and every other user goes through `out_fdt()`, which checks that flag.
+    // SAFETY: `init_lock()` initializes the lock from `kho_memory_init()`, which
+    // `mm_core_init()` calls before any allocator exists, so before anybody can add a subtree or
+    // load a kexec image.
     pub(crate) unsafe(uninit) static OUT_FDT: Mutex<Option<OutFdt>> = None;
 }
 
-static OUT_FDT_READY: kernel::sync::atomic::Atomic<bool> = kernel::sync::atomic::Atomic::new(false);
+/// Initializes the lock of the outgoing FDT.
+///
+/// # Safety
+///
+/// Called once, from `kho_memory_init()`, before anything locks [`OUT_FDT`].
+pub(crate) unsafe fn init_lock() {
+    // SAFETY: As guaranteed by the caller.
+    unsafe { OUT_FDT.init() };
+}
 
-/// Locks the outgoing FDT; `None` before KHO set it up.
-pub(crate) fn out_fdt() -> Option<kernel::sync::lock::GlobalGuard<OUT_FDT>> {
-    if !OUT_FDT_READY.load(kernel::sync::atomic::Acquire) {
-        return None;
-    }
-    Some(OUT_FDT.lock())
+/// Locks the outgoing FDT; it holds `None` until KHO set it up.
+pub(crate) fn out_fdt() -> kernel::sync::lock::GlobalGuard<OUT_FDT> {
+    OUT_FDT.lock()
 }
 
 /// Creates the outgoing root FDT: compatible string and the address of the radix tree.
 pub(crate) fn init_out_fdt() -> Result {
-    let root = crate::radix::out_tree()
-        .and_then(|t| t.root())
-        .ok_or(EINVAL)?;
+    let root = crate::radix::out_tree().root().ok_or(EINVAL)?;
     let root_phys = virt_to_phys(root.as_ptr().cast());
     let folio = Folio::alloc(0, GFP_KERNEL | __GFP_ZERO)?;
     mem::preserve_folio(&folio)?;
@@ -93,22 +98,17 @@ pub(crate) fn init_out_fdt() -> Result {
         unpreserve(&out.folio);
         return Err(e.into());
     }
-    // SAFETY: Called once, from the initcall, before `OUT_FDT_READY` publishes the lock.
-    unsafe { OUT_FDT.init() };
-    *OUT_FDT.lock() = Some(out);
-    OUT_FDT_READY.store(true, kernel::sync::atomic::Release);
+    *out_fdt() = Some(out);
     Ok(())
 }
 
 fn unpreserve(folio: &Folio) {
-    if let Some(mut t) = crate::radix::out_tree() {
-        t.del(crate::encode_key(folio.phys(), folio.order()));
-    }
+    crate::radix::out_tree().del(crate::encode_key(folio.phys(), folio.order()));
 }
 
 /// Adds subtree `name` for the blob of `size` bytes at `phys`.
 fn add_subtree(name: &CStr, phys: PhysAddr, size: u64) -> Result {
-    let mut guard = out_fdt().ok_or(ENOMEM)?;
+    let mut guard = out_fdt();
     let out = guard.as_mut().ok_or(ENOMEM)?;
     let mut fdt = FdtMut::open(out.buf_mut()).map_err(|_| ENOMEM)?;
     let node = fdt.add_subnode(Node::ROOT, name).map_err(|e| match e {
@@ -159,9 +159,7 @@ pub(crate) unsafe extern "C" fn kho_add_subtree(
 #[export]
 pub(crate) unsafe extern "C" fn kho_remove_subtree(blob: *mut c_void) {
     let target = virt_to_phys(blob.cast());
-    let Some(mut guard) = out_fdt() else {
-        return;
-    };
+    let mut guard = out_fdt();
     let Some(out) = guard.as_mut() else {
         return;
     };

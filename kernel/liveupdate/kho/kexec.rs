@@ -21,7 +21,7 @@ pub(crate) unsafe extern "C" fn kho_fill_kimage(image: *mut bindings::kimage) ->
     if !crate::enabled() || img.type_() == bindings::KEXEC_TYPE_CRASH {
         return 0;
     }
-    let Some(fdt_phys) = fdt::out_fdt().and_then(|mut g| g.as_mut().map(|o| o.phys())) else {
+    let Some(fdt_phys) = fdt::out_fdt().as_ref().map(|o| o.phys()) else {
         return 0;
     };
     img.kho.fdt = fdt_phys;

@@ -32,14 +32,18 @@
 //! 1. `setup_arch()` ([`boot::kho_populate`]): nothing is mapped but through `early_memremap()`,
 //!    there is no allocator; the FDT and scratch list are validated in place.
 //! 2. `mm_core_init_early()` and `mm_core_init()` ([`boot`]): memblock is the allocator. These
-//!    functions are placed in `.init.text`, as they call memblock's `__init` functions.
+//!    functions are in `.text` like the rest of the crate; they reach memblock's `__init`
+//!    functions only through [`EarlyBoot`](kernel::memblock::EarlyBoot), whose methods are in
+//!    `.ref.text`, and the `__ref` helpers of `kho_glue.c`.
 //! 3. From `fs_initcall()` ([`kho_late_init`]) on: the page allocator, locks and debugfs.
 //!
 //! # Locking
 //!
 //! The outgoing radix tree has its own mutex ([`radix::OUT_TREE`]), as does the outgoing FDT
-//! ([`fdt::OUT_FDT`]); no path takes both. Boot-time state is written once, before other CPUs
-//! run, and read-only afterwards.
+//! ([`fdt::OUT_FDT`]); no path takes both. `kho_memory_init()` initializes them before anybody
+//! can use KHO, and what they protect is `None` or empty until KHO set it up. The boot state
+//! (the accepted handover and the scratch areas) is published once by each boot phase that
+//! changes it, and read without a lock (see [`boot`]).
 
 use kernel::{
     bindings,
@@ -99,6 +103,24 @@ pub(crate) fn enabled() -> bool {
 #[export]
 pub(crate) unsafe extern "C" fn kho_set_enabled(enable: bool) {
     ENABLED.store(enable, Relaxed);
+}
+
+/// Initializes the global locks of KHO: [`radix::OUT_TREE`], [`fdt::OUT_FDT`] and, with
+/// `CONFIG_KEXEC_HANDOVER_DEBUGFS`, the one of the debugfs files.
+///
+/// # Safety
+///
+/// Called once, from `kho_memory_init()`, before anything locks them.
+unsafe fn init_locks() {
+    // SAFETY: As guaranteed by the caller.
+    unsafe { radix::init_lock() };
+    // SAFETY: As guaranteed by the caller.
+    unsafe { fdt::init_lock() };
+    #[cfg(CONFIG_KEXEC_HANDOVER_DEBUGFS)]
+    {
+        // SAFETY: As guaranteed by the caller.
+        unsafe { debugfs::init_lock() };
+    }
 }
 
 /// Disables KHO after a failed setup.
@@ -292,9 +314,6 @@ mod tests {
     /// Preserving and unpreserving page ranges leaves the outgoing tree as it was.
     #[test]
     fn preserve_pages_roundtrip() -> Result {
-        if radix::out_tree().is_none() {
-            return Ok(());
-        }
         let pages = Pages::alloc(3, GFP_KERNEL)?;
         let count = |t: &radix::OutTree, lo: u64, hi: u64| {
             let mut n = 0;
@@ -321,10 +340,10 @@ mod tests {
         // SAFETY: The pages are allocated and described by the memory map.
         let ret = unsafe { mem::kho_preserve_pages(pages.first().as_ptr(), 7) };
         assert_eq!(ret, 0);
-        assert_eq!(count(&*radix::out_tree().ok_or(EINVAL)?, lo, hi), 3);
+        assert_eq!(count(&radix::out_tree(), lo, hi), 3);
         // SAFETY: As above, with the same range.
         unsafe { mem::kho_unpreserve_pages(pages.first().as_ptr(), 7) };
-        assert_eq!(count(&*radix::out_tree().ok_or(EINVAL)?, lo, hi), 0);
+        assert_eq!(count(&radix::out_tree(), lo, hi), 0);
         assert_eq!(pfn_to_phys(pfn), lo);
         Ok(())
     }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 
 /*
- * Kexec HandOver is written in Rust (kernel/liveupdate/kho.rs); this header
+ * Kexec HandOver is written in Rust (kernel/liveupdate/kho/kho.rs); this header
  * declares what its C part, kho_glue.c, shares with it.
  */
 

@@ -15,10 +15,11 @@ use kernel::{
     bindings,
     ffi::{c_int, c_uint, c_ulong, c_void},
     folio::Folio,
+    io::PhysAddr,
     page::PAGE_SIZE,
     physmem::{
         pfn_to_nid, pfn_to_phys, phys_to_pfn, phys_to_virt, virt_to_phys, PageFrame, Pages,
-        PhysAddr, MAX_PAGE_ORDER,
+        MAX_PAGE_ORDER,
     },
     prelude::*,
     sync::aref::ARef,
@@ -55,7 +56,7 @@ pub(crate) fn split_order(pfn: usize, end: usize) -> u32 {
 
 /// Preserves `[pfn, end)` block by block; on failure, unpreserves what it added.
 fn preserve_range(pfn: usize, end: usize) -> Result {
-    let mut t = crate::radix::out_tree().ok_or(EINVAL)?;
+    let mut t = crate::radix::out_tree();
     t.check_not_scratch(pfn_to_phys(pfn), pfn_to_phys(end - pfn))?;
     let mut p = pfn;
     while p < end {
@@ -79,16 +80,14 @@ fn unpreserve_range_locked(t: &mut radix::OutTree, pfn: usize, end: usize) {
 }
 
 fn unpreserve_range(pfn: usize, end: usize) {
-    if let Some(mut t) = crate::radix::out_tree() {
-        unpreserve_range_locked(&mut t, pfn, end);
-    }
+    unpreserve_range_locked(&mut crate::radix::out_tree(), pfn, end);
 }
 
 /// Preserves `folio` at its order.
 pub(crate) fn preserve_folio(folio: &Folio) -> Result {
     // Two calls into C for the folio's place, not one per use.
     let (phys, order) = (pfn_to_phys(folio.pfn()), folio.order());
-    let mut t = crate::radix::out_tree().ok_or(EINVAL)?;
+    let mut t = crate::radix::out_tree();
     t.check_not_scratch(phys, crate::order_size(order))?;
     t.add(encode_key(phys, order))
 }
@@ -118,9 +117,7 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_folio(folio: *mut bindings::folio
     // SAFETY: As guaranteed by the caller.
     let folio = unsafe { Folio::from_raw(folio) };
     let key = encode_key(pfn_to_phys(folio.pfn()), folio.order());
-    if let Some(mut t) = crate::radix::out_tree() {
-        t.del(key);
-    }
+    crate::radix::out_tree().del(key);
 }
 
 /// `kho_preserve_pages()`: preserves `nr_pages` contiguous order-0 pages.
@@ -190,7 +187,7 @@ fn restore_block(phys: PhysAddr, expect: Option<u32>, folio: bool) -> Option<Pag
 pub(crate) fn restore_folio(phys: PhysAddr) -> Option<ARef<Folio>> {
     let page = restore_block(phys, None, true)?;
     // SAFETY: `restore_block()` made the block a folio with one reference, owned here.
-    Some(unsafe { Folio::from_raw_owned(page.folio()) })
+    Some(unsafe { ARef::from_raw(page.folio()) })
 }
 
 /// `kho_restore_folio()`.
@@ -286,7 +283,7 @@ pub(crate) unsafe extern "C" fn kho_alloc_preserve(size: usize) -> *mut c_void {
 }
 
 /// Returns the folio that `mem`, a direct-map address, belongs to.
-fn virt_to_folio(mem: *const c_void) -> NonNull<bindings::folio> {
+fn virt_to_folio(mem: *const c_void) -> NonNull<Folio> {
     // SAFETY: `mem` is memory from the page allocator, described by the memory map.
     unsafe { PageFrame::from_pfn(phys_to_pfn(virt_to_phys(mem.cast()))) }.folio()
 }
@@ -302,10 +299,8 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_free(mem: *mut c_void) {
         return;
     }
     // SAFETY: The caller hands over the folio and its reference.
-    let folio = unsafe { Folio::from_raw_owned(virt_to_folio(mem)) };
-    if let Some(mut t) = crate::radix::out_tree() {
-        t.del(encode_key(folio.phys(), folio.order()));
-    }
+    let folio = unsafe { ARef::from_raw(virt_to_folio(mem)) };
+    crate::radix::out_tree().del(encode_key(folio.phys(), folio.order()));
 }
 
 /// `kho_restore_free()`: restores memory preserved by `kho_alloc_preserve()` in the previous

@@ -317,7 +317,6 @@ kernel::sync::global_lock! {
     pub(crate) unsafe(uninit) static OUT_TREE: Mutex<OutTree> = OutTree::new();
 }
 
-/// Set once [`OUT_TREE`] is initialized.
 /// Initializes the lock of the outgoing tree.
 ///
 /// # Safety
@@ -329,8 +328,8 @@ pub(crate) unsafe fn init_lock() {
 }
 
 /// Locks the outgoing tree; it has no root before KHO set it up.
-pub(crate) fn out_tree() -> Option<kernel::sync::lock::GlobalGuard<OUT_TREE>> {
-    Some(OUT_TREE.lock())
+pub(crate) fn out_tree() -> kernel::sync::lock::GlobalGuard<OUT_TREE> {
+    OUT_TREE.lock()
 }
 
 /// Creates the outgoing tree's root node.

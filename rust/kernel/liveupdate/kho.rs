@@ -20,19 +20,20 @@ use crate::{
         to_result, //
     },
     folio::Folio,
+    io::PhysAddr,
     page::PAGE_SIZE,
     prelude::*,
     sync::aref::ARef,
-    transmute::AsBytes, //
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
 };
 use core::{
     mem::ManuallyDrop,
     ops::Deref,
     ptr::NonNull, //
 };
-
-/// A physical address as the handover ABI stores it.
-pub type PhysAddr = u64;
 
 /// Returns whether KHO is enabled (`kho=`), i.e. whether preserved memory can survive a kexec.
 pub fn is_enabled() -> bool {
@@ -215,14 +216,74 @@ impl RestoredFolio {
     ///
     /// The folio is in no mapping or list and nobody else references it; the caller must drop
     /// the reference with `folio_put()` or hand it to a function that takes it over.
-    pub fn into_raw(self) -> NonNull<bindings::folio> {
+    pub(crate) fn into_raw(self) -> NonNull<bindings::folio> {
         ARef::into_raw(self.folio).cast()
+    }
+}
+
+/// The description of a vmalloc area preserved by KHO (`struct kho_vmalloc`): where its chain
+/// of chunks starts and how many pages it has.
+///
+/// A [`PreservedVVec`] gives it out; the user stores it in its own preserved data, and the next
+/// kernel maps the area again with [`RestoredVmalloc::restore`]. The handover structs of
+/// [`abi`](super::abi) and of the iommufd handler hold it as the C headers lay it out; [`From`]
+/// converts between the two. Any bytes are a value: one read from the previous kernel is only
+/// checked when it is restored.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::liveupdate::kho::KhoVmalloc;
+/// use kernel::transmute::{AsBytes, FromBytes};
+///
+/// let empty = KhoVmalloc::default();
+/// assert_eq!(empty.total_pages(), 0);
+/// assert_eq!(empty.as_bytes(), &[0u8; 16]);
+/// let read = KhoVmalloc::from_bytes_copy(&[0xff; 16]).ok_or(EINVAL)?;
+/// assert_eq!(read.total_pages(), u32::MAX);
+/// # Ok::<(), Error>(())
+/// ```
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct KhoVmalloc(bindings::kho_vmalloc);
+
+// SAFETY: A transparent wrapper of `struct kho_vmalloc`, for which any bit pattern is valid
+// (`FromBytes` of `bindings::kho_vmalloc`, in `abi.rs`).
+unsafe impl FromBytes for KhoVmalloc {}
+
+// SAFETY: A transparent wrapper of `struct kho_vmalloc`, which has no padding (`AsBytes` of
+// `bindings::kho_vmalloc`, in `abi.rs`).
+unsafe impl AsBytes for KhoVmalloc {}
+
+impl KhoVmalloc {
+    /// Returns the number of pages of the area.
+    pub fn total_pages(&self) -> u32 {
+        self.0.total_pages
+    }
+}
+
+impl Default for KhoVmalloc {
+    /// Returns the description of no area: all zeroes, as an unused field of a handover struct.
+    fn default() -> Self {
+        Self(pin_init::zeroed())
+    }
+}
+
+impl From<bindings::kho_vmalloc> for KhoVmalloc {
+    fn from(desc: bindings::kho_vmalloc) -> Self {
+        Self(desc)
+    }
+}
+
+impl From<KhoVmalloc> for bindings::kho_vmalloc {
+    fn from(desc: KhoVmalloc) -> Self {
+        desc.0
     }
 }
 
 /// A vmalloc'd vector whose memory is preserved across kexec while this value lives.
 ///
-/// KHO records the vector's pages in a chain of chunks described by a `struct kho_vmalloc`,
+/// KHO records the vector's pages in a chain of chunks described by a [`KhoVmalloc`],
 /// [`PreservedVVec::descriptor`], which the user stores in its own preserved data; the next
 /// kernel maps the same pages again with [`RestoredVmalloc::restore`]. The elements may still be
 /// written after preservation: the next kernel sees them as they are at kexec. Dropping the value
@@ -248,13 +309,13 @@ impl RestoredFolio {
 /// p.as_mut_slice()[3] = 42;
 /// assert_eq!(p.as_slice()[3], 42);
 /// // 8000 bytes span two pages.
-/// assert_eq!(p.descriptor().total_pages, 2);
+/// assert_eq!(p.descriptor().total_pages(), 2);
 /// assert!(PreservedVVec::new(VVec::<u64>::new()).is_err());
 /// # Ok::<(), Error>(())
 /// ```
 pub struct PreservedVVec<T> {
     vec: VVec<T>,
-    desc: bindings::kho_vmalloc,
+    desc: KhoVmalloc,
 }
 
 // SAFETY: The vector is owned by the value; KHO's records may be updated from any thread.
@@ -270,12 +331,12 @@ impl<T: AsBytes> PreservedVVec<T> {
         if vec.is_empty() || size_of::<T>() == 0 {
             return Err(EINVAL);
         }
-        let mut desc: bindings::kho_vmalloc = pin_init::zeroed();
+        let mut desc = KhoVmalloc::default();
         // SAFETY: A non-empty `VVec` of a sized type owns a `vmalloc()` allocation starting at
         // `as_ptr()`, which stays allocated and unmoved while `vec` is not reallocated; `desc`
         // is valid for writes.
         to_result(unsafe {
-            bindings::kho_preserve_vmalloc(vec.as_ptr().cast_mut().cast(), &mut desc)
+            bindings::kho_preserve_vmalloc(vec.as_ptr().cast_mut().cast(), &mut desc.0)
         })?;
         // INVARIANT: Preserved just now; the vector is never reallocated (no `&mut VVec` is
         // handed out).
@@ -285,7 +346,7 @@ impl<T: AsBytes> PreservedVVec<T> {
 
 impl<T> PreservedVVec<T> {
     /// Returns the description of the preservation, to be stored for the next kernel.
-    pub fn descriptor(&self) -> bindings::kho_vmalloc {
+    pub fn descriptor(&self) -> KhoVmalloc {
         self.desc
     }
 
@@ -304,7 +365,7 @@ impl<T> Drop for PreservedVVec<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants, `desc` describes a preservation that is still in
         // place; it is undone only here, before `vec` frees the memory.
-        unsafe { bindings::kho_unpreserve_vmalloc(&mut self.desc) };
+        unsafe { bindings::kho_unpreserve_vmalloc(&mut self.desc.0) };
     }
 }
 
@@ -337,8 +398,8 @@ impl RestoredVmalloc {
     /// `desc` comes from the previous kernel. `kho_restore_vmalloc()` restores each chunk page
     /// (which checks that it was preserved) before it reads it, and frees what it restored if
     /// the descriptor turns out to be wrong.
-    pub fn restore(desc: &bindings::kho_vmalloc) -> Result<Self> {
-        let len = (desc.total_pages as usize)
+    pub fn restore(desc: &KhoVmalloc) -> Result<Self> {
+        let len = (desc.total_pages() as usize)
             .checked_mul(PAGE_SIZE)
             .ok_or(EINVAL)?;
         if len == 0 {
@@ -346,7 +407,7 @@ impl RestoredVmalloc {
         }
         // SAFETY: `desc` is a valid `struct kho_vmalloc`; `kho_restore_vmalloc()` returns NULL
         // unless the chunks and pages it describes were preserved and not restored yet.
-        let ptr = unsafe { bindings::kho_restore_vmalloc(desc) };
+        let ptr = unsafe { bindings::kho_restore_vmalloc(&desc.0) };
         // INVARIANT: On success `ptr` maps `total_pages` pages and is ours.
         Ok(Self {
             ptr: NonNull::new(ptr.cast::<u8>()).ok_or(EINVAL)?,
@@ -486,7 +547,7 @@ impl Drop for Subtree {
 /// if its description is malformed. The blob's memory is not restored: see
 /// [`RestoredMem::restore`].
 pub fn retrieve_subtree(name: &CStr) -> Result<(PhysAddr, usize)> {
-    let mut phys: bindings::phys_addr_t = 0;
+    let mut phys: PhysAddr = 0;
     let mut size: usize = 0;
     // SAFETY: `name` is a NUL-terminated string and both out-pointers are valid for writes.
     to_result(unsafe { bindings::kho_retrieve_subtree(name.as_char_ptr(), &mut phys, &mut size) })?;

@@ -36,12 +36,56 @@ pub use bindings::{
     F_SEAL_GROW,
     F_SEAL_SEAL,
     F_SEAL_SHRINK,
-    F_SEAL_WRITE,
-    O_ACCMODE,
-    O_RDONLY,
-    O_RDWR,
-    O_WRONLY, //
+    F_SEAL_WRITE, //
 };
+
+/// The access mode a file is opened with: the `O_ACCMODE` bits of its flags.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::liveupdate::memfd::AccessMode;
+///
+/// for mode in [AccessMode::ReadOnly, AccessMode::WriteOnly, AccessMode::ReadWrite] {
+///     assert_eq!(AccessMode::from_flags(mode.bits()), Some(mode));
+/// }
+/// // `O_ACCMODE` itself: neither reading nor writing.
+/// assert_eq!(AccessMode::from_flags(3), None);
+/// // Only the `O_ACCMODE` bits count.
+/// assert_eq!(AccessMode::from_flags(0o100 | 2), Some(AccessMode::ReadWrite));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessMode {
+    /// `O_RDONLY`.
+    ReadOnly,
+    /// `O_WRONLY`.
+    WriteOnly,
+    /// `O_RDWR`.
+    ReadWrite,
+}
+
+impl AccessMode {
+    /// Returns the mode as the `O_ACCMODE` bits of file flags: `O_RDONLY`, `O_WRONLY` or
+    /// `O_RDWR`.
+    pub const fn bits(self) -> u32 {
+        match self {
+            Self::ReadOnly => bindings::O_RDONLY,
+            Self::WriteOnly => bindings::O_WRONLY,
+            Self::ReadWrite => bindings::O_RDWR,
+        }
+    }
+
+    /// Returns the mode of the `O_ACCMODE` bits of `flags`, or `None` if they are `O_ACCMODE`
+    /// itself, which opens a file for neither reading nor writing (ioctls only).
+    pub const fn from_flags(flags: u32) -> Option<Self> {
+        match flags & bindings::O_ACCMODE {
+            bindings::O_RDONLY => Some(Self::ReadOnly),
+            bindings::O_WRONLY => Some(Self::WriteOnly),
+            bindings::O_RDWR => Some(Self::ReadWrite),
+            _ => None,
+        }
+    }
+}
 
 /// How many folios one call of `memfd_pin_present_folios()` pins at most.
 ///
@@ -102,9 +146,10 @@ impl Memfd {
         unsafe { (*self.raw()).f_inode as usize }
     }
 
-    /// Returns the access mode the file was opened with: `O_RDONLY`, `O_WRONLY` or `O_RDWR`.
-    pub fn access(&self) -> u32 {
-        self.0.flags() & bindings::O_ACCMODE
+    /// Returns the access mode the file was opened with, or `None` if it was opened with
+    /// `O_ACCMODE` (for neither reading nor writing).
+    pub fn access(&self) -> Option<AccessMode> {
+        AccessMode::from_flags(self.0.flags())
     }
 
     /// Returns the file position, read without locking (a snapshot).
@@ -303,12 +348,12 @@ pub struct FolioPlace {
 /// # Examples
 ///
 /// ```
-/// use kernel::liveupdate::memfd::{self, Memfd, NewMemfd};
+/// use kernel::liveupdate::memfd::{self, AccessMode, Memfd, NewMemfd};
 ///
 /// let seals = memfd::F_SEAL_GROW | memfd::F_SEAL_EXEC;
-/// let file = NewMemfd::create(memfd::O_RDONLY, 0o640, seals, 12345, 77)?.finish();
+/// let file = NewMemfd::create(AccessMode::ReadOnly, 0o640, seals, 12345, 77)?.finish();
 /// let m = Memfd::from_file(&file).ok_or(EINVAL)?;
-/// assert_eq!(m.access(), memfd::O_RDONLY);
+/// assert_eq!(m.access(), Some(AccessMode::ReadOnly));
 /// assert_eq!(m.mode(), 0o640);
 /// // F_SEAL_EXEC on a non-executable memfd does not imply the write seals.
 /// assert_eq!(m.seals()?, seals);
@@ -326,9 +371,8 @@ pub struct FolioPlace {
 ///     assert_eq!(m.nr_pages(), 0);
 ///     locked.set_frozen(false);
 /// }
-/// assert!(NewMemfd::create(memfd::O_ACCMODE, 0o600, 0, 0, 0).is_err());
-/// assert!(NewMemfd::create(memfd::O_RDWR, 0o7777, 0, 0, 0).is_err());
-/// assert!(NewMemfd::create(memfd::O_RDWR, 0o600, 0, -1, 0).is_err());
+/// assert!(NewMemfd::create(AccessMode::ReadWrite, 0o7777, 0, 0, 0).is_err());
+/// assert!(NewMemfd::create(AccessMode::ReadWrite, 0o600, 0, -1, 0).is_err());
 /// # Ok::<(), Error>(())
 /// ```
 ///
@@ -342,17 +386,16 @@ pub struct NewMemfd {
 }
 
 impl NewMemfd {
-    /// Creates an empty memfd of `size` bytes opened with access mode `access` (`O_RDONLY`,
-    /// `O_WRONLY` or `O_RDWR`), with permission bits `mode` (at most `0o777`), seals `seals` and
-    /// file position `pos`.
+    /// Creates an empty memfd of `size` bytes opened with access mode `access`, with permission
+    /// bits `mode` (at most `0o777`), seals `seals` and file position `pos`.
     ///
     /// The permission bits are set before the seals, so `F_SEAL_EXEC` on a non-executable memfd
-    /// does not imply the write seals. Fails with [`EINVAL`] for an invalid mode, access mode,
-    /// size or position, and with the errors of `memfd_add_seals()`.
-    pub fn create(access: u32, mode: u32, seals: u32, size: i64, pos: i64) -> Result<Self> {
+    /// does not imply the write seals. Fails with [`EINVAL`] for an invalid mode, size or
+    /// position, and with the errors of `memfd_add_seals()`.
+    pub fn create(access: AccessMode, mode: u32, seals: u32, size: i64, pos: i64) -> Result<Self> {
         let mode = u16::try_from(mode).map_err(|_| EINVAL)?;
         // SAFETY: `shmem_luo_create()` validates all its arguments.
-        let raw = unsafe { bindings::shmem_luo_create(access, mode, seals, size, pos) };
+        let raw = unsafe { bindings::shmem_luo_create(access.bits(), mode, seals, size, pos) };
         let raw = from_err_ptr(raw).map(NonNull::new)?.ok_or(ENOMEM)?;
         // SAFETY: `shmem_luo_create()` returned a new file holding one reference, which we now
         // own. `File` is a transparent wrapper of `struct file`.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The C key formulas of `kernel/liveupdate/kexec_handover.c`, transcribed literally.
+//! The C key formulas of upstream's `kernel/liveupdate/kexec_handover.c`, transcribed literally.
 //!
 //! Independent of the decoders under test: the image builder uses these to lay out radix trees
 //! as the C code does, and the tests compare the decoders against them. Like the C code they

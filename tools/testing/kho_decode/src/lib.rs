@@ -2,7 +2,7 @@
 
 //! Host tests and fuzzing of the kernel's `kho-v4` decoders.
 //!
-//! The decoders are `kernel/liveupdate/kho/decode.rs`, included here unchanged as the module
+//! The decoders are `kernel/liveupdate/kho/decode/`, included here unchanged as the module
 //! [`kho_decode`] (and re-exported at the crate root), exactly the source the kernel builds. The
 //! other modules are test support: a reimplementation of the C key formulas ([`cref`]),
 //! simulated physical memory ([`sim`]), an FDT writer ([`fdt_writer`]), a builder of KHO images
@@ -11,7 +11,7 @@
 
 #![forbid(unsafe_code)]
 
-#[path = "../../../../kernel/liveupdate/kho/decode.rs"]
+#[path = "../../../../kernel/liveupdate/kho/decode/mod.rs"]
 pub mod kho_decode;
 
 pub use kho_decode::*;
