@@ -37,53 +37,6 @@ bool shmem_luo_can_preserve(struct file *file)
 }
 
 /**
- * shmem_luo_is_shmem - whether a file is a shmem file
- * @file: any file
- *
- * A preserved memfd stays a shmem file even if it gets a name later (an
- * O_TMPFILE can be linked), so the handler identifies it by this test once
- * shmem_luo_can_preserve() accepted it.
- *
- * Return: true for a shmem file.
- */
-bool shmem_luo_is_shmem(struct file *file)
-{
-	return shmem_file(file);
-}
-
-/**
- * shmem_luo_lock - take the memfd's inode lock
- * @file: the memfd
- *
- * Serializes against ftruncate(), fallocate(), sealing and writes that
- * extend the file.
- */
-void shmem_luo_lock(struct file *file)
-{
-	inode_lock(file_inode(file));
-}
-
-/**
- * shmem_luo_lock_killable - take the memfd's inode lock unless killed
- * @file: the memfd
- *
- * Return: 0, or -EINTR if a fatal signal arrived while waiting.
- */
-int shmem_luo_lock_killable(struct file *file)
-{
-	return inode_lock_killable(file_inode(file));
-}
-
-/**
- * shmem_luo_unlock - release the lock taken by shmem_luo_lock()
- * @file: the memfd
- */
-void shmem_luo_unlock(struct file *file)
-{
-	inode_unlock(file_inode(file));
-}
-
-/**
  * shmem_luo_freeze - freeze or unfreeze the memfd's size
  * @file: the memfd, inode lock held
  * @freeze: whether to freeze
@@ -95,41 +48,6 @@ void shmem_luo_freeze(struct file *file, bool freeze)
 {
 	lockdep_assert_held_write(&file_inode(file)->i_rwsem);
 	shmem_freeze(file_inode(file), freeze);
-}
-
-/**
- * shmem_luo_size - the memfd's size in bytes
- * @file: the memfd
- *
- * Return: i_size.
- */
-loff_t shmem_luo_size(struct file *file)
-{
-	return i_size_read(file_inode(file));
-}
-
-/**
- * shmem_luo_pos - the file position of @file
- * @file: the memfd
- *
- * Read without f_pos_lock, as the C handler did: the caller wants a snapshot.
- *
- * Return: the position.
- */
-loff_t shmem_luo_pos(struct file *file)
-{
-	return READ_ONCE(file->f_pos);
-}
-
-/**
- * shmem_luo_mode - the memfd inode's permission bits
- * @file: the memfd
- *
- * Return: i_mode & 0777.
- */
-umode_t shmem_luo_mode(struct file *file)
-{
-	return READ_ONCE(file_inode(file)->i_mode) & 0777;
 }
 
 /**

@@ -16,14 +16,7 @@
 struct folio;
 
 bool shmem_luo_can_preserve(struct file *file);
-bool shmem_luo_is_shmem(struct file *file);
-void shmem_luo_lock(struct file *file);
-int shmem_luo_lock_killable(struct file *file);
-void shmem_luo_unlock(struct file *file);
 void shmem_luo_freeze(struct file *file, bool freeze);
-loff_t shmem_luo_size(struct file *file);
-loff_t shmem_luo_pos(struct file *file);
-umode_t shmem_luo_mode(struct file *file);
 unsigned long shmem_luo_nr_pages(struct file *file);
 long shmem_luo_swapin(struct file *file, pgoff_t last);
 long shmem_luo_prepare_folio(struct file *file, struct folio *folio,

@@ -97,7 +97,7 @@ const PIN_BATCH: usize = 1 << 16;
 ///
 /// # Invariants
 ///
-/// The file is a shmem file (`shmem_luo_is_shmem()` returned true for it).
+/// The file is a shmem file (`shmem_file()` returned true for it).
 #[repr(transparent)]
 pub struct Memfd(File);
 
@@ -121,7 +121,7 @@ impl Memfd {
     /// handler finds it again with this rather than [`Memfd::from_file`].
     pub fn from_preserved(file: &File) -> Option<&Memfd> {
         // SAFETY: `file` is a valid file.
-        if unsafe { bindings::shmem_luo_is_shmem(file.as_ptr()) } {
+        if unsafe { bindings::shmem_file(file.as_ptr()) } {
             // SAFETY: `Memfd` is a transparent wrapper of `File`.
             // INVARIANT: Checked just now.
             Some(unsafe { &*core::ptr::from_ref(file).cast::<Memfd>() })
@@ -139,6 +139,11 @@ impl Memfd {
         self.0.as_ptr()
     }
 
+    fn inode(&self) -> *mut bindings::inode {
+        // SAFETY: The file is valid.
+        unsafe { bindings::file_inode(self.raw()) }
+    }
+
     /// Returns an identity of the memfd's contents: the address of its inode, shared by all
     /// files opened on it.
     pub fn id(&self) -> usize {
@@ -154,20 +159,23 @@ impl Memfd {
 
     /// Returns the file position, read without locking (a snapshot).
     pub fn pos(&self) -> i64 {
-        // SAFETY: By the type invariants, the file is a memfd.
-        unsafe { bindings::shmem_luo_pos(self.raw()) }
+        // SAFETY: The file is valid; `f_pos` is read once without its lock, as `READ_ONCE()`
+        // does, for a snapshot.
+        unsafe { core::ptr::read_volatile(&raw const (*self.raw()).f_pos) }
     }
 
     /// Returns the size in bytes.
     pub fn size(&self) -> i64 {
-        // SAFETY: By the type invariants, the file is a memfd.
-        unsafe { bindings::shmem_luo_size(self.raw()) }
+        // SAFETY: The inode of a valid file is valid.
+        unsafe { bindings::i_size_read(self.inode()) }
     }
 
     /// Returns the inode's permission bits (`0o777` at most).
     pub fn mode(&self) -> u32 {
-        // SAFETY: By the type invariants, the file is a memfd.
-        u32::from(unsafe { bindings::shmem_luo_mode(self.raw()) })
+        // SAFETY: The inode of a valid file is valid; `i_mode` is read once, as `READ_ONCE()`
+        // does.
+        let mode = unsafe { core::ptr::read_volatile(&raw const (*self.inode()).i_mode) };
+        u32::from(mode) & 0o777
     }
 
     /// Returns the memfd's seals (`F_SEAL_*`).
@@ -187,8 +195,8 @@ impl Memfd {
     /// Takes the memfd's inode lock, which serializes against `ftruncate()`, `fallocate()`,
     /// sealing and writes that grow the file.
     pub fn lock(&self) -> MemfdGuard<'_> {
-        // SAFETY: By the type invariants, the file is a memfd.
-        unsafe { bindings::shmem_luo_lock(self.raw()) };
+        // SAFETY: The inode of a valid file is valid.
+        unsafe { bindings::inode_lock(self.inode()) };
         // INVARIANT: Locked just now.
         MemfdGuard {
             memfd: self,
@@ -199,8 +207,8 @@ impl Memfd {
     /// Takes the memfd's inode lock like [`Memfd::lock`], unless a fatal signal arrives while
     /// waiting for it ([`EINTR`]).
     pub fn lock_killable(&self) -> Result<MemfdGuard<'_>> {
-        // SAFETY: By the type invariants, the file is a memfd.
-        to_result(unsafe { bindings::shmem_luo_lock_killable(self.raw()) })?;
+        // SAFETY: The inode of a valid file is valid.
+        to_result(unsafe { bindings::inode_lock_killable(self.inode()) })?;
         // INVARIANT: Locked just now.
         Ok(MemfdGuard {
             memfd: self,
@@ -231,7 +239,7 @@ impl Deref for MemfdGuard<'_> {
 impl Drop for MemfdGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants, we hold the lock.
-        unsafe { bindings::shmem_luo_unlock(self.memfd.raw()) };
+        unsafe { bindings::inode_unlock(self.memfd.inode()) };
     }
 }
 
