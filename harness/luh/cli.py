@@ -113,7 +113,9 @@ CROSS_TESTS = (("luo_kexec_simple", "luo_multi_session") + tuple(kbuild.OUR_KEXE
                + ("reserve_mem",))
 
 # Suites that run on the host only: selecting only these builds no kernel.
-HOST_SUITES = ("harness-unit", "series", "crate:cargo-test", "crate:lint", "crate:kho-decode")
+# kconfig:<arch> runs Kconfig alone on the rust tree, for that architecture.
+HOST_SUITES = ("harness-unit", "series", "crate:cargo-test", "crate:lint", "crate:kho-decode") \
+    + tuple(f"kconfig:{a}" for a in ARCHES)
 
 SUITE_NAMES = (
     list(HOST_SUITES)
@@ -256,13 +258,24 @@ def cmd_test(args):
         except HarnessError as e:
             add(ktap.Suite("host", "-", "crate:kho-decode",
                            [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
+    arches = list(ARCHES) if args.arch == "all" else [args.arch]
+    kconfig_arches = [a for a in arches if _wanted(f"kconfig:{a}", globs)]
+    if kconfig_arches:
+        try:
+            tc = toolchain.ensure_all()
+            trees, _, _ = tree.prepare_trees()
+            for a in kconfig_arches:
+                stage(f"Kconfig of the rust tree ({a}): without Rust, and with it")
+                add(suites.kconfig_check(a, trees["rust"], tc))
+        except HarnessError as e:
+            add(ktap.Suite("host", "rust", f"kconfig:{kconfig_arches[0]}",
+                           [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
     cross = any(_wanted(f"cross:{t}", globs) for t in CROSS_TESTS)
     if cross and args.flavor == "all":
         build_flavors = list(FLAVORS)
     else:
         build_flavors = flavors
     need_vm = any(_wanted(n, globs) for n in SUITE_NAMES if n not in HOST_SUITES)
-    arches = list(ARCHES) if args.arch == "all" else [args.arch]
     for arch in arches if need_vm else []:
         try:
             run_arch(arch, flavors, build_flavors, cross and args.flavor == "all", globs, add)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from . import build as kbuild
-from . import vm
+from . import kconfig, vm
 from .common import CACHE, HARNESS, LOGS, REPO, run, stage
 from .crate import libtest_cases
 from .ktap import FAIL, PASS, SKIP, Case, Suite, tap_cases
@@ -703,6 +703,65 @@ def series_check():
     s.note = (f"{len(patches)} patches; checkpatch: {errors} errors, {warnings} warnings, "
               f"{checks} checks")
     s.seconds = time.monotonic() - t0
+    return s
+
+
+def kconfig_check(arch, srctree, tc):
+    """Kconfig of the rust tree for arch, without and with a Rust toolchain (no compilation).
+
+    Without Rust (make RUSTC=/nonexistent): allnoconfig, defconfig and
+    allmodconfig each give a config, with all of ours off and no Kconfig
+    message naming one of them.  With Rust: defconfig, then
+    kconfig.RUST_ENABLE turned on with scripts/config and olddefconfig, gives
+    them all =y.  One output directory serves every run (conf is built once).
+    """
+    t0 = time.monotonic()
+    out = CACHE / "tmp" / "kconfig" / arch
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = out / ".config"
+    log = LOGS / f"kconfig-{arch}.log"
+    log.write_text("")
+    s = Suite("host", "rust", f"kconfig:{arch}", log=str(log))
+
+    def step(cmd, env=None):
+        """Run cmd into the log; return (whether it succeeded, its output)."""
+        p = run(cmd, env=env, check=False)
+        with open(log, "a") as f:
+            f.write(f"\n$ {' '.join(map(str, cmd))}\n{p.stdout}{p.stderr}")
+        return p.returncode == 0, p.stdout + p.stderr
+
+    def config_text():
+        return cfg.read_text() if cfg.exists() else None
+
+    others = 0
+    for target in kconfig.NO_RUST_TARGETS:
+        cfg.unlink(missing_ok=True)
+        ok, text = step(kbuild.make_cmd(srctree, out, arch, None, [kconfig.NO_RUST, target]))
+        problems = ([] if ok else ["make failed (see the log)"]) \
+            + kconfig.check_without_rust(config_text(), text)
+        others += len(kconfig.diagnostics(text)) - len(kconfig.diagnostic_problems(text))
+        s.cases.append(Case(f"without Rust: {target}", FAIL if problems else PASS,
+                            "\n".join(problems)))
+    name = "with Rust: defconfig + " + " ".join(kconfig.RUST_ENABLE)
+    cfg.unlink(missing_ok=True)
+    texts, problems = [], []
+    ok, text = step(kbuild.make_cmd(srctree, out, arch, tc, ["defconfig"]), env=tc.env())
+    texts.append(text)
+    if ok:
+        enable = [a for sym in kconfig.RUST_ENABLE for a in ("--enable", sym)]
+        ok, text = step([srctree / "scripts" / "config", "--file", cfg] + enable)
+        texts.append(text)
+    if ok:
+        ok, text = step(kbuild.make_cmd(srctree, out, arch, tc, ["olddefconfig"]), env=tc.env())
+        texts.append(text)
+    if not ok:
+        problems.append("a step failed (see the log)")
+    problems += kconfig.check_with_rust(config_text(), "\n".join(texts))
+    others += sum(len(kconfig.diagnostics(t)) - len(kconfig.diagnostic_problems(t))
+                  for t in texts)
+    s.cases.append(Case(name, FAIL if problems else PASS, "\n".join(problems)))
+    s.seconds = time.monotonic() - t0
+    s.note = f"{others} other Kconfig messages; {s.seconds:.0f} s"
     return s
 
 

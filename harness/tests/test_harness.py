@@ -184,6 +184,102 @@ class KconfigTest(unittest.TestCase):
         self.assertNotIn("CONFIG_RUST", kconfig.requested(kconfig.fragments("x86_64", "c")))
 
 
+# make's output of a Kconfig run, as scripts/kconfig words its messages.
+KCONFIG_OUT = """\
+  HOSTLD  scripts/kconfig/conf
+WARNING: unmet direct dependencies detected for CMA
+  Depends on [n]: MMU [=n]
+  Selected by [y]:
+  - KEXEC_HANDOVER [=y] && RUST [=y]
+drivers/foo/Kconfig:12:warning: defaults for choice values not supported
+error: recursive dependency detected!
+\tsymbol GCOV_KERNEL depends on DEBUG_FS
+\tsymbol DEBUG_FS is selected by GPIO_VIRTUSER
+For a resolution refer to Documentation/kbuild/kconfig-language.rst
+#
+# configuration written to .config
+#
+"""
+
+
+class KconfigCheckTest(unittest.TestCase):
+    def test_ours(self):
+        for sym in ("CONFIG_KEXEC_HANDOVER", "KEXEC_HANDOVER_DEBUGFS", "LIVEUPDATE_MEMFD",
+                    "CONFIG_IOMMUFD_LIVEUPDATE", "MEMBLOCK_KHO_SCRATCH", "TEST_KHO_BENCH",
+                    "TEST_KEXEC_HANDOVER", "LIVEUPDATE_TEST", "ARCH_SUPPORTS_KEXEC_HANDOVER"):
+            self.assertTrue(kconfig.ours(sym), sym)
+        for sym in ("CONFIG_RUST", "CMA", "DEBUG_FS", "KEXEC_FILE", "KHOPS", "MKHO"):
+            self.assertFalse(kconfig.ours(sym), sym)
+
+    def test_diagnostics(self):
+        msgs = kconfig.diagnostics(KCONFIG_OUT)
+        self.assertEqual(len(msgs), 3)
+        self.assertTrue(msgs[0].startswith("WARNING: unmet direct dependencies detected for CMA"))
+        self.assertIn("- KEXEC_HANDOVER [=y]", msgs[0])
+        self.assertTrue(msgs[1].startswith("drivers/foo/Kconfig:12:warning:"))
+        self.assertIn("GPIO_VIRTUSER", msgs[2])
+        self.assertNotIn("For a resolution", msgs[2])
+        # The unmet dependency names KEXEC_HANDOVER; the loop fails whatever it names.
+        self.assertEqual(kconfig.diagnostic_problems(KCONFIG_OUT), [msgs[0], msgs[2]])
+        self.assertEqual(kconfig.diagnostics("#\n# configuration written to .config\n#\n"), [])
+
+    def test_without_rust(self):
+        good = ("# CONFIG_RUST is not set\nCONFIG_ARCH_SUPPORTS_KEXEC_HANDOVER=y\n"
+                "CONFIG_CMA=y\nCONFIG_DEBUG_FS=y\n")
+        self.assertEqual(kconfig.check_without_rust(good, "#\n"), [])
+        self.assertEqual(kconfig.check_without_rust(None, ""), ["no .config written"])
+        p = kconfig.check_without_rust(good + "CONFIG_KEXEC_HANDOVER=y\nCONFIG_TEST_KHO_BENCH=m\n",
+                                       "")
+        self.assertEqual(p, ["on without Rust: CONFIG_KEXEC_HANDOVER, CONFIG_TEST_KHO_BENCH"])
+        p = kconfig.check_without_rust("CONFIG_RUST_IS_AVAILABLE=y\n", "")
+        self.assertEqual(p, [f"Rust is available: {kconfig.NO_RUST} did not take"])
+        p = kconfig.check_without_rust(good, KCONFIG_OUT)
+        self.assertEqual(len(p), 2)
+        self.assertTrue(all(x.startswith("Kconfig: ") for x in p))
+
+    def test_with_rust(self):
+        on = "CONFIG_RUST_IS_AVAILABLE=y\n" + "".join(f"CONFIG_{s}=y\n"
+                                                     for s in kconfig.RUST_ENABLE)
+        self.assertEqual(kconfig.check_with_rust(on, ""), [])
+        p = kconfig.check_with_rust(on.replace("CONFIG_CMA=y\n", ""), "")
+        self.assertEqual(len(p), 1)
+        self.assertIn("CONFIG_CMA: asked y", p[0])
+        p = kconfig.check_with_rust(on.replace("CONFIG_RUST_IS_AVAILABLE=y\n", ""), "")
+        self.assertEqual(p, ["Kconfig found no Rust toolchain (see make rustavailable)"])
+        # KEXEC_HANDOVER's help names what it depends on: RUST and CMA are enabled too.
+        self.assertEqual(kconfig.RUST_ENABLE[:2], ("RUST", "CMA"))
+        self.assertIn("CONFIG_CMA", kconfig.requested(kconfig.fragments("arm64", "rust")))
+
+    def test_host_suite_per_arch(self):
+        import contextlib
+        import io
+        import tempfile
+        from pathlib import Path
+        from unittest import mock
+        for a in ("x86_64", "arm64"):
+            self.assertIn(f"kconfig:{a}", cli.SUITE_NAMES)
+            self.assertIn(f"kconfig:{a}", cli.HOST_SUITES)
+        ran, checked = [], []
+        with tempfile.TemporaryDirectory() as tmp, \
+                mock.patch.object(cli, "LOGS", Path(tmp)), \
+                mock.patch.object(cli.toolchain, "ensure_all", return_value="tc"), \
+                mock.patch.object(cli.tree, "prepare_trees",
+                                  return_value=({"rust": "R", "c": "C"}, "b", "t")), \
+                mock.patch.object(cli.suites, "kconfig_check",
+                                  side_effect=lambda a, src, tc: checked.append((a, src, tc))
+                                  or ktap.Suite("host", "rust", f"kconfig:{a}",
+                                                [ktap.Case("x", ktap.PASS)])), \
+                mock.patch.object(cli, "run_arch", side_effect=lambda *a: ran.append(a)), \
+                contextlib.redirect_stdout(io.StringIO()):
+            rc = cli.cmd_test(cli.parse_args(["test", "-k", "kconfig*"]))
+            self.assertEqual(rc, 0)
+            self.assertEqual(checked, [("x86_64", "R", "tc"), ("arm64", "R", "tc")])
+            checked.clear()
+            cli.cmd_test(cli.parse_args(["test", "--arch", "arm64", "-k", "kconfig*"]))
+            self.assertEqual(checked, [("arm64", "R", "tc")])
+            self.assertEqual(ran, [], "the Kconfig check builds no kernel")
+
+
 KSELFTEST_OUT = """\
 TAP version 13
 1..3
