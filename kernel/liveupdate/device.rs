@@ -189,16 +189,7 @@ fn create_session(core: &'static Core, ucmd: Ucmd) -> Result {
             Ok(())
         }
         Err(e) => {
-            let mut luo = core.luo.lock();
-            let removed = match luo.outgoing.iter().position(|s| Arc::ptr_eq(s, &session)) {
-                // `i` is in bounds: it was just found.
-                Some(i) => luo.outgoing.remove(i).ok(),
-                None => None,
-            };
-            let n = luo.outgoing.len();
-            luo.session_blocks.shrink(n);
-            drop(luo);
-            drop(removed);
+            core.remove_outgoing(&session);
             Err(e)
         }
     }

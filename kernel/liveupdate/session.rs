@@ -243,23 +243,34 @@ impl AnonInodeFile for Session {
                 .incoming
                 .as_mut()
                 .and_then(|incoming| incoming.remove(&this.name));
-            // Dropped unlocked: `this` holds the last reference to the session.
+            // Dropped unlocked (`this` still holds a reference).
             drop(removed);
         } else {
             inner.files.unpreserve_all(core);
             drop(inner);
-            let mut luo = core.luo.lock();
-            // Outgoing sessions are serialized in creation order, which must be kept.
-            let removed = match luo.outgoing.iter().position(|s| Arc::ptr_eq(s, &this)) {
+            core.remove_outgoing(&this);
+        }
+    }
+}
+
+impl Core {
+    /// Removes `session` from the outgoing sessions, keeping the creation order of the others
+    /// (the order they are serialized in), and frees the block room it used.
+    pub(crate) fn remove_outgoing(&self, session: &Arc<Session>) {
+        let removed = {
+            let mut luo = self.luo.lock();
+            let removed = luo
+                .outgoing
+                .iter()
+                .position(|s| Arc::ptr_eq(s, session))
                 // `i` is in bounds: it was just found.
-                Some(i) => luo.outgoing.remove(i).ok(),
-                None => None,
-            };
+                .and_then(|i| luo.outgoing.remove(i).ok());
             let n = luo.outgoing.len();
             luo.session_blocks.shrink(n);
-            drop(luo);
-            drop(removed);
-        }
+            removed
+        };
+        // Dropped unlocked: the last reference drops the session's (empty) set of files.
+        drop(removed);
     }
 }
 
