@@ -18,6 +18,12 @@
  * incoming, retrieved or not finished, finishes the session and removes the
  * module.
  *
+ * The module's reference count (/sys/module/luo_test_module/refcnt) is
+ * checked at each step, once the files of the module's own device and of its
+ * retrieve are closed: a preserved file holds two references (the core's
+ * reference to its handler and the FLB's object), an incoming one one (the
+ * handler's; the FLB is retrieved and finished by the file's finish).
+ *
  * Prints one "LU-MODULE ok|FAIL ..." line per check; exits 0 if all hold.
  */
 #define _GNU_SOURCE
@@ -70,6 +76,29 @@ static int load(void)
 	return err;
 }
 
+/* The module's reference count, or -1. */
+static int refcnt(void)
+{
+	FILE *f = fopen("/sys/module/" MODULE_NAME "/refcnt", "r");
+	int n = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &n) != 1)
+			n = -1;
+		fclose(f);
+	}
+	return n;
+}
+
+static void check_refcnt(int want, const char *when)
+{
+	char what[160];
+	int n = refcnt();
+
+	snprintf(what, sizeof(what), "refcnt %d %s (got %d)", want, when, n);
+	check(n == want, what, 0);
+}
+
 /* Removes the module as "rmmod" does: 0 or an errno. */
 static int unload(void)
 {
@@ -117,13 +146,16 @@ static int stage1(void)
 	if (err || s < 0)
 		return 1;
 
+	check_refcnt(0, "once loaded");
 	err = preserve_device_file(s, 1);
 	check(!err, "preserve a file of " DEVICE " as token 1", err);
+	check_refcnt(2, "with a file preserved: handler and FLB");
 	err = unload();
 	check(err == EWOULDBLOCK, "remove the module while its file is preserved: EWOULDBLOCK",
 	      err);
 	err = ioctl(s, LIVEUPDATE_SESSION_UNPRESERVE_FD, &uf) ? errno : 0;
 	check(!err, "unpreserve token 1", err);
+	check_refcnt(0, "once unpreserved");
 	err = unload();
 	check(!err, "remove the module once its file is unpreserved", err);
 
@@ -131,6 +163,7 @@ static int stage1(void)
 	check(!err, "load " MODULE_NAME " again", err);
 	err = preserve_device_file(s, 2);
 	check(!err, "preserve a file of " DEVICE " as token 2", err);
+	check_refcnt(2, "with token 2 preserved");
 	err = unload();
 	check(err == EWOULDBLOCK, "remove the module while its file is preserved: EWOULDBLOCK",
 	      err);
@@ -161,6 +194,7 @@ static int stage2(void)
 	if (err || s < 0)
 		return 1;
 
+	check_refcnt(1, "with a file incoming: its handler");
 	err = unload();
 	check(err == EWOULDBLOCK, "remove the module while its file is incoming: EWOULDBLOCK",
 	      err);
@@ -172,13 +206,16 @@ static int stage2(void)
 		target[n > 0 ? n : 0] = 0;
 		check(!strcmp(target, "anon_inode:[luo_test_module]"),
 		      "token 2 is the module handler's file", 0);
+		check_refcnt(2, "with the retrieved file open: handler and file");
 		close(rf.fd);
 	}
+	check_refcnt(1, "with the retrieved file closed, not finished");
 	err = unload();
 	check(err == EWOULDBLOCK,
 	      "remove the module while its file is retrieved, not finished: EWOULDBLOCK", err);
 	err = ioctl(s, LIVEUPDATE_SESSION_FINISH, &fin) ? errno : 0;
 	check(!err, "finish " SESSION, err);
+	check_refcnt(0, "once finished");
 	err = unload();
 	check(!err, "remove the module once its file is finished", err);
 	close(s);

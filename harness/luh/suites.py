@@ -839,10 +839,14 @@ MODULE_STAGE2 = ["loaded", "retrieve 0x7e57", "finish 0x7e57 Retrieved", "flb re
 _MODULE_CHECK = re.compile(r"LU-MODULE (ok|FAIL) (.*) \(errno")
 
 
+_MODULE_CALLBACK = re.compile(r"^(loaded|unloading|(flb )?(preserve|unpreserve|retrieve|finish) .*)$")
+
+
 def module_lines(text):
-    """The test module's lines of one stage, without the log prefix."""
-    return [t[t.index(MODULE_PREFIX) + len(MODULE_PREFIX):].strip()
-            for t in text.splitlines() if MODULE_PREFIX in t]
+    """The test module's callback lines of one stage, without the log prefix."""
+    lines = (t[t.index(MODULE_PREFIX) + len(MODULE_PREFIX):].strip()
+             for t in text.splitlines() if MODULE_PREFIX in t)
+    return [t for t in lines if _MODULE_CALLBACK.match(t)]
 
 
 def module_test(arch, builds, progs):

@@ -132,10 +132,14 @@ pub(crate) unsafe extern "C" fn liveupdate_unregister_flb(
     let Some(core) = enabled_core() else {
         return;
     };
-    let handler = core.registry.lock().find_raw(fh);
+    // Not looked up in the registry: the handler may be being unregistered, waiting for its
+    // files, which still hold references on the FLB.
+    // SAFETY: The caller guarantees that `fh` is valid; the reference is only compared with
+    // the FLB's links.
+    let handler = unsafe { Handler::from_raw(fh) };
     // SAFETY: The caller guarantees that `flb` is valid.
     let flb = unsafe { Flb::from_raw(flb) };
-    if let (Some(handler), Ok(flb)) = (handler, flb) {
+    if let (Ok(handler), Ok(flb)) = (handler, flb) {
         flb::unregister(core, handler, flb);
     }
 }
@@ -297,9 +301,9 @@ pub(crate) unsafe extern "C" fn liveupdate_get_file_incoming(
 /// call fails with `-ENOSPC`. Before `/dev/liveupdate` is first opened the files come in the
 /// previous kernel's order, afterwards by session name, each session's in preservation order.
 /// Fails with `-EOPNOTSUPP` when live update is disabled and `-EINVAL` for a handler that is not
-/// registered or a bad count. Works from an initcall. Takes the core's device-level lock and the
-/// incoming sessions' locks: it must not be called from a handler callback (which runs with its
-/// session locked).
+/// registered or a bad count, and `-ENOMEM`. Works from an initcall. Takes the core's
+/// device-level lock, then (without it) the incoming sessions' locks: it must not be called from a
+/// handler callback (which runs with its session locked).
 ///
 /// # Safety
 ///
@@ -326,9 +330,8 @@ pub(crate) unsafe extern "C" fn liveupdate_fd_data_query(
     let Some(handler) = core.registry.lock().find_raw(fh) else {
         return EINVAL.to_errno();
     };
-    let luo = core.luo.lock();
     let mut n = 0usize;
-    session::for_each_incoming_file(&luo, handler, |name, token, data| {
+    let r = session::for_each_incoming_file(core.luo.lock(), handler, |name, token, data| {
         if n < cap {
             let entry = bindings::liveupdate_fd {
                 session: name.map(|b| c_char::from_ne_bytes([b])),
@@ -340,6 +343,9 @@ pub(crate) unsafe extern "C" fn liveupdate_fd_data_query(
         }
         n += 1;
     });
+    if let Err(e) = r {
+        return e.to_errno();
+    }
     // SAFETY: The caller guarantees that `count` is valid for writes.
     unsafe { count.write(c_long::try_from(n).unwrap_or(c_long::MAX)) };
     if n > cap {

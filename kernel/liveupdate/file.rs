@@ -71,6 +71,8 @@ use kernel::{
 /// its handler (dropped first), and the reference to its handler and its module.
 pub(crate) struct LuoFile {
     _flbs: Option<flb::OutgoingRefs>,
+    /// For an incoming file, the FLBs its finish drops a reference on.
+    in_flbs: Option<flb::IncomingFlbs>,
     handler: HandlerRef,
     /// The file: the preserved one, or the retrieved one once retrieved.
     file: OnceCell<ARef<File>>,
@@ -304,6 +306,7 @@ impl FileSet {
         // Within the capacity reserved above.
         let _ = self.files.push_within_capacity(LuoFile {
             _flbs: Some(flbs),
+            in_flbs: None,
             handler,
             file: OnceCell::from(file),
             data: Cell::new(data),
@@ -454,7 +457,7 @@ impl FileSet {
 
     /// Finishes every file, last first; [`FileSet::can_finish`] must have agreed.
     pub(crate) fn finish(&mut self, core: &Core) {
-        while let Some(f) = self.files.pop() {
+        while let Some(mut f) = self.files.pop() {
             let lookup = Lookup::incoming(&self.files, None);
             f.handler.finish(
                 &lookup.incoming_session(),
@@ -462,7 +465,9 @@ impl FileSet {
                 f.data.get(),
                 f.status.get(),
             );
-            flb::file_finish(core, *f.handler);
+            if let Some(flbs) = f.in_flbs.take() {
+                flbs.finish(core);
+            }
             if let Some(file) = f.file() {
                 let id = f.handler.id(file);
                 core.registry.lock().remove_id(id);
@@ -492,9 +497,11 @@ impl FileSet {
                 // Dropping `set` drops the references taken for the files before this one.
                 return Err(ENOENT);
             };
+            let in_flbs = flb::IncomingFlbs::of(core, *handler)?;
             // Within the capacity reserved above.
             let _ = set.files.push_within_capacity(LuoFile {
                 _flbs: None,
+                in_flbs: Some(in_flbs),
                 handler,
                 file: OnceCell::new(),
                 data: Cell::new(e.data),
@@ -1062,7 +1069,7 @@ mod tests {
                             .push((name[3], token, data), GFP_KERNEL)
                             .map_err(Error::from);
                     }
-                });
+                })?;
                 r.map(|()| out)
             };
             assert_eq!(&query(&luo, dep)?[..], &[(b'a', 2, 0x22), (b'b', 7, 0x77)]);

@@ -215,68 +215,79 @@ fn put_outgoing_locked(core: &Core, state: &mut State) {
     }
 }
 
-/// Takes a reference on every FLB of `handler` for a file being preserved: the first one
-/// preserves the FLB. On failure the references taken are dropped again.
-fn file_preserve(core: &Core, handler: Handler) -> Result {
-    let mut reg = core.flbs.lock();
-    for i in 0..reg.links.len() {
-        let Some(flb) = reg.linked_at(handler, i) else {
-            continue;
-        };
-        let r = reg.find(flb).map_or(Err(EINVAL), preserve_one);
-        if let Err(e) = r {
-            // Drop the references taken for the FLBs linked before this one, last first.
-            for j in (0..i).rev() {
-                if let Some(state) = reg.linked_at(handler, j).and_then(|f| reg.find(f)) {
-                    put_outgoing_locked(core, state);
-                }
-            }
-            return Err(e);
+/// Returns the FLBs linked to `handler`, in link order.
+fn linked(reg: &Registry, handler: Handler) -> Result<KVec<Flb>> {
+    let mut flbs = KVec::new();
+    for &(h, f) in reg.links.iter() {
+        if h == handler {
+            flbs.push(f, GFP_KERNEL)?;
         }
     }
-    Ok(())
-}
-
-/// Drops the references of a file of `handler` that is unpreserved, in reverse order.
-fn file_unpreserve(core: &Core, handler: Handler) {
-    let mut reg = core.flbs.lock();
-    for i in (0..reg.links.len()).rev() {
-        if let Some(state) = reg.linked_at(handler, i).and_then(|f| reg.find(f)) {
-            put_outgoing_locked(core, state);
-        }
-    }
+    Ok(flbs)
 }
 
 /// The references of an outgoing file on the FLBs of its handler, dropped with the value.
 ///
+/// It records the FLBs it took a reference on, and drops exactly those: an FLB linked to the
+/// handler later is not the file's, and one unlinked meanwhile (its unregistration waits for
+/// this) still is.
+///
 /// # Invariants
 ///
-/// `file_preserve(core, handler)` succeeded for this value.
+/// Holds one outgoing reference on each FLB of `flbs`.
 pub(crate) struct OutgoingRefs {
     core: &'static Core,
-    handler: Handler,
+    flbs: KVec<Flb>,
 }
 
 impl OutgoingRefs {
-    /// Takes a reference on every FLB of `handler`; the first one on an FLB preserves it.
+    /// Takes a reference on every FLB of `handler`, in link order; the first one on an FLB
+    /// preserves it. On failure the references taken are dropped again, last first.
     pub(crate) fn take(core: &'static Core, handler: Handler) -> Result<Self> {
-        file_preserve(core, handler)?;
+        let mut reg = core.flbs.lock();
+        let flbs = linked(&reg, handler)?;
+        for (i, &flb) in flbs.iter().enumerate() {
+            let r = reg.find(flb).map_or(Err(EINVAL), preserve_one);
+            if let Err(e) = r {
+                for &taken in flbs.iter().take(i).rev() {
+                    if let Some(state) = reg.find(taken) {
+                        put_outgoing_locked(core, state);
+                    }
+                }
+                return Err(e);
+            }
+        }
         // INVARIANT: Taken above.
-        Ok(Self { core, handler })
+        Ok(Self { core, flbs })
     }
 }
 
 impl Drop for OutgoingRefs {
     fn drop(&mut self) {
-        file_unpreserve(self.core, self.handler);
+        let mut reg = self.core.flbs.lock();
+        for &flb in self.flbs.iter().rev() {
+            if let Some(state) = reg.find(flb) {
+                put_outgoing_locked(self.core, state);
+            }
+        }
     }
 }
 
-/// Drops the incoming references of a file of `handler` that is finished, in reverse order.
-pub(crate) fn file_finish(core: &Core, handler: Handler) {
-    let mut reg = core.flbs.lock();
-    for i in (0..reg.links.len()).rev() {
-        if let Some(flb) = reg.linked_at(handler, i) {
+/// The FLBs whose incoming references an incoming file drops when it is finished: those linked
+/// to its handler when the file was bound to it, recorded then for the same reason as in
+/// [`OutgoingRefs`].
+pub(crate) struct IncomingFlbs(KVec<Flb>);
+
+impl IncomingFlbs {
+    /// Records the FLBs linked to `handler`.
+    pub(crate) fn of(core: &Core, handler: Handler) -> Result<Self> {
+        Ok(Self(linked(&core.flbs.lock(), handler)?))
+    }
+
+    /// Drops the incoming references of a finished file, in reverse link order.
+    pub(crate) fn finish(self, core: &Core) {
+        let mut reg = core.flbs.lock();
+        for &flb in self.0.iter().rev() {
             put_incoming_locked(core, &mut reg, flb);
         }
     }
@@ -475,7 +486,8 @@ pub(crate) fn unregister(core: &Core, handler: Handler, flb: Flb) {
     while reg.find(flb).is_some_and(|s| s.in_use()) {
         core.wake.wait(&mut reg);
     }
-    if let Some(i) = reg.states.iter().position(|s| s.flb == flb) {
+    // Unless it was registered again while this waited.
+    if let Some(i) = reg.states.iter().position(|s| s.flb == flb && s.users == 0) {
         // `i` is in bounds: it was just found.
         let _ = reg.states.remove(i);
     }

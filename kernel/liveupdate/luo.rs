@@ -36,7 +36,8 @@
 //!    identities of the preserved objects. Held briefly, while `can_preserve` runs at most.
 //! 4. [`Core::flbs`]: FLB state; FLB callbacks run with it held.
 //!
-//! Every session ioctl, and the release of a session, is an operation ([`Core::begin_op`]):
+//! `CREATE_SESSION`, `RETRIEVE_SESSION`, every session ioctl but `GET_NAME`, and the release of a
+//! session are operations ([`Core::begin_op`]):
 //! `liveupdate_reboot()` stops new operations, waits for the running ones, and on success never
 //! lets another start, so no session changes after it was written for the next kernel (as
 //! upstream's serialize rwsem does). [`Core::wake`] is the condition of every wait: operations

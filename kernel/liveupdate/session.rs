@@ -269,7 +269,7 @@ impl Core {
             luo.session_blocks.shrink(n);
             removed
         };
-        // Dropped unlocked: the last reference drops the session's (empty) set of files.
+        // Dropped unlocked (the caller still holds a reference).
         drop(removed);
     }
 }
@@ -282,12 +282,13 @@ pub(crate) fn compared_name(name: &[u8; SESSION_NAME_LENGTH]) -> &[u8] {
 
 /// Calls `f` with the session name, token and data handle of every incoming file of `handler`
 /// that is not finished: from the previous kernel's data before `/dev/liveupdate` is first
-/// opened (in its order), from the incoming sessions afterwards (by name).
-pub(crate) fn for_each_incoming_file(
-    luo: &Luo,
+/// opened (in its order), from the incoming sessions afterwards (by name). `luo` (the
+/// device-level state, or a guard of it) is dropped before any session is locked.
+pub(crate) fn for_each_incoming_file<L: core::ops::Deref<Target = Luo>>(
+    luo: L,
     handler: kernel::liveupdate::registered::Handler,
     mut f: impl FnMut(&[u8; SESSION_NAME_LENGTH], u64, u64),
-) {
+) -> Result {
     if let Some(data) = &luo.pending {
         for s in data.sessions.iter() {
             let mine = s
@@ -299,14 +300,22 @@ pub(crate) fn for_each_incoming_file(
             }
         }
     }
+    let mut sessions = KVec::new();
     if let Some(incoming) = &luo.incoming {
-        for (name, session) in incoming.iter() {
-            session
-                .lock()
-                .files
-                .for_each_of(handler, |token, data| f(name, token, data));
+        for (_, session) in incoming.iter() {
+            sessions.push(session.clone(), GFP_KERNEL)?;
         }
     }
+    // Each session's mutex is taken without the device-level lock, which is never held while
+    // waiting for a session (a session's ioctl holds its mutex across handler callbacks).
+    drop(luo);
+    for session in sessions.iter() {
+        session
+            .lock()
+            .files
+            .for_each_of(handler, |token, data| f(&session.name, token, data));
+    }
+    Ok(())
 }
 
 /// Rebuilds the incoming sessions from the previous kernel's data, on the first open of

@@ -366,8 +366,7 @@ impl<T: FileHandler> FileHandlerRegistration<T> {
     /// handle, without retrieving anything (`liveupdate_fd_data_query()`).
     ///
     /// For a subsystem that must act at boot, before userspace retrieves its files; works from an
-    /// initcall. Must not be called from one of the handler's callbacks, and blocks once the
-    /// reboot into the next kernel has serialized the sessions.
+    /// initcall. Must not be called from one of the handler's callbacks.
     pub fn incoming_files(&self) -> Result<impl Iterator<Item = IncomingFile>> {
         let fh = self.inner.get();
         let mut count: c_long = 0;
@@ -635,8 +634,8 @@ unsafe impl<T: FlbOps, H: FileHandler> Sync for FlbRegistration<T, H> {}
 impl<T: FlbOps, H: FileHandler> FlbRegistration<T, H> {
     /// Registers `T` with the registered handler `handler`.
     ///
-    /// Fails with [`EINVAL`] if live update is disabled, [`EEXIST`] if another FLB has the same
-    /// compatible string and [`ENOSPC`] beyond 63 FLBs.
+    /// Fails with [`EOPNOTSUPP`] if live update is disabled, [`EEXIST`] if another FLB has the
+    /// same compatible string and [`ENOSPC`] beyond 63 FLBs.
     pub fn register(handler: Arc<FileHandlerRegistration<H>>) -> impl PinInit<Self, Error> {
         let fh = handler.inner.get();
         try_pin_init!(Self {
