@@ -19,10 +19,12 @@
  * module.
  *
  * The module's reference count (/sys/module/luo_test_module/refcnt) is
- * checked at each step, once the files of the module's own device and of its
- * retrieve are closed: a preserved file holds two references (the core's
- * reference to its handler and the FLB's object), an incoming one one (the
- * handler's; the FLB is retrieved and finished by the file's finish).
+ * checked at each step, with the descriptors of the module's files closed: a
+ * preserved file holds three references (the file itself, which the core
+ * keeps open, the core's reference to its handler and the FLB's object); an
+ * incoming file one (its handler's), two once retrieved (the retrieved file,
+ * kept by the core until finish); the FLB is retrieved and finished by the
+ * file's finish.
  *
  * Prints one "LU-MODULE ok|FAIL ..." line per check; exits 0 if all hold.
  */
@@ -149,7 +151,7 @@ static int stage1(void)
 	check_refcnt(0, "once loaded");
 	err = preserve_device_file(s, 1);
 	check(!err, "preserve a file of " DEVICE " as token 1", err);
-	check_refcnt(2, "with a file preserved: handler and FLB");
+	check_refcnt(3, "with a file preserved: file, handler and FLB");
 	err = unload();
 	check(err == EWOULDBLOCK, "remove the module while its file is preserved: EWOULDBLOCK",
 	      err);
@@ -163,7 +165,7 @@ static int stage1(void)
 	check(!err, "load " MODULE_NAME " again", err);
 	err = preserve_device_file(s, 2);
 	check(!err, "preserve a file of " DEVICE " as token 2", err);
-	check_refcnt(2, "with token 2 preserved");
+	check_refcnt(3, "with token 2 preserved");
 	err = unload();
 	check(err == EWOULDBLOCK, "remove the module while its file is preserved: EWOULDBLOCK",
 	      err);
@@ -206,10 +208,10 @@ static int stage2(void)
 		target[n > 0 ? n : 0] = 0;
 		check(!strcmp(target, "anon_inode:[luo_test_module]"),
 		      "token 2 is the module handler's file", 0);
-		check_refcnt(2, "with the retrieved file open: handler and file");
+		check_refcnt(2, "with the retrieved file open: file and handler");
 		close(rf.fd);
 	}
-	check_refcnt(1, "with the retrieved file closed, not finished");
+	check_refcnt(2, "with the retrieved file closed, not finished: the core keeps it");
 	err = unload();
 	check(err == EWOULDBLOCK,
 	      "remove the module while its file is retrieved, not finished: EWOULDBLOCK", err);
