@@ -38,31 +38,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/liveupdate.h>
+#include "lu-check.h"
 
 #define MODULE_PATH "/lu/luo_test_module.ko"
 #define MODULE_NAME "luo_test_module"
 #define DEVICE "/dev/luo_test_module"
 #define SESSION "modtest"
 
-#ifndef LIVEUPDATE_SESSION_UNPRESERVE_FD
-struct liveupdate_session_unpreserve_fd {
-	__u32		size;
-	__u32		reserved;
-	__aligned_u64	token;
-};
-
-#define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
-#endif
-
-static int failures;
-
 static void check(int ok, const char *what, int err)
 {
-	printf("LU-MODULE %s %s (errno %d: %s)\n", ok ? "ok" : "FAIL", what,
-	       err, strerror(err));
-	fflush(stdout);
-	if (!ok)
-		failures++;
+	lu_check("LU-MODULE", ok, what, err);
 }
 
 /* Loads the module: 0 or an errno. */
@@ -109,13 +94,7 @@ static int unload(void)
 
 static int session(int dev, int create)
 {
-	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
-
-	strncpy((char *)arg.name, SESSION, sizeof(arg.name) - 1);
-	if (ioctl(dev, create ? LIVEUPDATE_IOCTL_CREATE_SESSION :
-			  LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg))
-		return -errno;
-	return arg.fd;
+	return lu_session(dev, SESSION, create);
 }
 
 /* Preserves a new file of the device under token, and closes it. */

@@ -25,39 +25,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <linux/liveupdate.h>
+#include "lu-check.h"
 
 #define TEST_FILE "/sys/kernel/debug/luo_query_test"
 
-#ifndef LIVEUPDATE_SESSION_UNPRESERVE_FD
-struct liveupdate_session_unpreserve_fd {
-	__u32		size;
-	__u32		reserved;
-	__aligned_u64	token;
-};
-
-#define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
-#endif
-
-static int failures;
-
 static void check(int ok, const char *what, int err)
 {
-	printf("LU-QUERY %s %s (errno %d: %s)\n", ok ? "ok" : "FAIL", what,
-	       err, strerror(err));
-	fflush(stdout);
-	if (!ok)
-		failures++;
-}
-
-static int session(int dev, const char *name, int create)
-{
-	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
-
-	strncpy((char *)arg.name, name, sizeof(arg.name) - 1);
-	if (ioctl(dev, create ? LIVEUPDATE_IOCTL_CREATE_SESSION :
-			  LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg))
-		return -errno;
-	return arg.fd;
+	lu_check("LU-QUERY", ok, what, err);
 }
 
 static int preserve(int s, int fd, __u64 token)
@@ -71,7 +45,7 @@ static int preserve(int s, int fd, __u64 token)
 
 static int hold(int dev)
 {
-	int a = session(dev, "query-a", 1), b = session(dev, "query-b", 1);
+	int a = lu_session(dev, "query-a", 1), b = lu_session(dev, "query-b", 1);
 	int m = memfd_create("query-memfd", 0);
 	int err;
 
@@ -102,7 +76,7 @@ static int verify(int dev)
 	struct liveupdate_session_retrieve_fd rf = { .size = sizeof(rf), .token = 7 };
 	struct liveupdate_session_unpreserve_fd uf = { .size = sizeof(uf), .token = 7 };
 	struct liveupdate_session_finish fin = { .size = sizeof(fin) };
-	int a = session(dev, "query-a", 0), b = session(dev, "query-b", 0);
+	int a = lu_session(dev, "query-a", 0), b = lu_session(dev, "query-b", 0);
 	char path[64], target[128] = "";
 	ssize_t n;
 	int ret;

@@ -154,9 +154,10 @@ def user_programs(srctree, arch):
     cc = ARCH_INFO[arch]["cross"] + "gcc"
     progs = {}
 
-    def cc_if_needed(name, srcs, flags):
+    def cc_if_needed(name, srcs, flags, deps=()):
         dst = out / name
-        inputs = [Path(s) for s in srcs]
+        # deps: headers the sources include, which count for the rebuild but are not compiled.
+        inputs = [Path(s) for s in srcs] + [Path(d) for d in deps]
         key = hashlib.sha256(("\0".join(map(str, flags)) + "\0".join(map(str, srcs))).encode()
                              + b"".join(p.read_bytes() for p in inputs)).hexdigest()
         stamp = out / f".{name}.key"
@@ -170,8 +171,9 @@ def user_programs(srctree, arch):
               "-I", srctree / "tools" / "include" / "nolibc", "-I", lu / "lib" / "include"]
     cc_if_needed("lu-init", [HARNESS / "init" / "lu-init.c"], glibc)
     cc_if_needed("lu-corrupt-check", [HARNESS / "init" / "lu-corrupt-check.c"], glibc)
-    cc_if_needed("lu-query-check", [HARNESS / "init" / "lu-query-check.c"], glibc)
-    cc_if_needed("lu-module-check", [HARNESS / "init" / "lu-module-check.c"], glibc)
+    check_h = [HARNESS / "init" / "lu-check.h"]
+    cc_if_needed("lu-query-check", [HARNESS / "init" / "lu-query-check.c"], glibc, check_h)
+    cc_if_needed("lu-module-check", [HARNESS / "init" / "lu-module-check.c"], glibc, check_h)
     cc_if_needed("lu-parallel-bench", [HARNESS / "init" / "lu-parallel-bench.c"],
                  glibc + ["-pthread"])
     cc_if_needed("lu-iommufd-bench", [HARNESS / "init" / "lu-iommufd-bench.c"], glibc)

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What the harness's check programs share (lu-query-check.c,
+ * lu-module-check.c): one "<PREFIX> ok|FAIL what (errno N: ...)" line per
+ * check, creating or retrieving a session, and the UNPRESERVE_FD ioctl where
+ * the pristine uapi header (built against) does not have it.
+ */
+#ifndef LU_CHECK_H
+#define LU_CHECK_H
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <linux/liveupdate.h>
+
+#ifndef LIVEUPDATE_SESSION_UNPRESERVE_FD
+struct liveupdate_session_unpreserve_fd {
+	__u32		size;
+	__u32		reserved;
+	__aligned_u64	token;
+};
+
+#define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
+#endif
+
+static int failures;
+
+/* Prints one check line with the program's prefix and counts failures. */
+static void lu_check(const char *prefix, int ok, const char *what, int err)
+{
+	printf("%s %s %s (errno %d: %s)\n", prefix, ok ? "ok" : "FAIL", what,
+	       err, strerror(err));
+	fflush(stdout);
+	if (!ok)
+		failures++;
+}
+
+/* Creates (or retrieves) session name on dev: its fd, or -errno. */
+static int lu_session(int dev, const char *name, int create)
+{
+	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
+
+	strncpy((char *)arg.name, name, sizeof(arg.name) - 1);
+	if (ioctl(dev, create ? LIVEUPDATE_IOCTL_CREATE_SESSION :
+			  LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg))
+		return -errno;
+	return arg.fd;
+}
+
+#endif /* LU_CHECK_H */
