@@ -116,15 +116,6 @@ impl Registry {
         )?;
         self.states.last_mut().ok_or(EINVAL)
     }
-
-    /// Returns the FLB of link `i` if that link is `handler`'s. Callers walk the links by index
-    /// so that they can take the registry mutably for each FLB and allocate nothing.
-    fn linked_at(&self, handler: Handler, i: usize) -> Option<Flb> {
-        self.links
-            .get(i)
-            .filter(|(h, _)| *h == handler)
-            .map(|&(_, f)| f)
-    }
 }
 
 /// Records the previous kernel's FLB page.
