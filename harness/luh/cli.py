@@ -69,7 +69,7 @@ def parse_args(argv):
     s.add_argument("--bisect", action="store_true",
                    help="also build the rust flavor after every patch, in order, in one "
                         "incremental build directory; report each patch's result and time "
-                        "(about an hour for the whole series)")
+                        "(25 min for the whole series with a warm build directory)")
     s.add_argument("--bisect-range", metavar="A..B",
                    help="with --bisect (implied): only patches A to B (from 1; A.., ..B, N)")
     s.add_argument("--arch", choices=ARCHES, default="x86_64",
