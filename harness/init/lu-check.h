@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * What the harness's check programs share (lu-query-check.c,
- * lu-module-check.c): one "<PREFIX> ok|FAIL what (errno N: ...)" line per
- * check, creating or retrieving a session, and the UNPRESERVE_FD ioctl where
- * the pristine uapi header (built against) does not have it.
+ * What the harness's guest programs share (lu-query-check.c,
+ * lu-module-check.c, lu-iommufd-bench.c): one "<PREFIX> ok|FAIL what
+ * (errno N: ...)" line per check, creating or retrieving a session, holding
+ * the sessions open across the kexec, and the UNPRESERVE_FD ioctl where the
+ * pristine uapi header (built against) does not have it.
  */
 #ifndef LU_CHECK_H
 #define LU_CHECK_H
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 #include <linux/liveupdate.h>
 
 #ifndef LIVEUPDATE_SESSION_UNPRESERVE_FD
@@ -24,10 +26,10 @@ struct liveupdate_session_unpreserve_fd {
 #define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
 #endif
 
-static int failures;
+static int failures __attribute__((unused));
 
 /* Prints one check line with the program's prefix and counts failures. */
-static void lu_check(const char *prefix, int ok, const char *what, int err)
+static inline void lu_check(const char *prefix, int ok, const char *what, int err)
 {
 	printf("%s %s %s (errno %d: %s)\n", prefix, ok ? "ok" : "FAIL", what,
 	       err, strerror(err));
@@ -37,7 +39,7 @@ static void lu_check(const char *prefix, int ok, const char *what, int err)
 }
 
 /* Creates (or retrieves) session name on dev: its fd, or -errno. */
-static int lu_session(int dev, const char *name, int create)
+static inline int lu_session(int dev, const char *name, int create)
 {
 	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
 
@@ -46,6 +48,16 @@ static int lu_session(int dev, const char *name, int create)
 			  LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg))
 		return -errno;
 	return arg.fd;
+}
+
+/* Leaves a detached child holding this process's descriptors (its sessions) open. */
+static inline void lu_hold(void)
+{
+	if (fork() == 0) {
+		setsid();
+		for (;;)
+			pause();
+	}
 }
 
 #endif /* LU_CHECK_H */

@@ -51,15 +51,7 @@
 #include <linux/liveupdate.h>
 #include <linux/vfio.h>
 
-#ifndef LIVEUPDATE_SESSION_UNPRESERVE_FD
-struct liveupdate_session_unpreserve_fd {
-	__u32		size;
-	__u32		reserved;
-	__aligned_u64	token;
-};
-
-#define LIVEUPDATE_SESSION_UNPRESERVE_FD _IO(LIVEUPDATE_IOCTL_TYPE, 0x44)
-#endif
+#include "lu-check.h"
 
 #define SESSION "bench-iommufd"
 #define TOKEN_MEMFD 1

@@ -150,11 +150,7 @@ static int stage1(void)
 	      err);
 	if (failures)
 		return 1;
-	if (fork() == 0) {
-		setsid();
-		for (;;)
-			pause();
-	}
+	lu_hold();
 	return 0;
 }
 

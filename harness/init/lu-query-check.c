@@ -63,11 +63,7 @@ static int hold(int dev)
 	check(!err, "preserve " TEST_FILE " as query-b/4", -err);
 	if (failures)
 		return 1;
-	if (fork() == 0) {
-		setsid();
-		for (;;)
-			pause();
-	}
+	lu_hold();
 	return 0;
 }
 

@@ -176,7 +176,8 @@ def user_programs(srctree, arch):
     cc_if_needed("lu-module-check", [HARNESS / "init" / "lu-module-check.c"], glibc, check_h)
     cc_if_needed("lu-parallel-bench", [HARNESS / "init" / "lu-parallel-bench.c"],
                  glibc + ["-pthread"])
-    cc_if_needed("lu-iommufd-bench", [HARNESS / "init" / "lu-iommufd-bench.c"], glibc)
+    cc_if_needed("lu-iommufd-bench", [HARNESS / "init" / "lu-iommufd-bench.c"], glibc,
+                 [HARNESS / "init" / "lu-check.h"])
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
     kselftest = glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"]
