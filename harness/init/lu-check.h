@@ -50,6 +50,17 @@ static inline int lu_session(int dev, const char *name, int create)
 	return arg.fd;
 }
 
+/* What the descriptor fd refers to ("anon_inode:[name]", ...), "" if unknown. */
+static inline void lu_fd_target(int fd, char *buf, size_t size)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, buf, size - 1);
+	buf[n > 0 ? n : 0] = 0;
+}
+
 /* Leaves a detached child holding this process's descriptors (its sessions) open. */
 static inline void lu_hold(void)
 {

@@ -113,18 +113,31 @@ static int preserve_device_file(int s, __u64 token)
 	return err;
 }
 
+/*
+ * Loads the module (before the first open of /dev/liveupdate, so that an
+ * incoming file finds its handler), opens the device and creates (stage 1) or
+ * retrieves (stage 2) the session: its fd, or -1.
+ */
+static int start(int create)
+{
+	int err = load(), dev, s;
+
+	check(!err, "load " MODULE_NAME " before the first open of /dev/liveupdate", err);
+	dev = open("/dev/liveupdate", O_RDWR);
+	check(dev >= 0, "open /dev/liveupdate", dev < 0 ? errno : 0);
+	s = dev < 0 ? -1 : session(dev, create);
+	check(s >= 0, create ? "create session " SESSION : "retrieve session " SESSION,
+	      s < 0 ? -s : 0);
+	return err || s < 0 ? -1 : s;
+}
+
 static int stage1(void)
 {
 	struct liveupdate_session_unpreserve_fd uf = { .size = sizeof(uf), .token = 1 };
-	int dev, s, err;
+	int s, err;
 
-	err = load();
-	check(!err, "load " MODULE_NAME, err);
-	dev = open("/dev/liveupdate", O_RDWR);
-	check(dev >= 0, "open /dev/liveupdate", dev < 0 ? errno : 0);
-	s = dev < 0 ? -1 : session(dev, 1);
-	check(s >= 0, "create session " SESSION, s < 0 ? -s : 0);
-	if (err || s < 0)
+	s = start(1);
+	if (s < 0)
 		return 1;
 
 	check_refcnt(0, "once loaded");
@@ -158,17 +171,11 @@ static int stage2(void)
 {
 	struct liveupdate_session_retrieve_fd rf = { .size = sizeof(rf), .token = 2 };
 	struct liveupdate_session_finish fin = { .size = sizeof(fin) };
-	char path[64], target[128] = "";
-	int dev, s, err;
-	ssize_t n;
+	char target[128];
+	int s, err;
 
-	err = load();
-	check(!err, "load " MODULE_NAME " before the first open of /dev/liveupdate", err);
-	dev = open("/dev/liveupdate", O_RDWR);
-	check(dev >= 0, "open /dev/liveupdate", dev < 0 ? errno : 0);
-	s = dev < 0 ? -1 : session(dev, 0);
-	check(s >= 0, "retrieve session " SESSION, s < 0 ? -s : 0);
-	if (err || s < 0)
+	s = start(0);
+	if (s < 0)
 		return 1;
 
 	check_refcnt(1, "with a file incoming: its handler");
@@ -178,9 +185,7 @@ static int stage2(void)
 	err = ioctl(s, LIVEUPDATE_SESSION_RETRIEVE_FD, &rf) ? errno : 0;
 	check(!err, "retrieve token 2", err);
 	if (!err) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", rf.fd);
-		n = readlink(path, target, sizeof(target) - 1);
-		target[n > 0 ? n : 0] = 0;
+		lu_fd_target(rf.fd, target, sizeof(target));
 		check(!strcmp(target, "anon_inode:[luo_test_module]"),
 		      "token 2 is the module handler's file", 0);
 		check_refcnt(2, "with the retrieved file open: file and handler");

@@ -73,8 +73,7 @@ static int verify(int dev)
 	struct liveupdate_session_unpreserve_fd uf = { .size = sizeof(uf), .token = 7 };
 	struct liveupdate_session_finish fin = { .size = sizeof(fin) };
 	int a = lu_session(dev, "query-a", 0), b = lu_session(dev, "query-b", 0);
-	char path[64], target[128] = "";
-	ssize_t n;
+	char target[128];
 	int ret;
 
 	check(a >= 0 && b >= 0, "retrieve query-a and query-b", a < 0 ? -a : b < 0 ? -b : 0);
@@ -83,9 +82,7 @@ static int verify(int dev)
 	ret = ioctl(a, LIVEUPDATE_SESSION_RETRIEVE_FD, &rf) ? errno : 0;
 	check(!ret, "retrieve query-a/7", ret);
 	if (!ret) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", rf.fd);
-		n = readlink(path, target, sizeof(target) - 1);
-		target[n > 0 ? n : 0] = 0;
+		lu_fd_target(rf.fd, target, sizeof(target));
 		printf("LU-QUERY query-a/7 is %s\n", target);
 		check(!strcmp(target, "anon_inode:[luo_query_test]"),
 		      "query-a/7 is the test handler's file", 0);
