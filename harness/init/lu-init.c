@@ -27,6 +27,7 @@
  *   LU-RESULT K NAME <exit status or -signal>
  *   LU-KEXEC-LOADED K <0 or -errno>
  *   LU-REBOOT K kexec|restart
+ *   LU-KMEMLEAK K <objects reported>   (kernels with kmemleak: the debug builds)
  *
  * Static glibc binary; nothing here is specific to a flavor.
  */
@@ -235,8 +236,47 @@ static int run(char **argv)
 	return -WTERMSIG(status);
 }
 
+/*
+ * On a kernel with kmemleak (the debug builds), scan for leaks before the
+ * stage ends and print the report, one line per record: the runner counts
+ * every "unreferenced object" line as a failure.  kmemleak reports only
+ * objects older than 5 s, so the scan waits that long after the programs.
+ */
+static void kmemleak_scan(void)
+{
+	static const char path[] = "/sys/kernel/debug/kmemleak";
+	char buf[1024];
+	int fd, n = 0;
+	FILE *f;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	sleep(6);
+	if (write(fd, "scan", 4) != 4) {
+		say("LU-KMEMLEAK %d error %s\n", stage, strerror(errno));
+		close(fd);
+		return;
+	}
+	close(fd);
+	f = fopen(path, "r");
+	if (!f) {
+		say("LU-KMEMLEAK %d error %s\n", stage, strerror(errno));
+		return;
+	}
+	while (fgets(buf, sizeof(buf), f)) {
+		buf[strcspn(buf, "\n")] = 0;
+		say("%s\n", buf);
+		if (strstr(buf, "unreferenced object"))
+			n++;
+	}
+	fclose(f);
+	say("LU-KMEMLEAK %d %d\n", stage, n);
+}
+
 static void finish(int kexec_loaded)
 {
+	kmemleak_scan();
 	say("LU-REBOOT %d %s\n", stage, kexec_loaded ? "kexec" : "restart");
 	sync();
 	if (kexec_loaded)

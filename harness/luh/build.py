@@ -28,6 +28,13 @@ class Build:
     release: str
     version: str
     log: Path
+    # A debug build (debug.config: sanitizers, lockdep, kmemleak, fault injection).
+    debug: bool = False
+
+    @property
+    def label(self):
+        """The flavor as reports name it: "rust" or "rust-debug"."""
+        return f"{self.flavor}-debug" if self.debug else self.flavor
 
     @property
     def ident(self):
@@ -39,8 +46,13 @@ def jobs():
     return str(os.cpu_count() or 2)
 
 
-def build_dir(arch, flavor):
-    return CACHE / "build" / arch / flavor
+def build_dir(arch, flavor, debug=False):
+    return CACHE / "build" / arch / (f"{flavor}-debug" if debug else flavor)
+
+
+# The debug builds are made with LLVM: Kconfig allows RUST with KASAN only
+# under clang, and the c baseline uses the same compiler as the rust one.
+DEBUG_LLVM = "LLVM=-19"
 
 
 def make_cmd(srctree, outdir, arch, tc=None, extra=()):
@@ -55,9 +67,9 @@ def make_cmd(srctree, outdir, arch, tc=None, extra=()):
     return cmd + list(extra)
 
 
-def configure(srctree, outdir, arch, flavor, tc, log):
+def configure(srctree, outdir, arch, flavor, tc, log, debug=False):
     """Merge the fragments if they changed; always verify the result."""
-    frags = kconfig.fragments(arch, flavor)
+    frags = kconfig.fragments(arch, flavor, debug)
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in frags)).hexdigest()
     stamp = outdir / ".lu-config-digest"
     env = tc.env() if tc else None
@@ -65,7 +77,8 @@ def configure(srctree, outdir, arch, flavor, tc, log):
         outdir.mkdir(parents=True, exist_ok=True)
         run([srctree / "scripts" / "kconfig" / "merge_config.sh", "-m", "-O", outdir]
             + frags, cwd=srctree, log=log)
-        run(make_cmd(srctree, outdir, arch, tc, ["olddefconfig"]), log=log, env=env)
+        llvm = [DEBUG_LLVM] if debug else []
+        run(make_cmd(srctree, outdir, arch, tc, llvm + ["olddefconfig"]), log=log, env=env)
         stamp.write_text(digest)
     bad = kconfig.verify(kconfig.requested(frags), kconfig.parse((outdir / ".config").read_text()))
     if bad:
@@ -83,30 +96,35 @@ def _uts(outdir):
     return rel, m.group(1)
 
 
-def build_kernel(srctree, arch, flavor, tc):
-    """Configure and build one flavor; return its Build."""
-    outdir = build_dir(arch, flavor)
-    log = LOGS / f"build-{arch}-{flavor}.log"
+def build_kernel(srctree, arch, flavor, tc, debug=False):
+    """Configure and build one flavor (or its debug build); return its Build."""
+    label = f"{flavor}-debug" if debug else flavor
+    outdir = build_dir(arch, flavor, debug)
+    log = LOGS / f"build-{arch}-{label}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    stage(f"building {flavor} kernel ({arch}) in {outdir}")
+    stage(f"building {label} kernel ({arch}) in {outdir}")
     rust = flavor == "rust"
-    env = tc.env() if rust else None
-    configure(srctree, outdir, arch, flavor, tc if rust else None, log)
-    extra = [ARCH_INFO[arch]["target"]]
+    # Only builds of Rust code, and LLVM builds, need the toolchain's variables.
+    tc = tc if rust or debug else None
+    env = tc.env() if tc else None
+    configure(srctree, outdir, arch, flavor, tc, log, debug)
+    extra = [ARCH_INFO[arch]["target"]] + ([DEBUG_LLVM] if debug else [])
     if rust:
-        run(make_cmd(srctree, outdir, arch, tc, ["rustavailable"]), log=log, env=env)
-        # The rust flavor is always built through clippy-driver: the same code
-        # comes out, and its lints are checked from this log. Its config has
-        # modules: the test module of kexec:luo_module (TEST_MODULE).
-        extra += ["modules", "CLIPPY=1"]
-    run(make_cmd(srctree, outdir, arch, tc if rust else None, extra), log=log, env=env,
-        heartbeat=f"building {flavor}")
+        run(make_cmd(srctree, outdir, arch, tc, extra[1:] + ["rustavailable"]), log=log,
+            env=env)
+        # The rust flavor is built through clippy-driver: the same code comes
+        # out, and its lints are checked from this log (not again for debug
+        # builds). Its config has modules: the test module of kexec:luo_module
+        # (TEST_MODULE).
+        extra += ["modules"] + ([] if debug else ["CLIPPY=1"])
+    run(make_cmd(srctree, outdir, arch, tc, extra), log=log, env=env,
+        heartbeat=f"building {label}")
     image = outdir / ARCH_INFO[arch]["image"]
     rel, ver = _uts(outdir)
-    info(f"{flavor}: {image}")
-    info(f"{flavor}: uname -r {rel}; uname -v {ver}")
-    return Build(arch, flavor, outdir, image, rel, ver, log)
+    info(f"{label}: {image}")
+    info(f"{label}: uname -r {rel}; uname -v {ver}")
+    return Build(arch, flavor, outdir, image, rel, ver, log, debug)
 
 
 # The module of kexec:luo_module (CONFIG_LIVEUPDATE_TEST_MODULE=m, rust only).
@@ -178,6 +196,9 @@ def user_programs(srctree, arch):
                  glibc + ["-pthread"])
     cc_if_needed("lu-iommufd-bench", [HARNESS / "init" / "lu-iommufd-bench.c"], glibc,
                  [HARNESS / "init" / "lu-check.h"])
+    from .reliability import PROGRAMS
+    for name, (srcs, flags) in PROGRAMS.items():
+        cc_if_needed(name, [HARNESS / "init" / f for f in srcs], glibc + flags, check_h)
     for t in KEXEC_TESTS:
         cc_if_needed(t, [lu / f"{t}.c", lu / "lib" / "lu_utils.c"], nolibc)
     kselftest = glibc + ["-Wno-unused-function", "-I", st, "-I", lu / "lib" / "include"]
@@ -192,8 +213,8 @@ def user_programs(srctree, arch):
 
 def gen_init_cpio(arch):
     """The tree's usr/gen_init_cpio, from whichever build has it."""
-    for flavor in ("c", "rust"):
-        p = build_dir(arch, flavor) / "usr" / "gen_init_cpio"
+    for flavor, debug in (("c", False), ("rust", False), ("c", True), ("rust", True)):
+        p = build_dir(arch, flavor, debug) / "usr" / "gen_init_cpio"
         if p.exists():
             return p
     # Build it from the pristine tree if no kernel build produced it yet.

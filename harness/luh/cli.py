@@ -10,10 +10,16 @@ import time
 
 from . import bisect as kbisect
 from . import build as kbuild
-from . import bench, crate, ktap, suites, toolchain, tree, vm
+from . import bench, crate, ktap, reliability, suites, toolchain, tree, vm
 from .common import ARCHES, CACHE, FLAVORS, LOGS, REPO, HarnessError, info, stage
 
 DEMO_SIZE_MIB = 1024
+
+# The debug pass of a default `lu test` (CI): one architecture, the rust
+# flavor, these suites (chosen to fit CI's budget; `lu test --debug` runs
+# every VM suite on both debug flavors).
+DEBUG_DEFAULT_ARCH = "x86_64"
+DEBUG_DEFAULT = ("kselftest:*", "kexec:*", "reliability:*", "corrupt:kho-*")
 
 
 def parse_args(argv):
@@ -41,10 +47,17 @@ def parse_args(argv):
     t.add_argument("-k", "--suite", action="append", default=[], metavar="GLOB",
                    help="only suites whose name matches GLOB (e.g. 'kexec:*'); repeatable")
     t.add_argument("--list", action="store_true", help="list the suites and exit")
+    t.add_argument("--debug", action="store_true",
+                   help="run the VM suites on the debug builds (c-debug, rust-debug: KASAN, "
+                        "lockdep, kmemleak, UBSAN, fault injection) instead; without it and "
+                        "without -k, a default run ends with DEBUG_DEFAULT on "
+                        f"{DEBUG_DEFAULT_ARCH}/rust-debug")
 
     b = sub.add_parser("build", help="build a flavor and print the path of its kernel image")
     arch_opt(b)
     b.add_argument("flavor", choices=FLAVORS + ("all",), nargs="?", default="all")
+    b.add_argument("--debug", action="store_true",
+                   help="the debug build of the flavor(s) (harness/config/debug.config)")
 
     bn = sub.add_parser("bench", help="benchmark both flavors side by side: table and plots")
     arch_opt(bn)
@@ -85,12 +98,12 @@ def _flavors(arg):
     return list(FLAVORS) if arg == "all" else [arg]
 
 
-def _prepare(arch, flavors):
+def _prepare(arch, flavors, debug=False):
     tc = toolchain.ensure_all()
     trees, base, tip = tree.prepare_trees()
     builds = {}
     for f in flavors:
-        builds[f] = kbuild.build_kernel(trees[f], arch, f, tc if f == "rust" else None)
+        builds[f] = kbuild.build_kernel(trees[f], arch, f, tc, debug)
     progs = kbuild.user_programs(tree.PRISTINE, arch)
     if crate.supported(arch):
         progs.update(crate.build_static(trees["rust"], arch, tc))
@@ -98,7 +111,7 @@ def _prepare(arch, flavors):
 
 
 def cmd_build(args):
-    _, _, builds, _ = _prepare(args.arch, _flavors(args.flavor))
+    _, _, builds, _ = _prepare(args.arch, _flavors(args.flavor), args.debug)
     for f, b in builds.items():
         print(f"{f}: {b.image}")
     return 0
@@ -127,6 +140,7 @@ SUITE_NAMES = (
     + [f"cross:{t}" for t in CROSS_TESTS]
     + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke",
        "bench:kho-smoke"]
+    + list(reliability.SUITES)
     + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
     + [f"corrupt:kho-{n}" for n in sorted(suites.KHO_CORRUPT_CASES)]
 )
@@ -136,67 +150,97 @@ def _wanted(name, globs):
     return not globs or any(fnmatch.fnmatch(name, g) for g in globs)
 
 
-def run_arch(arch, flavors, build_flavors, cross, globs, add):
-    tc, trees, builds, progs = _prepare(arch, build_flavors)
+# Suites of run_arch that check the source or the build, not a VM: the
+# debug pass skips them (they ran on the regular builds).
+NOT_VM = ("rustfmtcheck", "clippy", "rustdoc", "c-core-gone", "bench:*")
+
+
+def _debug_label(flavor):
+    """'rust' -> 'rust-debug', 'c>rust' -> 'c-debug>rust-debug'."""
+    return ">".join(f"{f}-debug" if f in FLAVORS else f for f in flavor.split(">"))
+
+
+def run_arch(arch, flavors, build_flavors, cross, globs, add, debug=False):
+    if debug:
+        # The same suites on the debug builds, reported as <flavor>-debug.
+        plain_add = add
+
+        def add(s):
+            for x in s if isinstance(s, list) else [s]:
+                if x.arch != "host":
+                    x.flavor = _debug_label(x.flavor)
+                plain_add(x)
+
+        inner = globs
+
+        def wanted_vm(name):
+            return _wanted(name, inner) and not any(fnmatch.fnmatch(name, g) for g in NOT_VM)
+    else:
+        def wanted_vm(name):
+            return _wanted(name, globs)
+    tc, trees, builds, progs = _prepare(arch, build_flavors, debug)
     ours = [f for f in tree.our_rust_files() if not f.startswith("tools/")]
     for f in flavors:
         stage(f"suites on {arch}/{f}")
         for t in KSELFTESTS:
-            if _wanted(f"kselftest:{t}", globs):
+            if wanted_vm(f"kselftest:{t}"):
                 add(suites.kselftest(arch, builds, progs, f, t))
         for t in kbuild.KEXEC_TESTS:
             inkernel = t == "luo_kexec_simple" and (
-                _wanted("inkernel:test_kho", globs) or _wanted("inkernel:liveupdate_test", globs))
-            if _wanted(f"kexec:{t}", globs) or inkernel:
+                wanted_vm("inkernel:test_kho") or wanted_vm("inkernel:liveupdate_test"))
+            if wanted_vm(f"kexec:{t}") or inkernel:
                 add(suites.kexec_test(arch, builds, progs, t, (f, f), with_inkernel=inkernel))
         for t in kbuild.OUR_KEXEC_TESTS:
-            if _wanted(f"kexec:{t}", globs) and suites.our_kexec_runs(t, (f, f)):
+            if wanted_vm(f"kexec:{t}") and suites.our_kexec_runs(t, (f, f)):
                 add(suites.our_kexec_test(arch, builds, progs, t, (f, f)))
-        if _wanted("kexec:reserve_mem", globs):
+        if wanted_vm("kexec:reserve_mem"):
             add(suites.reserve_mem_test(arch, builds, progs,
                                         (f,) * suites.RESERVE_MEM_STAGES))
         if crate.supported(arch):
-            if _wanted("crate:device", globs):
+            if wanted_vm("crate:device"):
                 add(suites.crate_device(arch, builds, progs, f))
-            if _wanted("crate:luoctl-kexec", globs):
+            if wanted_vm("crate:luoctl-kexec"):
                 add(suites.luoctl_kexec(arch, builds, progs, (f, f)))
-            if _wanted("crate:example-kexec", globs):
+            if wanted_vm("crate:example-kexec"):
                 add(suites.crate_example(arch, builds, progs, f))
+        for name, fn in reliability.SUITES.items():
+            if wanted_vm(name):
+                add(fn(arch, builds, progs, f))
         if f == "rust":
-            if _wanted("kunit", globs):
+            if wanted_vm("kunit"):
                 add(suites.kunit(arch, builds, progs, f, trees["rust"]))
-            if _wanted("rustfmtcheck", globs):
+            if wanted_vm("rustfmtcheck"):
                 add(suites.rustfmtcheck(arch, trees["rust"], ours))
-            if _wanted("clippy", globs):
+            if wanted_vm("clippy"):
                 add(suites.clippy(arch, builds["rust"], ours))
-            if _wanted("rustdoc", globs):
+            if wanted_vm("rustdoc"):
                 add(suites.rustdoc(arch, trees["rust"], builds["rust"], tc, ours))
-            if _wanted("c-core-gone", globs):
+            if wanted_vm("c-core-gone"):
                 add(suites.c_core_gone(arch, builds["rust"]))
-            if _wanted("kexec:fd_query", globs):
+            if wanted_vm("kexec:fd_query"):
                 add(suites.fd_query_test(arch, builds, progs))
-            if _wanted("kexec:luo_module", globs):
+            if wanted_vm("kexec:luo_module"):
                 add(suites.module_test(arch, builds, progs))
             if crate.supported(arch):
                 for n in sorted(suites.CORRUPT_CASES):
-                    if _wanted(f"corrupt:{n}", globs):
+                    if wanted_vm(f"corrupt:{n}"):
                         add(suites.corrupt_case(arch, builds, progs, n))
                 for n in sorted(suites.KHO_CORRUPT_CASES):
-                    if _wanted(f"corrupt:kho-{n}", globs):
+                    if wanted_vm(f"corrupt:kho-{n}"):
                         add(suites.kho_corrupt_case(arch, builds, progs, n))
-    if _wanted("bench:smoke", globs) and set(builds) == set(FLAVORS) and "lu-bench" in progs:
+    if wanted_vm("bench:smoke") and set(builds) == set(FLAVORS) and "lu-bench" in progs:
         stage(f"benchmark smoke run on {arch}")
         add(suites.bench_smoke(arch, builds, progs))
-    if _wanted("bench:kho-smoke", globs) and set(builds) == set(FLAVORS):
+    if wanted_vm("bench:kho-smoke") and set(builds) == set(FLAVORS):
         stage(f"KHO benchmark smoke run on {arch}")
         add(suites.bench_kho_smoke(arch, builds, progs))
-    if cross and crate.supported(arch) and _wanted("crate:luoctl-kexec", globs):
+    if cross and crate.supported(arch) and wanted_vm("crate:luoctl-kexec"):
         for chain in (("c", "rust"), ("rust", "c")):
             add(suites.luoctl_kexec(arch, builds, progs, chain))
     if cross:
         stage(f"cross-flavor chains on {arch}")
         for t in CROSS_TESTS:
-            if not _wanted(f"cross:{t}", globs):
+            if not wanted_vm(f"cross:{t}"):
                 continue
             for chain in (("c", "rust"), ("rust", "c")):
                 if t == "reserve_mem":
@@ -276,15 +320,25 @@ def cmd_test(args):
     else:
         build_flavors = flavors
     need_vm = any(_wanted(n, globs) for n in SUITE_NAMES if n not in HOST_SUITES)
-    for arch in arches if need_vm else []:
+    passes = [] if args.debug else [(a, flavors, build_flavors, globs, False) for a in arches]
+    if args.debug:
+        passes = [(a, flavors, build_flavors, globs, True) for a in arches]
+    elif not globs and DEBUG_DEFAULT_ARCH in arches and "rust" in flavors:
+        # CI's debug pass: see DEBUG_DEFAULT.
+        passes.append((DEBUG_DEFAULT_ARCH, ["rust"], ["rust"], list(DEBUG_DEFAULT), True))
+    for arch, fl, bfl, gl, debug in passes if need_vm else []:
+        if debug:
+            stage(f"debug pass on {arch}: {', '.join(_debug_label(f) for f in fl)}")
         try:
-            run_arch(arch, flavors, build_flavors, cross and args.flavor == "all", globs, add)
+            run_arch(arch, fl, bfl, cross and args.flavor == "all" and fl == flavors, gl, add,
+                     debug)
         except HarnessError as e:
             # A build or setup failure of one architecture fails its suites,
             # named, and the other architecture still runs.
             print(f"ERROR ({arch}): {e}", file=sys.stderr)
             logs = re.findall(r"(?:full )?log: (\S+)", str(e))
-            add(ktap.Suite(arch, args.flavor, "setup",
+            label = _debug_label(args.flavor) if debug else args.flavor
+            add(ktap.Suite(arch, label, "setup",
                            [ktap.Case("build", ktap.FAIL, str(e))],
                            log=logs[-1] if logs else str(LOGS)))
     if not results:

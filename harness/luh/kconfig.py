@@ -17,10 +17,13 @@ _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
-def fragments(arch, flavor):
+def fragments(arch, flavor, debug=False):
     """Fragment files for a build, in merge order (later ones win)."""
-    return [CONFIG_DIR / "common.config", CONFIG_DIR / f"{arch}.config",
-            CONFIG_DIR / f"{flavor}.config"]
+    frags = [CONFIG_DIR / "common.config", CONFIG_DIR / f"{arch}.config",
+             CONFIG_DIR / f"{flavor}.config"]
+    if debug:
+        frags += [CONFIG_DIR / "debug.config", CONFIG_DIR / f"{flavor}-debug.config"]
+    return frags
 
 
 def parse(text):

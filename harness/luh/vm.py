@@ -27,6 +27,28 @@ BASE_CMDLINE = {
     "x86_64": "console=ttyS0 liveupdate=on panic=-1 oops=panic printk.devkmsg=on",
     "arm64": "console=ttyAMA0 liveupdate=on panic=-1 oops=panic printk.devkmsg=on",
 }
+# Added for debug builds: KASAN's shadow leaves KHO's default scratch sizing
+# no room in a 2-4 GiB VM (LUO would be disabled), so scratch is sized by
+# hand; every KASAN report is printed, not only the first.
+DEBUG_CMDLINE = "kho_scratch=64M,512M,256M kasan_multi_shot"
+# Debug kernels run several times slower under TCG.
+DEBUG_TIMEOUT_FACTOR = 4
+
+# A line a debug kernel prints when one of its checkers fires (KASAN, KFENCE,
+# lockdep, RCU, UBSAN, kmemleak, WARN, BUG, a hung task or an RCU stall).
+# Any of them fails the suite of the run, quoted.
+SPLAT = re.compile(
+    r"(BUG: |WARNING: |UBSAN: |kernel BUG at |general protection fault|Oops: |"
+    r"unreferenced object 0x|INFO: task \S+ blocked for more than|"
+    r"rcu: INFO: |detected stall|Kernel panic|DEBUG_LOCKS_WARN_ON|"
+    r"possible recursive locking|suspicious RCU usage|list_(add|del) corruption)")
+
+
+def splats(lines):
+    """The checker lines of a serial log, in order (our own LU- lines excluded)."""
+    return [t.strip() for _, t in lines if "LU-" not in t and SPLAT.search(t)]
+
+
 # pauth-impdef: QEMU's cheap pointer-authentication algorithm, much faster
 # under TCG than the architected one (and irrelevant to what we test).
 QEMU = {"x86_64": ["qemu-system-x86_64"],
@@ -69,6 +91,12 @@ class RunResult:
     exit: str  # "exited" or "timeout"
     accel: str
     seconds: float
+    # Whether a stage ran a debug kernel: then every checker line is a problem.
+    debug: bool = False
+
+    @property
+    def splats(self):
+        return splats(self.lines)
 
     def text(self, stage=None):
         if stage is None:
@@ -90,6 +118,11 @@ class RunResult:
             if "Kernel panic" in t:
                 p.append(t.strip())
                 break
+        if self.debug:
+            found = self.splats
+            p += [f"splat: {t}" for t in found[:5]]
+            if len(found) > 5:
+                p.append(f"... {len(found) - 5} more checker lines in {self.log}")
         return p
 
 
@@ -288,17 +321,23 @@ def pick_accel(arch, probe_build, progs):
 def run_chain(name, stages, progs, arch, *, mem=2048, smp=2, timeout=120,
               extra_cmdline="", accel=None, extra_qemu=()):
     """Boot stage 1 and follow the chain; return a RunResult."""
+    debug = any(s.build.debug for s in stages)
+    if debug:
+        name += "-debug"
     wd = RUNS / name
     shutil.rmtree(wd, ignore_errors=True)
     wd.mkdir(parents=True)
     initrd = make_initramfs(wd, stages, progs, arch)
     accel = accel or pick_accel(arch, stages[0].build, progs)
     cmdline = BASE_CMDLINE[arch] + (" " + extra_cmdline if extra_cmdline else "")
+    if debug:
+        cmdline += " " + DEBUG_CMDLINE
+        timeout *= DEBUG_TIMEOUT_FACTOR
     cmd = qemu_cmd(arch, accel, mem, smp, stages[0].build.image, initrd, cmdline, extra_qemu)
     log = wd / "serial.log"
     lines, reason, secs = _run_qemu(cmd, log, timeout)
     parsed = parse_stages(lines, [s.build.ident for s in stages])
-    return RunResult(name, log, lines, parsed, reason, accel, secs)
+    return RunResult(name, log, lines, parsed, reason, accel, secs, debug)
 
 
 def cleanup_run(result):
