@@ -25,11 +25,11 @@ from .ktap import FAIL, PASS, Case, Suite
 
 # The smoke run of `lu test`: calls of stage 1 and stage 2 (about a minute in
 # all on a debug kernel under TCG).
-SMOKE_CALLS = (6000, 2000)
+SMOKE_CALLS = (12000, 4000)
 SMOKE_SEED = 1
 THREADS = 4
 # `lu fuzz`: calls per chunk (one VM run of both stages, split 3:1).
-CHUNK_CALLS = 40000
+CHUNK_CALLS = 100000
 
 _SUMMARY = re.compile(r"LU-FUZZ calls=(\d+) errors=(\d+) seed=(\d+) stage=(\d+)((?: \S+=\S+)*)")
 

@@ -356,7 +356,9 @@ fn do_ioctl(shared: &Shared, ctx: &mut Ctx) {
             *rng.pick(&[0x00, 0x01, 0x40, 0x41, 0x42, 0x43, 0x44]),
             1 + rng.below(0xffff) as u32,
         ),
-        2 => Cmd::WrongType(*rng.pick(&[0x00, 0xbb, 0xb9, 0x3a]), rng.below(0x45) as u8),
+        // Not type 0x00: FIBMAP and FIGETBSZ are _IO(0x00, 1) and _IO(0x00, 2), generic
+        // ioctls of every file that succeed.
+        2 => Cmd::WrongType(*rng.pick(&[0xbb, 0xb9, 0x3a, 0x7f]), rng.below(0x45) as u8),
         3..=5 => *rng.pick(&spec::KNOWN),
         _ => match target {
             Target::Device => *rng.pick(&[Cmd::Create, Cmd::Create, Cmd::RetrieveSession]),
@@ -664,6 +666,15 @@ fn new_shared(o: &Opts, stage: u32, kmsg: Option<OwnedFd>) -> std::io::Result<Sh
     let mut names: Vec<Vec<u8>> = (0..12).map(|i| format!("fz-{i}").into_bytes()).collect();
     let first = u64::from(stage == 2);
     names.extend((first..KEPT_SESSIONS).map(|k| kept_name(k).into_bytes()));
+    let zoo = Zoo::new(&o.dir)?;
+    if kmsg.is_none() {
+        // 7 more kinds come from the pool or are numbers of no fd.
+        println!(
+            "LU-FUZZ fd kinds: {} opened + 7, missing {:?}",
+            zoo.kinds(),
+            zoo.missing
+        );
+    }
     Ok(Shared {
         seed: o.seed,
         stage,
@@ -672,7 +683,7 @@ fn new_shared(o: &Opts, stage: u32, kmsg: Option<OwnedFd>) -> std::io::Result<Sh
         next: AtomicU64::new(0),
         pool: Mutex::new(Pool::default()),
         racy: std::array::from_fn(|_| AtomicI32::new(-1)),
-        zoo: Zoo::new(&o.dir)?,
+        zoo,
         counts: Default::default(),
         errors: AtomicU64::new(0),
         verified: AtomicU64::new(0),

@@ -168,6 +168,8 @@ pub struct Zoo {
     /// Kept open so that the pipe and socket ends have a peer.
     _peers: Vec<OwnedFd>,
     pub closed: i32,
+    /// Kinds this kernel could not make.
+    pub missing: Vec<Kind>,
 }
 
 impl Zoo {
@@ -175,9 +177,15 @@ impl Zoo {
         let mut rng = Rng::new(0x2005);
         let mut fds = Vec::new();
         let mut peers = Vec::new();
-        for k in KINDS.iter().copied().filter(|k| k.may_preserve()) {
-            if let Ok(fd) = fresh_memfd(k, &mut rng) {
-                fds.push((k, fd));
+        let mut skipped = Vec::new();
+        for k in KINDS
+            .iter()
+            .copied()
+            .filter(|&k| k.may_preserve() && k != Kind::Retrieved)
+        {
+            match fresh_memfd(k, &mut rng) {
+                Ok(fd) => fds.push((k, fd)),
+                Err(_) => skipped.push(k),
             }
         }
         if let Some((_, fd)) = fds.iter().find(|(k, _)| *k == Kind::MemfdMapped) {
@@ -188,46 +196,62 @@ impl Zoo {
             let path = format!("/proc/self/fd/{}", fds[i].1.as_raw_fd());
             fds[i].1 = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
         }
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        fds.push((Kind::PipeRead, r));
-        fds.push((Kind::PipeWrite, w));
-        let (a, b) = socketpair(
+        // Kinds the kernel's config lacks (ENOSYS) are left out and named in `missing`.
+        let mut missing = skipped;
+        let mut add = |kind: Kind, r: io::Result<OwnedFd>| match r {
+            Ok(fd) => fds.push((kind, fd)),
+            Err(_) => missing.push(kind),
+        };
+        match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+            Ok((r, w)) => {
+                add(Kind::PipeRead, Ok(r));
+                add(Kind::PipeWrite, Ok(w));
+            }
+            Err(e) => add(Kind::PipeRead, Err(e)),
+        }
+        let pair = socketpair(
             AddressFamily::UNIX,
             SocketType::STREAM,
             SocketFlags::CLOEXEC,
             None,
-        )?;
-        fds.push((Kind::Socket, a));
-        peers.push(b);
-        fds.push((Kind::EventFd, eventfd(0, EventfdFlags::CLOEXEC)?));
-        fds.push((
+        );
+        add(
+            Kind::Socket,
+            pair.map(|(a, b)| {
+                peers.push(b);
+                a
+            }),
+        );
+        add(Kind::EventFd, eventfd(0, EventfdFlags::CLOEXEC));
+        add(
             Kind::TimerFd,
-            timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?,
-        ));
-        fds.push((Kind::Inotify, inotify::init(inotify::CreateFlags::CLOEXEC)?));
-        fds.push((Kind::Epoll, epoll::create(epoll::CreateFlags::CLOEXEC)?));
+            timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC),
+        );
+        add(Kind::Inotify, inotify::init(inotify::CreateFlags::CLOEXEC));
+        add(Kind::Epoll, epoll::create(epoll::CreateFlags::CLOEXEC));
         let me = rustix::process::getpid();
-        if let Ok(fd) = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()) {
-            fds.push((Kind::PidFd, fd));
-        }
+        add(
+            Kind::PidFd,
+            rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()),
+        );
         let ro = OFlags::RDONLY | OFlags::CLOEXEC;
-        fds.push((Kind::DevNull, open("/dev/null", ro, Mode::empty())?));
-        fds.push((
+        add(Kind::DevNull, open("/dev/null", ro, Mode::empty()));
+        add(
             Kind::Directory,
-            open(dir, ro | OFlags::DIRECTORY, Mode::empty())?,
-        ));
-        fds.push((
+            open(dir, ro | OFlags::DIRECTORY, Mode::empty()),
+        );
+        add(
             Kind::OPath,
-            open(dir, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?,
-        ));
+            open(dir, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()),
+        );
         let file = format!("{dir}/lu-fuzz.{}", me.as_raw_nonzero());
         let f = open(
             &file,
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
+        // Left linked: an unlinked tmpfs file is a memfd in all but name, and preservable.
         write(&f, b"regular tmpfs file")?;
-        let _ = rustix::fs::unlink(&file);
         fds.push((Kind::TmpfsFile, f));
         fds.push((
             Kind::ProcFile,
@@ -239,7 +263,13 @@ impl Zoo {
             fds,
             _peers: peers,
             closed,
+            missing,
         })
+    }
+
+    /// How many kinds of fd this zoo has.
+    pub fn kinds(&self) -> usize {
+        self.fds.len()
     }
 
     /// The zoo's fd of `kind`, if it has one.
