@@ -11,6 +11,7 @@ import time
 from . import bisect as kbisect
 from . import build as kbuild
 from . import bench, crate, ktap, reliability, suites, toolchain, tree, vm
+from . import fuzz as kfuzz
 from .common import ARCHES, CACHE, FLAVORS, LOGS, REPO, HarnessError, info, stage
 
 DEMO_SIZE_MIB = 1024
@@ -87,6 +88,19 @@ def parse_args(argv):
                    help="with --bisect (implied): only patches A to B (from 1; A.., ..B, N)")
     s.add_argument("--arch", choices=ARCHES, default="x86_64",
                    help="--bisect: target architecture (default: %(default)s)")
+
+    fz = sub.add_parser("fuzz", help="the LUO ioctl fuzzer lu-fuzz, in chunks of VM runs "
+                                      "(seed S, S+1, ...); totals of calls, errors, splats")
+    arch_opt(fz)
+    fz.add_argument("--flavor", choices=FLAVORS, default="rust",
+                    help="kernel to fuzz (default: %(default)s)")
+    fz.add_argument("--calls", type=int, default=1000000,
+                    help="calls in all (default: %(default)s)")
+    fz.add_argument("--chunk", type=int, default=kfuzz.CHUNK_CALLS, metavar="N",
+                    help="calls per VM run (default: %(default)s)")
+    fz.add_argument("--seed", type=int, default=1, help="seed of the first chunk (default 1)")
+    fz.add_argument("--debug", action=argparse.BooleanOptionalAction, default=True,
+                    help="the debug build of the flavor (default; --no-debug: the regular one)")
 
     sub.add_parser("setup", help="install the toolchain and fetch the kernel source only")
     c = sub.add_parser("clean", help="remove build directories (keeps downloads)")
@@ -473,6 +487,34 @@ def cmd_series(args):
     return 1 if errors or not all(s.ok for s in steps) else 0
 
 
+def cmd_fuzz(args):
+    if not crate.supported(args.arch):
+        print(f"lu fuzz: no userspace crate for {args.arch}", file=sys.stderr)
+        return 2
+    _, _, builds, progs = _prepare(args.arch, [args.flavor], args.debug)
+    label = _debug_label(args.flavor) if args.debug else args.flavor
+    stage(f"fuzzing {args.arch}/{label}: {args.calls} calls in chunks of {args.chunk}, "
+          f"seeds from {args.seed}")
+    t0 = time.monotonic()
+    chunks = kfuzz.long_run(args.arch, builds, progs, args.flavor, args.calls, args.seed,
+                            args.chunk)
+    secs = time.monotonic() - t0
+    calls = sum(c.calls for c in chunks)
+    failed = [c for c in chunks if not c.ok]
+    print()
+    print(f"  {args.arch}/{label}: {calls} calls in {len(chunks)} chunks, "
+          f"{sum(c.errors for c in chunks)} errors, {sum(c.splats for c in chunks)} splats, "
+          f"{len(failed)} failed chunks; {secs:.0f} s "
+          f"({secs / max(calls, 1) * 1000:.2f} s per 1000 calls)")
+    print(f"  per ioctl (calls/successes): "
+          f"{kfuzz.counts_note([s for c in chunks for s in c.summaries])}")
+    for c in failed:
+        print(f"  FAILED chunk: seed {c.seed} (log {c.log})")
+        for p in c.problems[:6]:
+            print(f"    {p}")
+    return 1 if failed else 0
+
+
 def cmd_setup(args):
     toolchain.ensure_all()
     tree.prepare_trees()
@@ -498,7 +540,8 @@ def main(argv=None):
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         return {"demo": cmd_demo, "test": cmd_test, "build": cmd_build, "bench": cmd_bench,
-                "series": cmd_series, "setup": cmd_setup, "clean": cmd_clean}[args.cmd](args)
+                "series": cmd_series, "fuzz": cmd_fuzz, "setup": cmd_setup,
+                "clean": cmd_clean}[args.cmd](args)
     except HarnessError as e:
         print(f"\nERROR: {e}", file=sys.stderr)
         return 1

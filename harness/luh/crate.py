@@ -32,7 +32,7 @@ def _env(headers=None):
 
 
 def build_static(srctree, arch, tc):
-    """Release binaries (luoctl, lu-agent) and the device test, statically linked.
+    """Release binaries (luoctl, lu-agent, lu-fuzz, ...) and the device test, statically linked.
 
     Returns {name: path} for the VM's initramfs. For a target other than the host, rustup
     has no std: it is built from Debian's rust-src of the same version (the one the kernel
@@ -59,7 +59,7 @@ def build_static(srctree, arch, tc):
     run(base + bins_std + ["--bins", "--examples"], log=log, env=env, heartbeat="cargo build")
     out = TARGET_DIR / arch / target / "release"
     progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent", "lu-bench": out / "lu-bench",
-             "guest_ram": out / "examples" / "guest_ram"}
+             "lu-fuzz": out / "lu-fuzz", "guest_ram": out / "examples" / "guest_ram"}
     p = run(["cargo", "test", "--release", "--locked", "--target", target, "--manifest-path",
              manifest(srctree), "--test", "device", "--no-run", "--message-format=json"]
             + test_std, env=env)

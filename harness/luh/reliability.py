@@ -10,7 +10,7 @@ suite too (vm.RunResult.problems).
 import re
 import time
 
-from . import vm
+from . import fuzz, vm
 from .ktap import FAIL, PASS, Case, Suite
 
 
@@ -62,6 +62,8 @@ def perms(arch, builds, progs, flavor):
 # name -> function(arch, builds, progs, flavor) returning a Suite (or a list).
 SUITES = {
     "reliability:perms": perms,
+    # lu-fuzz, the ioctl fuzzer of the userspace crate: a smoke run (fuzz.SMOKE_CALLS).
+    "reliability:fuzz": fuzz.suite,
 }
 
 # Guest programs of these suites: name -> (sources, extra flags); built by

@@ -1055,3 +1055,38 @@ class KhoBenchTest(unittest.TestCase):
         self.assertEqual(len(problems), 3)
         self.assertEqual(bench.kho_vm_mem(4096), 9216)
         self.assertIn("test_kho_bench.order=9", bench.kho_cmdline(64, 9))
+
+
+class FuzzTest(unittest.TestCase):
+    """lu-fuzz's summary line, its registration and `lu fuzz` (issue 18)."""
+
+    LINE = ("[   41.5] LU-FUZZ calls=6000 errors=0 seed=7 stage=1 threads=4 ms=31234 "
+            "create=900/120 retrieve_session=400/0 preserve=1500/300 retrieve_fd=20/0 "
+            "finish=10/0 get_name=300/250 unpreserve=200/40 bad_cmd=600/0 open=40/3 "
+            "close=200/190 verified=0")
+
+    def test_summary_line(self):
+        from harness.luh import fuzz
+        d = fuzz.parse_summary(self.LINE)
+        self.assertEqual((d["calls"], d["errors"], d["seed"], d["stage"]), (6000, 0, 7, 1))
+        self.assertEqual((d["threads"], d["ms"], d["verified"]), (4, 31234, 0))
+        self.assertEqual(d["counts"]["preserve"], (1500, 300))
+        self.assertEqual(len(d["counts"]), 10)
+        self.assertIsNone(fuzz.parse_summary("LU-FUZZ unexpected stage=1 seed=7 x"))
+        self.assertEqual(fuzz.parse_summary(self.LINE.replace("errors=0", "errors=3"))
+                         ["errors"], 3)
+        two = fuzz.counts_note([d, d])
+        self.assertIn("preserve=3000/600", two)
+
+    def test_registered(self):
+        from harness.luh import reliability
+        self.assertIn("reliability:fuzz", reliability.SUITES)
+        self.assertIn("reliability:fuzz", cli.SUITE_NAMES)
+        a = cli.parse_args(["fuzz", "--calls", "200000", "--seed", "5"])
+        self.assertEqual((a.calls, a.seed, a.debug, a.flavor), (200000, 5, True, "rust"))
+        self.assertFalse(cli.parse_args(["fuzz", "--no-debug"]).debug)
+
+    def test_upstream_flag(self):
+        from harness.luh import fuzz
+        self.assertIn("--upstream", fuzz.argv(1, 3, 10, "c"))
+        self.assertNotIn("--upstream", fuzz.argv(2, 3, 10, "rust"))
