@@ -59,13 +59,18 @@ def perms(arch, builds, progs, flavor):
     return _finish(s, res, t0)
 
 
+# The suites of their own modules use check_cases above.
+from . import faultinj  # noqa: E402
+
 # name -> function(arch, builds, progs, flavor) returning a Suite (or a list).
 SUITES = {
     "reliability:perms": perms,
+    "reliability:fail-nth": faultinj.fail_nth,
 }
 
 # Guest programs of these suites: name -> (sources, extra flags); built by
 # build.user_programs with lu-check.h as a dependency.
 PROGRAMS = {
     "lu-perm-check": (["lu-perm-check.c"], []),
+    "lu-fail-nth": (["lu-fail-nth.c"], []),
 }
