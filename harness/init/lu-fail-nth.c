@@ -53,6 +53,7 @@
 #define PREFIX "LU-FAILNTH"
 #define MAX_NTH 2000
 #define SMALL_SIZE 4096UL
+#define MULTI_SIZE (64UL << 10)
 #define BIG_SIZE (2UL << 20)
 #define DBG "/sys/kernel/debug"
 #define THP_SHMEM "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
@@ -62,18 +63,25 @@
 #define RFD "fnth-rfd"
 #define RS_FMT "fnth-rs-%02d"
 #define NR_RS 48	/* sessions for RETRIEVE_SESSION, then FINISH */
-#define NR_SMALL 48	/* 1-page memfds for RETRIEVE_FD */
-#define NR_BIG 32	/* 2 MiB memfds for RETRIEVE_FD */
-#define NR_THP 8	/* THP-backed 2 MiB memfds for RETRIEVE_FD */
 #define TOK_SMALL 100
-#define TOK_BIG 200
-#define TOK_THP 300
+#define TOK_MULTI 200
+#define TOK_BIG 300
+#define TOK_THP 400
 
-enum kind { SMALL, BIG, THP, NR_KINDS };
-static const char *const kind_name[NR_KINDS] = { "small", "big", "thp" };
-static const unsigned long kind_size[NR_KINDS] = { SMALL_SIZE, BIG_SIZE, BIG_SIZE };
-static const int kind_count[NR_KINDS] = { NR_SMALL, NR_BIG, NR_THP };
-static const __u64 kind_token[NR_KINDS] = { TOK_SMALL, TOK_BIG, TOK_THP };
+/*
+ * The memfds: 1 page, 16 pages, 2 MiB of small folios, one 2 MiB THP.  A
+ * retrieve restores a memfd folio by folio, each with its fault points, and
+ * each attempt of the RETRIEVE_FD loop needs a token of its own (a retrieve
+ * that succeeded, or failed in the file handler, is final).
+ */
+enum kind { SMALL, MULTI, BIG, THP, NR_KINDS };
+static const char *const kind_name[NR_KINDS] = { "small", "multi", "big", "thp" };
+static const unsigned long kind_size[NR_KINDS] = {
+	SMALL_SIZE, MULTI_SIZE, BIG_SIZE, BIG_SIZE,
+};
+/* Tokens of each kind handed over for the RETRIEVE_FD loop. */
+static const int kind_count[NR_KINDS] = { 48, 64, 64, 32 };
+static const __u64 kind_token[NR_KINDS] = { TOK_SMALL, TOK_MULTI, TOK_BIG, TOK_THP };
 
 static int nth_fd = -1, dev = -1, base_fds;
 static int held;	/* descriptors the loops keep on purpose (sessions) */
@@ -559,7 +567,7 @@ static int after_unpreserve(void *p, int n, int err, int reached)
 		checkf(0, e, "unpreserve N=%d: token gone (ENOENT)", n);
 		return 1;
 	}
-	return fds_unchanged("unpreserve", n, 1);
+	return fds_unchanged("unpreserve", n, 0);
 }
 
 static int op_get_name(void *p)
@@ -651,6 +659,7 @@ static void stage1_loops(int fds[NR_KINDS])
 
 	strcpy(c.name, "fnth-unpreserve");
 	c.s = lu_session(dev, c.name, 1);
+	held++;
 	e = unpreserve(c.s, 12345);
 	if (e == ENOENT) {
 		o = (struct nth_op){ "unpreserve", enomem, prep_unpreserve, op_unpreserve,
@@ -676,6 +685,7 @@ static void stage1_loops(int fds[NR_KINDS])
 	o = (struct nth_op){ "get-name", enomem, NULL, op_get_name, after_get_name, &c };
 	run_loop(&o);
 	close(c.s);
+	held--;
 	c.s = -1;
 
 	strcpy(c.name, "fnth-close");
@@ -846,7 +856,8 @@ static int stage1(void)
 	for (k = SMALL; k < NR_KINDS; k++) {
 		fds[k] = k == THP && !have_thp ? -1 : make_memfd(k, 10 + k);
 		if (k != THP || have_thp)
-			checkf(fds[k] >= 0, errno, "make the %s memfd", kind_name[k]);
+			checkf(fds[k] >= 0, fds[k] < 0 ? errno : 0, "make the %s memfd",
+			       kind_name[k]);
 	}
 	base_fds = count_fds();
 	stage1_loops(fds);
@@ -873,7 +884,7 @@ struct s2 {
 	int ngot;
 	enum kind k;
 	int fd;
-	int last_err;
+	int sticky;	/* failed retrieves that stayed failed */
 };
 
 static int op_retrieve_session(void *p)
@@ -894,7 +905,7 @@ static int after_retrieve_session(void *p, int n, int err, int reached)
 
 	snprintf(name, sizeof(name), RS_FMT, c->idx);
 	if (err) {
-		bad |= fds_unchanged("retrieve-session", n, c->ngot);
+		bad |= fds_unchanged("retrieve-session", n, 0);
 		c->s = lu_session(dev, name, 0);
 		if (c->s < 0) {
 			checkf(0, -c->s, "retrieve-session N=%d: clean retry of %s", n, name);
@@ -939,23 +950,27 @@ static int after_retrieve_fd(void *p, int n, int err, int reached)
 {
 	struct s2 *c = p;
 	__u64 token = kind_token[c->k] + c->idx;
-	int bad = 0, fd;
+	int bad = 0;
 	long off;
 
 	c->idx++;
 	if (err) {
-		bad |= fds_unchanged("retrieve-fd", n, 1);
-		/* Documented: a failed retrieve keeps failing with its error. */
-		fd = retrieve_fd(c->s, token);
-		if (fd != -err) {
-			checkf(0, fd < 0 ? -fd : 0,
-			       "retrieve-fd-%s N=%d: retry fails the same (errno %d)",
-			       kind_name[c->k], n, err);
-			bad = 1;
+		bad |= fds_unchanged("retrieve-fd", n, 0);
+		/*
+		 * A failure in the file handler is final: the token keeps
+		 * failing with its error (documented); one before it changed
+		 * nothing: the retry gets the memfd.
+		 */
+		c->fd = retrieve_fd(c->s, token);
+		if (c->fd == -err) {
+			c->sticky++;
+			return bad;
 		}
-		if (fd >= 0)
-			close(fd);
-		return bad;
+		if (c->fd < 0) {
+			checkf(0, -c->fd, "retrieve-fd-%s N=%d: retry fails the same (errno %d) "
+			       "or succeeds", kind_name[c->k], n, err);
+			return 1;
+		}
 	}
 	off = verify(c->fd, kind_size[c->k], token);
 	if (off) {
@@ -1024,14 +1039,23 @@ static int stage2(void)
 	struct s1 gn = { .s = -1 };
 	struct nth_op o;
 	enum kind k;
-	int i, e, fd, keep, rs_next;
+	int i, e, fd, keep;
 	long off;
 
 	base_fds = count_fds();
 	o = (struct nth_op){ "retrieve-session", enomem, NULL, op_retrieve_session,
 			     after_retrieve_session, &c };
 	run_loop(&o);
-	rs_next = c.idx;
+	/* The rest of them, cleanly, for the FINISH loop. */
+	for (i = c.idx; i < NR_RS; i++) {
+		snprintf(name, sizeof(name), RS_FMT, i);
+		fd = lu_session(dev, name, 0);
+		checkf(fd >= 0, fd < 0 ? -fd : 0, "retrieve session %s cleanly", name);
+		if (fd < 0)
+			return 1;
+		c.got[c.ngot++] = fd;
+		held++;
+	}
 
 	c.s = lu_session(dev, RFD, 0);
 	check(c.s >= 0, "retrieve session " RFD, c.s < 0 ? -c.s : 0);
@@ -1039,10 +1063,20 @@ static int stage2(void)
 		return 1;
 	held++;
 	for (k = SMALL; k < NR_KINDS; k++) {
+		/*
+		 * Besides ENOMEM: ENOSPC, shmem's error when it cannot allocate
+		 * the inode (memfd_create() fails so too); upstream's handler
+		 * also fails with EINVAL when kho_restore_vmalloc() cannot
+		 * allocate (mm/memfd_luo.c, memfd_luo_retrieve()).
+		 */
+		static const int fd_errnos[] = { ENOMEM, ENOSPC, 0 };
+		static const int fd_errnos_upstream[] = { ENOMEM, ENOSPC, EINVAL, 0 };
+
 		/* Token kind_token[k] + 0, cleanly: the baseline. */
-		fd = retrieve_fd(c.s, kind_token[k]);
-		if (k == THP && fd == -ENOENT) {
-			printf(PREFIX "-INFO no %s memfds handed over\n", kind_name[k]);
+		fd = kind_count[k] ? retrieve_fd(c.s, kind_token[k]) : -ENOENT;
+		if (fd == -ENOENT && (k == THP || !kind_count[k])) {
+			printf(PREFIX "-INFO no %s memfds for the retrieve-fd loop\n",
+			       kind_name[k]);
 			continue;
 		}
 		off = fd < 0 ? 1 : verify(fd, kind_size[k], kind_token[k]);
@@ -1054,9 +1088,12 @@ static int stage2(void)
 		c.idx = 1;
 		c.limit = kind_count[k];
 		snprintf(name, sizeof(name), "retrieve-fd-%s", kind_name[k]);
-		o = (struct nth_op){ strdup(name), enomem, prep_retrieve_fd, op_retrieve_fd,
-				     after_retrieve_fd, &c };
+		o = (struct nth_op){ strdup(name), upstream ? fd_errnos_upstream : fd_errnos,
+				     prep_retrieve_fd, op_retrieve_fd, after_retrieve_fd, &c };
+		c.sticky = 0;
 		run_loop(&o);
+		printf(PREFIX "-INFO %s: %d failed retrieves stayed failed (the file handler's)\n",
+		       name, c.sticky);
 	}
 	gn.s = c.s;
 	strcpy(gn.name, RFD);
@@ -1076,13 +1113,6 @@ static int stage2(void)
 		finish(c.got[i]);
 		close(c.got[i]);
 		held--;
-	}
-	for (i = rs_next; i < NR_RS; i++) {
-		/* The fnth-rs sessions nobody retrieved: finish them by closing. */
-		snprintf(name, sizeof(name), RS_FMT, i);
-		fd = lu_session(dev, name, 0);
-		if (fd >= 0)
-			close(fd);
 	}
 
 	/* The clean run: fnth-keep holds exactly what stage 1 wrote. */

@@ -24,7 +24,6 @@ import time
 from . import vm
 from .common import info
 from .ktap import FAIL, PASS, SKIP, Case, Suite
-from .reliability import check_cases
 from .suites import LUO_EXPECT
 
 PREFIX = "LU-FAILNTH"
@@ -32,15 +31,20 @@ PROG = "lu-fail-nth"
 
 # The operations each stage loops, in order; "preserve-thp" and
 # "retrieve-fd-thp" only where shmem gave the memfd a THP (an INFO line says).
-STAGE1_OPS = ("create", "preserve-small", "preserve-big", "preserve-thp", "unpreserve",
-              "get-name", "close", "reboot")
-STAGE2_OPS = ("retrieve-session", "retrieve-fd-small", "retrieve-fd-big", "retrieve-fd-thp",
+STAGE1_OPS = ("create", "preserve-small", "preserve-multi", "preserve-big", "preserve-thp",
+              "unpreserve", "get-name", "close", "reboot")
+STAGE2_OPS = ("retrieve-session", "retrieve-fd-small", "retrieve-fd-multi", "retrieve-fd-thp",
               "get-name-incoming", "finish")
 THP_OPS = ("preserve-thp", "retrieve-fd-thp")
 
 # Where the c flavor (upstream 7.3) is expected to differ, by operation:
 # upstream has no UNPRESERVE_FD, so its loop is not run (supported=0).
 UNSUPPORTED = {"c": {"unpreserve"}, "rust": set()}
+
+# What the kernel prints when preserved folios are lost for good (never
+# restored, so never freed): ours warns, upstream's C handler is silent.
+LOST = re.compile(r"memfd_luo: (cannot free the folios of a memfd|cannot restore the state"
+                  r"|\d+ preserved folios could not be restored)")
 
 _COUNT = re.compile(r"LU-FAILNTH-COUNT (\S+)((?: \w+=-?\d+)+)\s*$")
 
@@ -89,6 +93,8 @@ def summary(counts):
 
 def fail_nth(arch, builds, progs, flavor):
     """Both flavors, debug builds only: every fault point of every LUO operation."""
+    from .reliability import check_cases  # it imports this module
+
     t0 = time.monotonic()
     s = Suite(arch, flavor, "reliability:fail-nth")
     b = builds[flavor]
@@ -129,6 +135,9 @@ def fail_nth(arch, builds, progs, flavor):
     for k, ops in ((1, STAGE1_OPS), (2, STAGE2_OPS)):
         p = count_problems(parse_counts(text1 if k == 1 else text2), ops, flavor, thp)
         s.cases.append(Case(f"stage{k}.counts", FAIL if p else PASS, "\n".join(p)))
+    lost = [t.strip() for t in text2.splitlines() if LOST.search(t)]
+    s.cases.append(Case("stage2.no preserved folio lost", FAIL if lost else PASS,
+                        "\n".join(lost[:5])))
     s.note = summary(counts)
     info(f"{arch}/{flavor} fail-nth (points/injected/clean, MemFree drift): {s.note}")
     s.seconds = time.monotonic() - t0

@@ -10,7 +10,7 @@ suite too (vm.RunResult.problems).
 import re
 import time
 
-from . import vm
+from . import faultinj, vm
 from .ktap import FAIL, PASS, Case, Suite
 
 
@@ -58,9 +58,6 @@ def perms(arch, builds, progs, flavor):
     check_cases(s, res, "LU-PERM", 1, "perm")
     return _finish(s, res, t0)
 
-
-# The suites of their own modules use check_cases above.
-from . import faultinj  # noqa: E402
 
 # name -> function(arch, builds, progs, flavor) returning a Suite (or a list).
 SUITES = {
