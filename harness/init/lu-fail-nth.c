@@ -822,6 +822,7 @@ static void reboot_loop(struct handover *h)
 	struct tally t = { 0 };
 	long mem0 = meminfo_kb("MemFree");
 	int n, err, reached, fds;
+	char when[64];
 
 	for (n = 1; n <= MAX_NTH; n++) {
 		print_count("reboot", &t, meminfo_kb("MemFree") - mem0);
@@ -842,6 +843,9 @@ static void reboot_loop(struct handover *h)
 			checkf(0, err, "reboot N=%d: injected failure has an undocumented errno", n);
 		if (!handover_intact(h, n) && count_fds() == fds)
 			t.clean++;
+		/* The next attempt may kexec: lu-init would not scan this kernel. */
+		snprintf(when, sizeof(when), "after failed reboot N=%d", n);
+		kmemleak_scan(when);
 	}
 	print_count("reboot", &t, meminfo_kb("MemFree") - mem0);
 	check(0, "reboot: kexec'd", 0);

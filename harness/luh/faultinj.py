@@ -42,9 +42,12 @@ THP_OPS = ("preserve-thp", "retrieve-fd-thp")
 UNSUPPORTED = {"c": {"unpreserve"}, "rust": set()}
 
 # What the kernel prints when preserved folios are lost for good (never
-# restored, so never freed): ours warns, upstream's C handler is silent.
+# restored, so never freed): ours warns, upstream's C handler is silent.  A
+# refused folio array is one: the retrieve failed for good and finish
+# frees nothing of a file whose retrieve failed.
 LOST = re.compile(r"memfd_luo: (cannot free the folios of a memfd|cannot restore the state"
-                  r"|\d+ preserved folios could not be restored)")
+                  r"|\d+ preserved folios could not be restored"
+                  r"|refusing the preserved folio array)")
 
 _COUNT = re.compile(r"LU-FAILNTH-COUNT (\S+)((?: \w+=-?\d+)+)\s*$")
 
@@ -93,8 +96,6 @@ def summary(counts):
 
 def fail_nth(arch, builds, progs, flavor):
     """Both flavors, debug builds only: every fault point of every LUO operation."""
-    from .reliability import check_cases  # it imports this module
-
     t0 = time.monotonic()
     s = Suite(arch, flavor, "reliability:fail-nth")
     b = builds[flavor]
@@ -107,6 +108,19 @@ def fail_nth(arch, builds, progs, flavor):
         vm.Stage(b, [("stage1", [f"/bin/{PROG}", "stage1", expect])]),
         vm.Stage(b, [("stage2", [f"/bin/{PROG}", "stage2", expect])]),
     ], progs, arch, timeout=600)
+    add_cases(s, res, flavor)
+    info(f"{arch}/{flavor} fail-nth (points/injected/clean, MemFree drift): {s.note}")
+    s.seconds = time.monotonic() - t0
+    s.log = str(res.log)
+    if s.status == PASS:
+        vm.cleanup_run(res)
+    return s
+
+
+def add_cases(s, res, flavor):
+    """The cases of a run of both stages, and the note of its counts."""
+    from .reliability import check_cases  # it imports this module
+
     text1 = res.text(1) if res.stages else ""
     text2 = res.text(2) if len(res.stages) >= 2 else ""
     thp = "THP memfds yes" in text1
@@ -139,9 +153,3 @@ def fail_nth(arch, builds, progs, flavor):
     s.cases.append(Case("stage2.no preserved folio lost", FAIL if lost else PASS,
                         "\n".join(lost[:5])))
     s.note = summary(counts)
-    info(f"{arch}/{flavor} fail-nth (points/injected/clean, MemFree drift): {s.note}")
-    s.seconds = time.monotonic() - t0
-    s.log = str(res.log)
-    if s.status == PASS:
-        vm.cleanup_run(res)
-    return s
