@@ -43,7 +43,7 @@ static inline int lu_session(int dev, const char *name, int create)
 {
 	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
 
-	strncpy((char *)arg.name, name, sizeof(arg.name) - 1);
+	memcpy(arg.name, name, strnlen(name, sizeof(arg.name) - 1));
 	if (ioctl(dev, create ? LIVEUPDATE_IOCTL_CREATE_SESSION :
 			  LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &arg))
 		return -errno;

@@ -10,7 +10,7 @@ suite too (vm.RunResult.problems).
 import re
 import time
 
-from . import fuzz, vm
+from . import faultinj, fuzz, vm
 from .ktap import FAIL, PASS, Case, Suite
 
 
@@ -62,6 +62,8 @@ def perms(arch, builds, progs, flavor):
 # name -> function(arch, builds, progs, flavor) returning a Suite (or a list).
 SUITES = {
     "reliability:perms": perms,
+    # lu-fail-nth: the Nth allocation of every LUO operation fails (debug builds only).
+    "reliability:fail-nth": faultinj.fail_nth,
     # lu-fuzz, the ioctl fuzzer of the userspace crate: a smoke run (fuzz.SMOKE_CALLS).
     "reliability:fuzz": fuzz.suite,
 }
@@ -70,4 +72,5 @@ SUITES = {
 # build.user_programs with lu-check.h as a dependency.
 PROGRAMS = {
     "lu-perm-check": (["lu-perm-check.c"], []),
+    "lu-fail-nth": (["lu-fail-nth.c"], []),
 }

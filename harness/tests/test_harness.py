@@ -1090,3 +1090,45 @@ class FuzzTest(unittest.TestCase):
         from harness.luh import fuzz
         self.assertIn("--upstream", fuzz.argv(1, 3, 10, "c"))
         self.assertNotIn("--upstream", fuzz.argv(2, 3, 10, "rust"))
+
+
+class FailNthCountTest(unittest.TestCase):
+    LOG = ("[   12.5] LU-FAILNTH-COUNT create points=4 injected=3 clean=4 absorbed=1 "
+           "memfree_drift_kb=-8\n"
+           "LU-FAILNTH ok create: every injected failure has a documented errno (errno 0: x)\n"
+           "LU-FAILNTH-COUNT unpreserve points=0 injected=0 clean=0 absorbed=0 "
+           "memfree_drift_kb=0 supported=0\n"
+           "LU-FAILNTH-COUNT reboot points=0 injected=0 clean=0 absorbed=0 memfree_drift_kb=0\n"
+           "LU-FAILNTH-REBOOT attempt 1\n"
+           "LU-FAILNTH-COUNT reboot points=1 injected=1 clean=0 absorbed=0 "
+           "memfree_drift_kb=12\n"
+           "LU-FAILNTH-COUNT broken points=x\n")
+
+    def test_parse(self):
+        from harness.luh.faultinj import parse_counts
+        counts = parse_counts(self.LOG)
+        self.assertEqual(list(counts), ["create", "unpreserve", "reboot"])
+        self.assertEqual(counts["create"], {"points": 4, "injected": 3, "clean": 4,
+                                            "absorbed": 1, "memfree_drift_kb": -8})
+        self.assertEqual(counts["unpreserve"]["supported"], 0)
+        # The last line of an operation wins: the reboot's before the kexec.
+        self.assertEqual(counts["reboot"], {"points": 1, "injected": 1, "clean": 0,
+                                            "absorbed": 0, "memfree_drift_kb": 12})
+
+    def test_problems(self):
+        from harness.luh.faultinj import STAGE1_OPS, count_problems, parse_counts, summary
+        counts = parse_counts(self.LOG)
+        self.assertEqual(count_problems(counts, ("create",), "rust", False), [])
+        self.assertEqual(count_problems(counts, ("unpreserve",), "c", False), [])
+        self.assertEqual(count_problems(counts, ("unpreserve",), "rust", False),
+                         ["unpreserve: supported=0, expected 1 on rust"])
+        self.assertEqual(count_problems(counts, ("reboot",), "rust", False),
+                         ["reboot: clean=0 of points=1"])
+        p = count_problems(counts, STAGE1_OPS, "c", False)
+        self.assertEqual(p, ["preserve-small: no count line", "preserve-multi: no count line",
+                             "preserve-big: no count line",
+                             "get-name: no count line", "close: no count line",
+                             "reboot: clean=0 of points=1"])
+        self.assertEqual(count_problems(counts, STAGE1_OPS, "c", True)[3],
+                         "preserve-thp: no count line")
+        self.assertEqual(summary({"create": counts["create"]}), "create 4/3/4 -8kB")
