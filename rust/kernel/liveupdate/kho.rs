@@ -19,9 +19,13 @@ use crate::{
         from_err_ptr,
         to_result, //
     },
+    ffi::c_ulong,
     folio::Folio,
     io::PhysAddr,
-    page::PAGE_SIZE,
+    page::{
+        BorrowedPage,
+        PAGE_SIZE, //
+    },
     prelude::*,
     sync::aref::ARef,
     transmute::{
@@ -30,7 +34,10 @@ use crate::{
     },
 };
 use core::{
-    mem::ManuallyDrop,
+    mem::{
+        ManuallyDrop,
+        MaybeUninit, //
+    },
     ops::Deref,
     ptr::NonNull, //
 };
@@ -259,6 +266,125 @@ impl KhoVmalloc {
     /// Returns the number of pages of the area.
     pub fn total_pages(&self) -> u32 {
         self.0.total_pages
+    }
+
+    /// Restores the area's pages one at a time, calls `f` with each in order and frees it.
+    ///
+    /// Unlike [`RestoredVmalloc::restore`], this maps nothing and allocates nothing, so it
+    /// cannot fail for lack of memory: a user that only reads the area once (to find the memory
+    /// it describes, or to free that memory) loses nothing to an allocation failure.
+    ///
+    /// Returns the number of pages visited. Fails with [`EINVAL`] if the descriptor, a chunk or
+    /// a block is not a valid preservation (unknown flags, a page count that does not add up, a
+    /// page that was not preserved); `f` has then seen the pages before the bad one, and the
+    /// rest stays preserved.
+    pub fn restore_each(&self, mut f: impl FnMut(&RestoredPage<'_>)) -> Result<usize> {
+        /// `KHO_VMALLOC_ALLOC | KHO_VMALLOC_HUGE_VMAP`: the flags a preservation may have.
+        const KNOWN_FLAGS: u16 = 0x0003;
+        let desc = &self.0;
+        let order = u32::from(desc.order);
+        if desc.flags & !KNOWN_FLAGS != 0 || order > bindings::MAX_PAGE_ORDER {
+            return Err(EINVAL);
+        }
+        let step = 1usize << order;
+        let total = desc.total_pages as usize;
+        if total == 0 || total % step != 0 {
+            return Err(EINVAL);
+        }
+        let mut visited = 0usize;
+        // SAFETY: Any bit pattern of the union is a valid `phys`.
+        let mut next = unsafe { desc.first.phys };
+        while next != 0 {
+            // A chunk: the address of the next chunk, then those of blocks, up to a zero.
+            let chunk_pages = RestoredPages::restore(next, 1)?;
+            let chunk = chunk_pages.page(0).ok_or(EINVAL)?;
+            next = chunk.read::<u64>(0).ok_or(EINVAL)?;
+            for i in 1..PAGE_SIZE / size_of::<u64>() {
+                let phys = chunk.read::<u64>(i * size_of::<u64>()).ok_or(EINVAL)?;
+                if phys == 0 {
+                    break;
+                }
+                visited = visited
+                    .checked_add(step)
+                    .filter(|&v| v <= total)
+                    .ok_or(EINVAL)?;
+                let block = RestoredPages::restore(phys, step)?;
+                for j in 0..step {
+                    f(&block.page(j).ok_or(EINVAL)?);
+                }
+            }
+        }
+        if visited != total {
+            return Err(EINVAL);
+        }
+        Ok(visited)
+    }
+}
+
+/// Contiguous order-0 pages restored with `kho_restore_pages()`, freed on drop.
+///
+/// # Invariants
+///
+/// `first` is the first of `nr` pages in the memory map restored by `kho_restore_pages()`, each
+/// with one reference owned by this value.
+struct RestoredPages {
+    first: NonNull<bindings::page>,
+    nr: usize,
+}
+
+impl RestoredPages {
+    /// Restores the `nr` pages the previous kernel preserved at `phys`.
+    fn restore(phys: u64, nr: usize) -> Result<Self> {
+        let nr_pages = c_ulong::try_from(nr).map_err(|_| EINVAL)?;
+        // SAFETY: `kho_restore_pages()` checks that the range was preserved and not restored
+        // yet; it may be called from any context that may sleep.
+        let first = unsafe { bindings::kho_restore_pages(phys, nr_pages) };
+        // INVARIANT: On success the `nr` pages are restored, with one reference each.
+        Ok(Self {
+            first: NonNull::new(first).ok_or(EINVAL)?,
+            nr,
+        })
+    }
+
+    /// Returns page `i`, readable while `self` lives.
+    fn page(&self, i: usize) -> Option<RestoredPage<'_>> {
+        if i >= self.nr {
+            return None;
+        }
+        // SAFETY: By the type invariants the `nr` pages are contiguous in the memory map, so
+        // page `i < nr` is in it.
+        let ptr = unsafe { self.first.add(i) };
+        // SAFETY: The page is valid while `self` lives, which the returned value borrows.
+        Some(RestoredPage(unsafe { BorrowedPage::from_raw(ptr) }))
+    }
+}
+
+impl Drop for RestoredPages {
+    fn drop(&mut self) {
+        for i in 0..self.nr {
+            // SAFETY: By the type invariants, page `i < nr` is a restored order-0 page whose
+            // only reference is ours; it is freed only here.
+            unsafe { bindings::__free_pages(self.first.add(i).as_ptr(), 0) };
+        }
+    }
+}
+
+/// A page of memory restored from the previous kernel, given by [`KhoVmalloc::restore_each`].
+pub struct RestoredPage<'a>(BorrowedPage<'a>);
+
+impl RestoredPage<'_> {
+    /// Reads a `T` at byte `offset`; `None` if it does not fit in the page.
+    pub fn read<T: FromBytes>(&self, offset: usize) -> Option<T> {
+        let mut value = MaybeUninit::<T>::uninit();
+        // SAFETY: `value` is valid for writing `size_of::<T>()` bytes; the restored page is
+        // owned by the restore and nothing writes it while it is read.
+        unsafe {
+            self.0
+                .read_raw(value.as_mut_ptr().cast(), offset, size_of::<T>())
+                .ok()?
+        };
+        // SAFETY: `read_raw` wrote all `size_of::<T>()` bytes, and any bytes are a valid `T`.
+        Some(unsafe { value.assume_init() })
     }
 }
 
