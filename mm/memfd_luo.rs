@@ -48,8 +48,7 @@ use kernel::{
             PreservedMem,
             PreservedVVec,
             RestoredFolio,
-            RestoredMem,
-            RestoredVmalloc, //
+            RestoredMem, //
         },
         memfd::{
             AccessMode,
@@ -461,19 +460,7 @@ impl FileHandler for MemfdHandler {
         let ser =
             MemfdSer::from_bytes_copy(ser.as_slice().get(..size_of::<MemfdSer>()).ok_or(EINVAL)?)
                 .ok_or(EINVAL)?;
-        let entries = match Entries::restore(&ser) {
-            Ok(entries) => entries,
-            Err(e) => {
-                pr_err!("refusing the preserved folio array: {:?}\n", e);
-                return Err(e);
-            }
-        };
-        if !entries.complete {
-            pr_err!("refusing a memfd: its folio array is shorter than its folio count\n");
-            entries.discard(0);
-            return Err(EINVAL);
-        }
-        let res = rebuild(&ser, &entries);
+        let res = rebuild(&ser);
         if let Err(e) = res {
             pr_err!("failed to retrieve a memfd: {:?}\n", e);
         }
@@ -486,7 +473,7 @@ impl FileHandler for MemfdHandler {
         data: u64,
         status: RetrieveStatus,
     ) {
-        // Retrieved, or the failed retrieve freed what it could.
+        // Retrieved, or the failed retrieve freed the folios.
         if status != RetrieveStatus::NotRetrieved {
             return;
         }
@@ -501,9 +488,9 @@ impl FileHandler for MemfdHandler {
         else {
             return;
         };
-        match Entries::restore(&ser) {
-            Ok(entries) => entries.discard(0),
-            Err(e) => pr_warn!("cannot free the folios of a memfd: {:?}\n", e),
+        // Allocates nothing: an allocation failure cannot leave the folios behind.
+        if let Err(e) = free_folios(|f| for_each_entry(&ser, f)) {
+            pr_warn!("cannot free the folios of a memfd: {:?}\n", e);
         }
     }
 
@@ -512,113 +499,129 @@ impl FileHandler for MemfdHandler {
     }
 }
 
-/// The folio array of a preserved memfd, mapped in the next kernel.
-struct Entries {
-    array: Option<RestoredVmalloc>,
-    /// Entries the array holds: `nr_folios`, or fewer if the array is too short.
-    count: usize,
-    /// Whether the array holds all `nr_folios` entries.
-    complete: bool,
-}
-
-impl Entries {
-    /// Maps the array `ser` points to, and tells whether it holds `nr_folios` entries.
-    fn restore(ser: &MemfdSer) -> Result<Self> {
-        let nr_folios = ser.nr_folios;
-        if nr_folios == 0 {
-            return Ok(Self {
-                array: None,
-                count: 0,
-                complete: true,
-            });
-        }
-        let desc = KhoVmalloc::from(ser.folios);
-        let array = RestoredVmalloc::restore(&desc)?;
-        let held = array.as_slice().len() / size_of::<MemfdFolio>();
-        let count = usize::try_from(nr_folios).map_or(held, |n| n.min(held));
-        Ok(Self {
-            complete: u64::try_from(count) == Ok(nr_folios),
-            array: Some(array),
-            count,
-        })
-    }
-
-    /// Returns entry `i`.
-    fn get(&self, i: usize) -> Option<MemfdFolio> {
-        let bytes = self.array.as_ref()?.as_slice();
-        let start = i.checked_mul(size_of::<MemfdFolio>())?;
-        let end = start.checked_add(size_of::<MemfdFolio>())?;
-        MemfdFolio::from_bytes_copy(bytes.get(start..end)?)
-    }
-
-    /// Restores and frees the folios of entries `from..`.
-    fn discard(&self, from: usize) {
-        let mut lost = 0usize;
-        for i in from..self.count {
-            let Some(entry) = self.get(i) else { break };
-            let pfn = entry.pfn();
-            // Upstream's C handler skips a zero pfn; so does this one.
-            if pfn != 0 && RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT).is_err() {
-                lost += 1;
-            }
-        }
-        if lost != 0 {
-            pr_warn!(
-                "{} preserved folios could not be restored and freed\n",
-                lost
-            );
-        }
-    }
-}
-
-/// Builds the memfd that `ser` describes from the folios in `entries`.
+/// Calls `f` with each of the `nr_folios` entries of the folio array `ser` points to, in order;
+/// the array is restored a page at a time and freed, with no allocation.
 ///
-/// On failure, the folios not yet in the memfd are freed; those in it go with the memfd.
-fn rebuild(ser: &MemfdSer, entries: &Entries) -> Result<ARef<File>> {
+/// Fails with [`EINVAL`] if the array is not a valid preservation or holds fewer entries than
+/// `nr_folios`; `f` has then seen the entries before.
+fn for_each_entry(ser: &MemfdSer, mut f: impl FnMut(MemfdFolio)) -> Result {
+    let Ok(nr) = usize::try_from(ser.nr_folios) else {
+        return Err(EINVAL);
+    };
+    if nr == 0 {
+        return Ok(());
+    }
+    let mut seen = 0usize;
+    KhoVmalloc::from(ser.folios).restore_each(|page| {
+        let mut offset = 0;
+        while seen < nr {
+            let Some(entry) = page.read::<MemfdFolio>(offset) else {
+                break;
+            };
+            offset += size_of::<MemfdFolio>();
+            seen += 1;
+            f(entry);
+        }
+    })?;
+    if seen != nr {
+        pr_err!("refusing a memfd: its folio array is shorter than its folio count\n");
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// Restores and frees the folio of `entry`, if it has one; returns `false` if it could not.
+fn free_folio(entry: MemfdFolio) -> bool {
+    let pfn = entry.pfn();
+    // Upstream's C handler skips a zero pfn; so does this one.
+    pfn == 0 || RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT).is_ok()
+}
+
+/// Frees the folios of the entries `f` is given, and reports those it could not free.
+fn free_folios(walk: impl FnOnce(&mut dyn FnMut(MemfdFolio)) -> Result) -> Result {
+    let mut lost = 0usize;
+    let r = walk(&mut |entry| {
+        if !free_folio(entry) {
+            lost += 1;
+        }
+    });
+    if lost != 0 {
+        pr_warn!(
+            "{} preserved folios could not be restored and freed\n",
+            lost
+        );
+    }
+    r
+}
+
+/// Builds the memfd that `ser` describes from its folios.
+///
+/// Whatever happens, every folio is restored exactly once: into the memfd, or freed. The memfd
+/// is made first, so a lack of memory there costs no folio a restore; on any failure the memfd
+/// is dropped with the folios it holds, and the rest of the array is freed.
+fn rebuild(ser: &MemfdSer) -> Result<ARef<File>> {
     let seals = ser.seals;
     let size = ser.size;
-    let mut added = 0usize;
-    let res = (|| {
+    let memfd = (|| {
         if seals & !MEMFD_ALL_SEALS != 0 {
             return Err(EOPNOTSUPP);
         }
         let mode = FileMode::decode(ser.flags, seals)?;
         let size_i = i64::try_from(size).map_err(|_| EINVAL)?;
         let pos = i64::try_from(ser.pos).map_err(|_| EINVAL)?;
-        let pages = size_pages(size);
-        let mut memfd = NewMemfd::create(mode.access, mode.mode, seals, size_i, pos)?;
-        while added < entries.count {
-            let entry = entries.get(added).ok_or(EINVAL)?;
-            added += 1;
-            let pfn = entry.pfn();
-            if pfn == 0 {
-                continue;
-            }
-            // Restored first, so that a bad entry's folio is freed with it.
-            let folio = RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT)?;
-            let flags = entry.flags();
-            if flags & !(MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE) != 0 {
-                return Err(EINVAL);
-            }
-            let index = entry.index;
-            // Inside the file; `add_folio()` refuses an index not aligned to the folio's size,
-            // as the page cache requires.
-            if index >= pages {
-                return Err(EINVAL);
-            }
-            memfd.add_folio(
-                folio,
-                usize::try_from(index).map_err(|_| EINVAL)?,
-                flags & MEMFD_FOLIO_UPTODATE != 0,
-                flags & MEMFD_FOLIO_DIRTY != 0,
-            )?;
-        }
-        Ok(memfd.finish())
+        NewMemfd::create(mode.access, mode.mode, seals, size_i, pos)
     })();
-    if res.is_err() {
-        entries.discard(added);
+    let mut memfd = match memfd {
+        Ok(memfd) => memfd,
+        Err(e) => {
+            // Nothing to build into: free the folios.
+            let _ = free_folios(|f| for_each_entry(ser, f));
+            return Err(e);
+        }
+    };
+    let pages = size_pages(size);
+    let mut failed = None;
+    let walk = free_folios(|free| {
+        for_each_entry(ser, |entry| {
+            if failed.is_some() {
+                free(entry);
+            } else if let Err(e) = add_entry(&mut memfd, entry, pages) {
+                failed = Some(e);
+            }
+        })
+    });
+    match failed.map_or(walk, Err) {
+        Ok(()) => Ok(memfd.finish()),
+        // Dropping `memfd` frees the folios added to it.
+        Err(e) => Err(e),
     }
-    res
+}
+
+/// Restores the folio of `entry` into `memfd`, a file of `pages` pages; on failure the folio
+/// is freed.
+fn add_entry(memfd: &mut NewMemfd, entry: MemfdFolio, pages: u64) -> Result {
+    let pfn = entry.pfn();
+    if pfn == 0 {
+        return Ok(());
+    }
+    // Restored first, so that a bad entry's folio is freed with it.
+    let folio = RestoredFolio::restore(pfn << kernel::page::PAGE_SHIFT)?;
+    let flags = entry.flags();
+    if flags & !(MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE) != 0 {
+        return Err(EINVAL);
+    }
+    let index = entry.index;
+    // Inside the file; `add_folio()` refuses an index not aligned to the folio's size, as the
+    // page cache requires.
+    if index >= pages {
+        return Err(EINVAL);
+    }
+    memfd.add_folio(
+        folio,
+        usize::try_from(index).map_err(|_| EINVAL)?,
+        flags & MEMFD_FOLIO_UPTODATE != 0,
+        flags & MEMFD_FOLIO_DIRTY != 0,
+    )
 }
 
 #[kunit_tests(memfd_luo)]
