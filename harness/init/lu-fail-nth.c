@@ -1140,6 +1140,48 @@ static int stage2(void)
 	return failures != 0;
 }
 
+/*
+ * The first open of /dev/liveupdate in the new kernel builds the incoming
+ * sessions.  Ours rolls an allocation failure there back (ENOMEM, and the
+ * next open tries again); upstream's makes any failure there sticky EIO and
+ * loses the handover, so the c flavor does not run this loop.
+ */
+static int op_first_open(void *p)
+{
+	int *fd = p;
+
+	*fd = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
+	return *fd < 0 ? errno : 0;
+}
+
+static int after_first_open(void *p, int n, int err, int reached)
+{
+	int *fd = p;
+
+	/* A failed open is checked by the next attempt, which must work. */
+	if (!err) {
+		close(*fd);
+		*fd = -1;
+	}
+	return 0;
+}
+
+static void first_open_loop(void)
+{
+	int fd = -1;
+	struct nth_op o = { "first-open", enomem, NULL, op_first_open, after_first_open,
+			    &fd };
+
+	if (upstream) {
+		/* Upstream: any failure there is sticky EIO; recorded, not looped. */
+		printf(PREFIX "-COUNT first-open points=0 injected=0 clean=0 absorbed=0 "
+		       "memfree_drift_kb=0 supported=0\n");
+		return;
+	}
+	base_fds = count_fds();
+	run_loop(&o);
+}
+
 int main(int argc, char **argv)
 {
 	int kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC), i, st1;
@@ -1157,6 +1199,8 @@ int main(int argc, char **argv)
 		upstream |= !strcmp(argv[i], "--expect=upstream");
 	if (setup_fault_injection())
 		return 1;
+	if (!st1)
+		first_open_loop();
 	dev = open("/dev/liveupdate", O_RDWR | O_CLOEXEC);
 	check(dev >= 0, "open /dev/liveupdate", dev < 0 ? errno : 0);
 	if (dev < 0)

@@ -108,8 +108,9 @@ impl MiscDevice for LuoDevice {
         if luo.device_open {
             return Err(EBUSY);
         }
-        // A failure to rebuild the incoming sessions is sticky: every open fails the same way.
-        session::deserialize(core, &mut luo).map_err(|_| EIO)?;
+        // A failure to rebuild the incoming sessions is sticky (every open fails with `EIO`),
+        // but for an allocation failure, which changed nothing: a later open tries again.
+        session::deserialize(core, &mut luo).map_err(|e| if e == ENOMEM { e } else { EIO })?;
         luo.device_open = true;
         Ok(())
     }

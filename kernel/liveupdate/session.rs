@@ -319,13 +319,20 @@ pub(crate) fn for_each_incoming_file<L: core::ops::Deref<Target = Luo>>(
 }
 
 /// Rebuilds the incoming sessions from the previous kernel's data, on the first open of
-/// `/dev/liveupdate`; the result is sticky.
+/// `/dev/liveupdate`.
+///
+/// The result is sticky, except `ENOMEM`: building the sessions only allocates and takes
+/// handler references, so after an allocation failure everything built is dropped, the previous
+/// kernel's data is kept, and the next open tries again (upstream's C makes that failure sticky
+/// too, losing the handover).
 pub(crate) fn deserialize(core: &'static Core, luo: &mut Luo) -> Result {
     if let Some(r) = luo.deserialized {
         return r;
     }
     let r = deserialize_pending(core, luo);
-    luo.deserialized = Some(r);
+    if r != Err(ENOMEM) {
+        luo.deserialized = Some(r);
+    }
     r
 }
 
@@ -334,12 +341,17 @@ fn deserialize_pending(core: &'static Core, luo: &mut Luo) -> Result {
         return Ok(());
     };
     let mut incoming = RBTree::new();
-    // As in the C implementation, the sessions rebuilt before a failure are kept (and stay
-    // unreachable: opening the device fails from then on).
     let r = data
         .sessions
         .iter()
         .try_for_each(|s| add_incoming(core, &mut incoming, s));
+    if r == Err(ENOMEM) {
+        // `incoming` and the references its files took are dropped here.
+        luo.pending = Some(data);
+        return r;
+    }
+    // As in the C implementation, the sessions rebuilt before another failure are kept (and
+    // stay unreachable: opening the device fails from then on).
     luo.incoming = Some(incoming);
     r
 }
