@@ -59,13 +59,19 @@ def perms(arch, builds, progs, flavor):
     return _finish(s, res, t0)
 
 
+from . import races  # noqa: E402 (races uses check_cases and _finish above)
+
 # name -> function(arch, builds, progs, flavor) returning a Suite (or a list).
 SUITES = {
     "reliability:perms": perms,
+    "reliability:races": races.races,
+    "reliability:soak-smoke": races.soak_smoke,
 }
 
 # Guest programs of these suites: name -> (sources, extra flags); built by
 # build.user_programs with lu-check.h as a dependency.
 PROGRAMS = {
     "lu-perm-check": (["lu-perm-check.c"], []),
+    "lu-race": (["lu-race.c"], ["-pthread"]),
+    "lu-soak": (["lu-soak.c"], []),
 }
