@@ -336,10 +336,9 @@ def cmd_test(args):
     else:
         build_flavors = flavors
     need_vm = any(_wanted(n, globs) for n in SUITE_NAMES if n not in HOST_SUITES)
-    passes = [] if args.debug else [(a, flavors, build_flavors, globs, False) for a in arches]
-    if args.debug:
-        passes = [(a, flavors, build_flavors, globs, True) for a in arches]
-    elif not globs and DEBUG_DEFAULT_ARCH in arches and "rust" in flavors:
+    # (arch, flavors, flavors to build, globs, debug builds)
+    passes = [(a, flavors, build_flavors, globs, args.debug) for a in arches]
+    if not args.debug and not globs and DEBUG_DEFAULT_ARCH in arches and "rust" in flavors:
         # CI's debug pass: see DEBUG_DEFAULT.
         passes.append((DEBUG_DEFAULT_ARCH, ["rust"], ["rust"], list(DEBUG_DEFAULT), True))
     for arch, fl, bfl, gl, debug in passes if need_vm else []:

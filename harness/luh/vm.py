@@ -27,10 +27,19 @@ BASE_CMDLINE = {
     "x86_64": "console=ttyS0 liveupdate=on panic=-1 oops=panic printk.devkmsg=on",
     "arm64": "console=ttyAMA0 liveupdate=on panic=-1 oops=panic printk.devkmsg=on",
 }
-# Added for debug builds: KASAN's shadow leaves KHO's default scratch sizing
-# no room in a 2-4 GiB VM (LUO would be disabled), so scratch is sized by
-# hand; every KASAN report is printed, not only the first.
-DEBUG_CMDLINE = "kho_scratch=64M,512M,256M kasan_multi_shot"
+# Added for debug builds: every KASAN report is printed, not only the first.
+DEBUG_CMDLINE = "kasan_multi_shot"
+
+
+def debug_scratch(mem_mib):
+    """kho_scratch= for a debug kernel in a VM of mem_mib MiB.
+
+    KASAN's shadow leaves KHO's default sizing (twice the early reservations)
+    no room in a 2-4 GiB VM (LUO would be disabled), so scratch is sized by
+    hand; a kernel booted by KHO must fit its early allocations, the shadow
+    (1/8 of memory) among them, in the global area.
+    """
+    return f"kho_scratch=64M,{max(512, mem_mib // 8 + 512)}M,256M"
 # Debug kernels run several times slower under TCG.
 DEBUG_TIMEOUT_FACTOR = 4
 
@@ -331,7 +340,7 @@ def run_chain(name, stages, progs, arch, *, mem=2048, smp=2, timeout=120,
     accel = accel or pick_accel(arch, stages[0].build, progs)
     cmdline = BASE_CMDLINE[arch] + (" " + extra_cmdline if extra_cmdline else "")
     if debug:
-        cmdline += " " + DEBUG_CMDLINE
+        cmdline += f" {DEBUG_CMDLINE} {debug_scratch(mem)}"
         timeout *= DEBUG_TIMEOUT_FACTOR
     cmd = qemu_cmd(arch, accel, mem, smp, stages[0].build.image, initrd, cmdline, extra_qemu)
     log = wd / "serial.log"

@@ -392,6 +392,30 @@ class StageParseTest(unittest.TestCase):
         self.assertIn("reached 1 of 2 stages", probs[0])
         self.assertIn("Kernel panic", probs[2])
 
+    def test_splats_fail_debug_runs_only(self):
+        lines = _log("Linux version x (root@vm)", f"LU-STAGE 1 1 {self.A}",
+                     "[   12.1] BUG: KASAN: slab-use-after-free in luo_x+0x10/0x20",
+                     "[   12.2] WARNING: possible circular locking dependency detected",
+                     "[   12.3] WARNING: CPU: 1 PID: 77 at kernel/liveupdate/x.c:3 f+0x1/0x2",
+                     "[   12.4] UBSAN: shift-out-of-bounds in lib/x.c:1:2",
+                     "unreferenced object 0xffff888003a1c000 (size 64):",
+                     "[   12.5] INFO: task lu-race:91 blocked for more than 120 seconds.",
+                     "LU-RESULT 1 t 0", "LU-KMEMLEAK 1 1", "LU-REBOOT 1 restart",
+                     "luo: refused the previous kernel's data (bad magic)")
+        st = vm.parse_stages(lines, [self.A])
+        self.assertEqual(len(vm.splats(lines)), 6)
+        plain = vm.RunResult("r", None, lines, st, "exited", "tcg", 1.0)
+        self.assertEqual(plain.problems(1), [])
+        debug = vm.RunResult("r", "serial.log", lines, st, "exited", "tcg", 1.0, debug=True)
+        probs = debug.problems(1)
+        self.assertEqual(len(probs), 6)
+        self.assertTrue(probs[0].startswith("splat: [   12.1] BUG: KASAN: slab-use-after-free"))
+        self.assertEqual(probs[5], "... 1 more checker lines in serial.log")
+        # A clean debug log has no problem.
+        clean = [x for x in lines if not vm.SPLAT.search(x[1])]
+        self.assertEqual(vm.RunResult("r", None, clean, st, "exited", "tcg", 1.0,
+                                      debug=True).problems(1), [])
+
 
 class LiveupdateTestLines(unittest.TestCase):
     def test_extract(self):
