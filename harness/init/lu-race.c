@@ -365,7 +365,7 @@ static void *session_cycler(void *arg)
 		while (create_at(slot_name(i), SLOT_FD(i), OP_CREATE) == EEXIST &&
 		       !atomic_load(&stop))
 			;
-		usleep(rnd(&seed, 5000));
+		usleep(rnd(&seed, 20000));
 	}
 	return NULL;
 }
@@ -848,6 +848,10 @@ static int reboot_stage(void)
 		return 1;
 	run_threads(fns, 3, t);
 	sleep(2);
+	/* What the churn did so far: a kexec ends it mid-call. */
+	report_op(OP_CHURN_PRESERVE, 1);
+	report_op(OP_CHURN_UNPRESERVE, rust);
+	report_op(OP_CHURN_CREATE, 1);
 	printf("LU-RACE reboot: calling reboot(LINUX_REBOOT_CMD_KEXEC) mid-ioctl\n");
 	fflush(stdout);
 	err = reboot(LINUX_REBOOT_CMD_KEXEC) ? errno : 0;
@@ -855,9 +859,6 @@ static int reboot_stage(void)
 	atomic_store(&stop, 1);
 	join_threads(t, 3);
 	printf("LU-RACE reboot: reboot(LINUX_REBOOT_CMD_KEXEC) returned, errno %d\n", err);
-	report_op(OP_CHURN_PRESERVE, 1);
-	report_op(OP_CHURN_UNPRESERVE, rust);
-	report_op(OP_CHURN_CREATE, 1);
 	fd = lu_session(DEV_FD, "rb-after", 1);
 	err = fd < 0 ? -fd : 0;
 	if (!err) {

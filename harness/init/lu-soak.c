@@ -22,12 +22,12 @@
  * Prints one "LU-SOAK ok|FAIL what (errno N: ...)" line per check and
  *   LU-SOAK stage=K bytes_verified=B memfree_kb=M t_ms=T files=F
  *           sparse_data_pages=D data_kb=X retrieve_ms=.. verify_ms=..
- *           finish_ms=.. mutate_ms=.. preserve_ms=.. next_kb=N
- * (one line): memfree_kb is MemFree after FINISH (stage 1: after creating
- * the files), data_kb the memfds' populated bytes as this program expects
- * them at the next stage, next_kb the size of the next stages' kernel and
- * initramfs (dropped from the rootfs; kexec holds a copy). Exits 0 if
- * every check held.
+ *           finish_ms=.. mutate_ms=.. preserve_ms=.. next_kb=N shmem_kb=S
+ * (one line): memfree_kb and shmem_kb are MemFree and Shmem (the memfds'
+ * pages) after FINISH (stage 1: after creating the files), data_kb the
+ * memfds' populated bytes as this program expects them at the next stage,
+ * next_kb the size of the next stages' kernel and initramfs (dropped from
+ * the rootfs; kexec holds a copy). Exits 0 if every check held.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -302,14 +302,15 @@ static long drop_next(void)
 	return kb;
 }
 
-static long memfree_kb(void)
+/* A /proc/meminfo figure ("MemFree: %ld kB"), or -1. */
+static long meminfo_kb(const char *fmt)
 {
 	FILE *f = fopen("/proc/meminfo", "r");
 	char line[128];
 	long kb = -1;
 
 	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemFree: %ld kB", &kb) == 1)
+		if (sscanf(line, fmt, &kb) == 1)
 			break;
 	if (f)
 		fclose(f);
@@ -399,7 +400,7 @@ static int soak(void)
 	double t0 = now_ms(), t1, t_ret = 0, t_ver = 0, t_fin = 0, t_mut = 0, t_pres = 0;
 	uint64_t bad, data_kb;
 	int dev, s, err, files = 0;
-	long mf, next_kb = drop_next();
+	long mf, shmem, next_kb = drop_next();
 
 	for (int i = 0; i < NSMALL; i++)
 		small_fd[i] = -1;
@@ -412,7 +413,8 @@ static int soak(void)
 		check(!err, "create the files", err);
 		if (err)
 			return 1;
-		mf = memfree_kb();
+		mf = meminfo_kb("MemFree: %ld kB");
+		shmem = meminfo_kb("Shmem: %ld kB");
 	} else {
 		int missing = 0, extra = 0, bad_small = 0;
 
@@ -465,7 +467,8 @@ static int soak(void)
 		check(!err, "FINISH soak", err);
 		close(s);
 		t_fin = now_ms() - t1;
-		mf = memfree_kb();
+		mf = meminfo_kb("MemFree: %ld kB");
+		shmem = meminfo_kb("Shmem: %ld kB");
 	}
 	if (stage < nstages) {
 		t1 = now_ms();
@@ -494,10 +497,10 @@ static int soak(void)
 	}
 	printf("LU-SOAK stage=%d bytes_verified=%lu memfree_kb=%ld t_ms=%.0f files=%d "
 	       "sparse_data_pages=%lu data_kb=%lu retrieve_ms=%.0f verify_ms=%.0f "
-	       "finish_ms=%.0f mutate_ms=%.0f preserve_ms=%.0f next_kb=%ld\n", stage,
+	       "finish_ms=%.0f mutate_ms=%.0f preserve_ms=%.0f next_kb=%ld shmem_kb=%ld\n", stage,
 	       (unsigned long)verified, mf, now_ms() - t0, files + 2,
 	       (unsigned long)sparse_data_pages, (unsigned long)data_kb, t_ret, t_ver, t_fin,
-	       t_mut, t_pres, next_kb);
+	       t_mut, t_pres, next_kb, shmem);
 	if (failures)
 		return 1;
 	if (stage < nstages)

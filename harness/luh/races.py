@@ -196,6 +196,15 @@ def soak_drift(rows):
     return out
 
 
+def soak_adjusted(d, prev):
+    """MemFree after FINISH plus what the chain itself holds: the memfds' pages (Shmem;
+    lines without it: the populated bytes the previous stage left) and the copy of the
+    later stages' kernels and initramfs in the loaded kexec image, so that neither the
+    data's changes nor the shrinking nested initramfs shows as drift."""
+    held = d["shmem_kb"] if "shmem_kb" in d else (prev or {}).get("data_kb", 0)
+    return d["memfree_kb"] + held + d["next_kb"]
+
+
 def soak_chain(arch, builds, progs, flavors, size_mib, sparse_mib, name):
     """Run a soak chain; return the RunResult."""
     n = len(flavors)
@@ -262,9 +271,7 @@ def soak_report(res, flavors, size_mib, sparse_mib):
         if d is None:
             out.append(f"{k:>5}  {f:<10}  (no LU-SOAK line)")
             continue
-        # MemFree after FINISH plus the copy of the next stages kexec holds, so
-        # that the shrinking nested initramfs does not show as drift.
-        adj = d["memfree_kb"] + d["next_kb"]
+        adj = soak_adjusted(d, lines.get(k - 1))
         drift = ""
         # The last stage loads no kexec image: not comparable.
         if 2 <= k < len(flavors):
@@ -276,8 +283,9 @@ def soak_report(res, flavors, size_mib, sparse_mib):
                    f"{d['verify_ms'] / 1000:>8.1f}  "
                    + (f"{wall:>7.1f}" if wall is not None else f"{'-':>7}"))
     out.append("")
-    out.append("MemFree after FINISH plus the size of the later stages' kernels and "
-               "initramfs, which the loaded kexec image holds (adj.); drift from the first "
+    out.append("MemFree after FINISH plus Shmem (the memfds) and the size of the later "
+               "stages' kernels and initramfs, which the loaded kexec image holds (adj.); "
+               "drift from the first "
                "stage after a FINISH of each kernel to the last but one (the last loads no "
                "kexec image); noise = the largest change between consecutive stages of that "
                "kernel:")

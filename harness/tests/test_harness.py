@@ -1141,3 +1141,11 @@ class RacesSoakTest(unittest.TestCase):
                             "--size-mib", "64", "--arch", "arm64"])
         self.assertEqual((a.stages, a.flavor, a.size_mib, a.debug, a.arch),
                          (6, "alternate", 64, True, "arm64"))
+
+    def test_soak_adjusted(self):
+        from harness.luh import races
+        self.assertEqual(races.soak_adjusted({"memfree_kb": 1000, "shmem_kb": 300,
+                                              "next_kb": 20}, {"data_kb": 7}), 1320)
+        # Lines without Shmem: the data the previous stage preserved.
+        self.assertEqual(races.soak_adjusted({"memfree_kb": 1000, "next_kb": 20},
+                                             {"data_kb": 7}), 1027)
