@@ -500,7 +500,12 @@ static void allow_storm(void)
 	ALLOW(OP_MOD_OPEN, 0, ENOENT, ENXIO, ENODEV);
 	/* Our open file pins the module: its handler is registered. */
 	ALLOW(OP_MOD_PRESERVE, 0);
-	ALLOW(OP_MOD_PINNED, EWOULDBLOCK);
+	/*
+	 * Refused: EWOULDBLOCK, or EBUSY while the module is still coming
+	 * (its init registered the device, which a file was opened on and
+	 * preserved, but has not returned yet).
+	 */
+	ALLOW(OP_MOD_PINNED, EWOULDBLOCK, EBUSY);
 	ALLOW(OP_MOD_UNPRESERVE, 0);
 }
 
