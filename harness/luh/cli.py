@@ -10,11 +10,12 @@ import time
 
 from . import bisect as kbisect
 from . import build as kbuild
-from . import bench, crate, ktap, reliability, suites, toolchain, tree, vm
+from . import bench, crate, ktap, races, reliability, suites, toolchain, tree, vm
 from . import fuzz as kfuzz
 from .common import ARCHES, CACHE, FLAVORS, LOGS, REPO, HarnessError, info, stage
 
 DEMO_SIZE_MIB = 1024
+SOAK_STAGES, SOAK_SIZE_MIB, SOAK_SPARSE_MIB = 20, 1024, 4096
 
 # The debug pass of a default `lu test` (CI): one architecture, the rust
 # flavor, these suites (chosen to fit CI's budget; `lu test --debug` runs
@@ -77,6 +78,21 @@ def parse_args(argv):
                     help=f"report directory (default: {CACHE}/bench/<date>)")
     bn.add_argument("--publish", action="store_true",
                     help="also copy the report and plots to bench/ in the repository")
+
+    so = sub.add_parser("soak", help="a long chain of live updates carrying a big, a sparse "
+                                     "and many small memfds, every byte verified at each stage")
+    arch_opt(so)
+    so.add_argument("--stages", type=int, default=SOAK_STAGES,
+                    help="kernels in the chain (default: %(default)s)")
+    so.add_argument("--flavor", choices=FLAVORS + ("alternate",), default="rust",
+                    help="kernel of every stage, or 'alternate' (rust, c, rust, ...) "
+                         "(default: %(default)s)")
+    so.add_argument("--debug", action="store_true",
+                    help="the debug builds (KASAN, lockdep, kmemleak); any checker line fails")
+    so.add_argument("--size-mib", type=int, default=SOAK_SIZE_MIB, metavar="M",
+                    help="the big memfd, every page written (default: %(default)s)")
+    so.add_argument("--sparse-mib", type=int, default=SOAK_SPARSE_MIB, metavar="M",
+                    help="the sparse memfd, one page in 512 written (default: %(default)s)")
 
     s = sub.add_parser("series", help="export our change as a patch series and checkpatch it")
     s.add_argument("-o", "--output", metavar="DIR",
@@ -479,6 +495,28 @@ def cmd_bench(args):
     return 1 if failures else 0
 
 
+def cmd_soak(args):
+    if args.stages < 3:
+        print("--stages must be at least 3 (the drift compares stages after a FINISH)",
+              file=sys.stderr)
+        return 2
+    flavors = races.soak_flavors(args.flavor, args.stages)
+    _, _, builds, progs = _prepare(args.arch, sorted(set(flavors)), args.debug)
+    label = args.flavor + ("-debug" if args.debug else "")
+    stage(f"soak: {args.stages} stages on {label}, a {args.size_mib} MiB memfd, a sparse "
+          f"{args.sparse_mib} MiB one and up to {races.SOAK_NSMALL} small ones")
+    res = races.soak_chain(args.arch, builds, progs, flavors, args.size_mib, args.sparse_mib,
+                           f"{args.arch}-{args.flavor}-soak")
+    text, ok = races.soak_report(res, flavors, args.size_mib, args.sparse_mib)
+    print()
+    print(text)
+    for p in res.problems(args.stages):
+        print(f"problem: {p}")
+    ok = ok and not res.problems(args.stages)
+    print(f"RESULT: {'PASS' if ok else 'FAIL'}; serial log: {res.log}")
+    return 0 if ok else 1
+
+
 def cmd_series(args):
     bisect_too = args.bisect or args.bisect_range is not None
     if bisect_too:
@@ -545,7 +583,7 @@ def main(argv=None):
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         return {"demo": cmd_demo, "test": cmd_test, "build": cmd_build, "bench": cmd_bench,
-                "series": cmd_series, "fuzz": cmd_fuzz, "setup": cmd_setup,
+                "series": cmd_series, "fuzz": cmd_fuzz, "soak": cmd_soak, "setup": cmd_setup,
                 "clean": cmd_clean}[args.cmd](args)
     except HarnessError as e:
         print(f"\nERROR: {e}", file=sys.stderr)

@@ -59,6 +59,8 @@ def perms(arch, builds, progs, flavor):
     return _finish(s, res, t0)
 
 
+from . import races  # noqa: E402 (races uses check_cases and _finish above)
+
 # name -> function(arch, builds, progs, flavor) returning a Suite (or a list).
 SUITES = {
     "reliability:perms": perms,
@@ -66,6 +68,8 @@ SUITES = {
     "reliability:fail-nth": faultinj.fail_nth,
     # lu-fuzz, the ioctl fuzzer of the userspace crate: a smoke run (fuzz.SMOKE_CALLS).
     "reliability:fuzz": fuzz.suite,
+    "reliability:races": races.races,
+    "reliability:soak-smoke": races.soak_smoke,
 }
 
 # Guest programs of these suites: name -> (sources, extra flags); built by
@@ -73,4 +77,6 @@ SUITES = {
 PROGRAMS = {
     "lu-perm-check": (["lu-perm-check.c"], []),
     "lu-fail-nth": (["lu-fail-nth.c"], []),
+    "lu-race": (["lu-race.c"], ["-pthread"]),
+    "lu-soak": (["lu-soak.c"], []),
 }

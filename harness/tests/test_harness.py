@@ -1132,3 +1132,97 @@ class FailNthCountTest(unittest.TestCase):
         self.assertEqual(count_problems(counts, STAGE1_OPS, "c", True)[3],
                          "preserve-thp: no count line")
         self.assertEqual(summary({"create": counts["create"]}), "create 4/3/4 -8kB")
+
+
+class RacesSoakTest(unittest.TestCase):
+    """reliability:races and the soak (harness/luh/races.py)."""
+    K = "7.3.4-lu-rust #3 PREEMPT_DYNAMIC Fri Nov 27 04:00:00 UTC 2026"
+
+    def test_registered(self):
+        from harness.luh import races, reliability
+        self.assertIs(reliability.SUITES["reliability:races"], races.races)
+        self.assertIs(reliability.SUITES["reliability:soak-smoke"], races.soak_smoke)
+        self.assertEqual(reliability.PROGRAMS["lu-race"], (["lu-race.c"], ["-pthread"]))
+        self.assertEqual(reliability.PROGRAMS["lu-soak"], (["lu-soak.c"], []))
+        self.assertIn("reliability:races", cli.SUITE_NAMES)
+        self.assertIn("reliability:soak-smoke", cli.SUITE_NAMES)
+
+    def test_race_stats(self):
+        from harness.luh import races
+        text = ('x LU-RACE-STATS op="PRESERVE_FD" e0=12 e9=3 e16=40 calls=55\n'
+                'LU-RACE-STATS op="FINISH" calls=0\n')
+        self.assertEqual(races.race_stats(text), {"PRESERVE_FD": (55, {0: 12, 9: 3, 16: 40}),
+                                                  "FINISH": (0, {})})
+
+    def _res(self, stage2, results2, nstages):
+        lines = [(0.0, "Linux version x (root@vm)"), (1.0, f"LU-STAGE 1 3 {self.K}"),
+                 (2.0, "Linux version x (root@vm)"), (3.0, f"LU-STAGE 2 3 {self.K}")]
+        lines += [(4.0, t) for t in stage2]
+        lines += [(4.5, f"LU-RESULT 2 {n} {rc}") for n, rc in results2]
+        if nstages == 3:
+            lines += [(5.0, "Linux version x (root@vm)"), (6.0, f"LU-STAGE 3 3 {self.K}")]
+        st = vm.parse_stages(lines, [self.K] * 3)
+        return vm.RunResult("r", None, lines, st, "exited", "tcg", 1.0)
+
+    def test_reboot_outcome(self):
+        from harness.luh import races
+        called = races._REBOOT_CALLED + " mid-ioctl"
+        # kexec'd from the thread: no exit status, stage 3 reached.
+        self.assertEqual(races.reboot_outcome(self._res([called], [("retrieve", 0)], 3)),
+                         (True, "kexec'd from the program's thread"))
+        # ... but stage 3 must be reached.
+        self.assertFalse(races.reboot_outcome(self._res([called], [], 2))[0])
+        # failed cleanly: errno reported, exit 0, init kexecs.
+        ret = "LU-RACE reboot: reboot(LINUX_REBOOT_CMD_KEXEC) returned, errno 16"
+        self.assertEqual(races.reboot_outcome(self._res([called, ret], [("reboot", 0)], 3)),
+                         (True, "reboot(KEXEC) failed, errno 16; exit status 0"))
+        self.assertFalse(races.reboot_outcome(self._res([called, ret], [("reboot", 1)], 3))[0])
+        # exited without the reboot, or never called it.
+        self.assertEqual(races.reboot_outcome(self._res([called], [("reboot", 1)], 3)),
+                         (False, "exit status 1 without a reboot"))
+        self.assertEqual(races.reboot_outcome(self._res([], [("reboot", 1)], 3)),
+                         (False, "the reboot thread did not run (exit status 1)"))
+
+    def test_soak_expected(self):
+        from harness.luh import races
+        # lu-soak.c's own figures (its small_gen()/small_size() run on the host).
+        self.assertEqual(races.soak_expected(1, 64, 256), (0, 2 + 96))
+        self.assertEqual(races.soak_expected(2, 64, 256), (336447106, 88))
+        self.assertEqual(races.soak_expected(3, 64, 256), (336354413, 83))
+        self.assertEqual(races.soak_expected(4, 64, 256), (336277284, 77))
+
+    def test_soak_lines_and_flavors(self):
+        from harness.luh import races
+        text = ("[x] LU-SOAK stage=3 bytes_verified=336354413 memfree_kb=1234 t_ms=987 "
+                "files=83 next_kb=40\nLU-SOAK ok every byte (errno 0: Success)\n")
+        self.assertEqual(races.soak_lines(text),
+                         {3: {"bytes_verified": 336354413, "memfree_kb": 1234, "t_ms": 987,
+                              "files": 83, "next_kb": 40}})
+        self.assertEqual(races.soak_flavors("alternate", 5), ["rust", "c", "rust", "c", "rust"])
+        self.assertEqual(races.soak_flavors("c", 2), ["c", "c"])
+
+    def test_soak_drift(self):
+        from harness.luh import races
+        rows = [(2, "rust", 1000), (3, "c", 500), (4, "rust", 1010), (5, "c", 400),
+                (6, "rust", 990), (7, "c", 300)]
+        d = races.soak_drift(rows)
+        self.assertEqual(d["rust"], (-10, -5.0, 20, 3))
+        self.assertEqual(d["c"], (-200, -100.0, 100, 3))
+        self.assertEqual(races.soak_drift([(2, "rust", 7)]), {"rust": (0, 0.0, 0, 1)})
+
+    def test_soak_cli(self):
+        a = cli.parse_args(["soak"])
+        self.assertEqual((a.stages, a.flavor, a.size_mib, a.sparse_mib, a.debug),
+                         (20, "rust", 1024, 4096, False))
+        a = cli.parse_args(["soak", "--flavor", "alternate", "--debug", "--stages", "6",
+                            "--size-mib", "64", "--arch", "arm64"])
+        self.assertEqual((a.stages, a.flavor, a.size_mib, a.debug, a.arch),
+                         (6, "alternate", 64, True, "arm64"))
+
+    def test_soak_adjusted(self):
+        from harness.luh import races
+        self.assertEqual(races.soak_adjusted({"memfree_kb": 1000, "shmem_kb": 300,
+                                              "next_kb": 20}, {"data_kb": 7}), 1320)
+        # Lines without Shmem: the data the previous stage preserved.
+        self.assertEqual(races.soak_adjusted({"memfree_kb": 1000, "next_kb": 20},
+                                             {"data_kb": 7}), 1027)
