@@ -52,13 +52,13 @@ fn sessions_and_names() {
     );
 }
 
-/// Whether the running kernel is this project's Rust one (`LOCALVERSION` `-lu-rust`): only it
-/// has `LIVEUPDATE_SESSION_UNPRESERVE_FD`; upstream's C (`-lu-c`) fails it with `EINVAL`.
+/// Whether the running kernel is this project's Rust one (`LOCALVERSION` `-lu-rust`, or
+/// `-lu-rust-debug` for its debug build): only it has `LIVEUPDATE_SESSION_UNPRESERVE_FD`;
+/// upstream's C (`-lu-c`, `-lu-c-debug`) fails it with `EINVAL`.
 fn kernel_is_rust() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap()
-        .trim_end()
-        .ends_with("-lu-rust")
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let release = release.trim_end();
+    release.ends_with("-lu-rust") || release.ends_with("-lu-rust-debug")
 }
 
 #[test]
