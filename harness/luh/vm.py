@@ -36,10 +36,14 @@ def debug_scratch(mem_mib):
 
     KASAN's shadow leaves KHO's default sizing (twice the early reservations)
     no room in a 2-4 GiB VM (LUO would be disabled), so scratch is sized by
-    hand; a kernel booted by KHO must fit its early allocations, the shadow
-    (1/8 of memory) among them, in the global area.
+    hand: 512 MiB of global scratch up to 4 GiB; above, a kernel booted by KHO
+    must fit its early allocations, the shadow (1/8 of memory) among them, in
+    the global area, so it is 1/8 of memory plus 512 MiB.  (More in a 2 GiB
+    VM fails: a kernel that refuses a corrupt handover reserves new scratch
+    and finds no free 768 MiB range; corrupt:kho-5 showed it.)
     """
-    return f"kho_scratch=64M,{max(512, mem_mib // 8 + 512)}M,256M"
+    glob = 512 if mem_mib <= 4096 else mem_mib // 8 + 512
+    return f"kho_scratch=64M,{glob}M,256M"
 # Debug kernels run several times slower under TCG.
 DEBUG_TIMEOUT_FACTOR = 4
 

@@ -392,6 +392,11 @@ class StageParseTest(unittest.TestCase):
         self.assertIn("reached 1 of 2 stages", probs[0])
         self.assertIn("Kernel panic", probs[2])
 
+    def test_debug_scratch(self):
+        self.assertEqual(vm.debug_scratch(2048), "kho_scratch=64M,512M,256M")
+        self.assertEqual(vm.debug_scratch(4096), "kho_scratch=64M,512M,256M")
+        self.assertEqual(vm.debug_scratch(9216), "kho_scratch=64M,1664M,256M")
+
     def test_splats_fail_debug_runs_only(self):
         lines = _log("Linux version x (root@vm)", f"LU-STAGE 1 1 {self.A}",
                      "[   12.1] BUG: KASAN: slab-use-after-free in luo_x+0x10/0x20",
