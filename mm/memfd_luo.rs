@@ -505,6 +505,8 @@ impl FileHandler for MemfdHandler {
 /// Fails with [`EINVAL`] if the array is not a valid preservation or holds fewer entries than
 /// `nr_folios`; `f` has then seen the entries before.
 fn for_each_entry(ser: &MemfdSer, mut f: impl FnMut(MemfdFolio)) -> Result {
+    // Entries never straddle two pages of the array.
+    static_assert!(PAGE_SIZE % size_of::<MemfdFolio>() == 0);
     let Ok(nr) = usize::try_from(ser.nr_folios) else {
         return Err(EINVAL);
     };
@@ -524,7 +526,7 @@ fn for_each_entry(ser: &MemfdSer, mut f: impl FnMut(MemfdFolio)) -> Result {
         }
     })?;
     if seen != nr {
-        pr_err!("refusing a memfd: its folio array is shorter than its folio count\n");
+        pr_err!("a memfd's folio array is shorter than its folio count\n");
         return Err(EINVAL);
     }
     Ok(())
@@ -556,9 +558,10 @@ fn free_folios(walk: impl FnOnce(&mut dyn FnMut(MemfdFolio)) -> Result) -> Resul
 
 /// Builds the memfd that `ser` describes from its folios.
 ///
-/// Whatever happens, every folio is restored exactly once: into the memfd, or freed. The memfd
-/// is made first, so a lack of memory there costs no folio a restore; on any failure the memfd
-/// is dropped with the folios it holds, and the rest of the array is freed.
+/// Whatever happens, every folio the array lists (up to a corrupt part of it) is restored
+/// exactly once: into the memfd, or freed. The memfd is made first, so a lack of memory there
+/// costs no folio a restore; on any failure the memfd is dropped with the folios it holds, and
+/// the rest of the array is freed.
 fn rebuild(ser: &MemfdSer) -> Result<ARef<File>> {
     let seals = ser.seals;
     let size = ser.size;

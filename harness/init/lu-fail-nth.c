@@ -1158,7 +1158,15 @@ static int after_first_open(void *p, int n, int err, int reached)
 {
 	int *fd = p;
 
-	/* A failed open is checked by the next attempt, which must work. */
+	/*
+	 * A failed open is checked by the next attempt: if the failure had been
+	 * sticky, every later open would fail with EIO, which is not in the
+	 * documented set (the check that failed before 2735deb), and the loop
+	 * would never pass its last fault point; the rest of stage 2 then
+	 * retrieves every session byte for byte.  Once an open succeeds with
+	 * its fault absorbed, the sessions are built and later points are the
+	 * VFS's only.
+	 */
 	if (!err) {
 		close(*fd);
 		*fd = -1;

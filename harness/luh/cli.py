@@ -371,7 +371,8 @@ def cmd_test(args):
             # named, and the other architecture still runs.
             print(f"ERROR ({arch}): {e}", file=sys.stderr)
             logs = re.findall(r"(?:full )?log: (\S+)", str(e))
-            label = _debug_label(args.flavor) if debug else args.flavor
+            label = args.flavor if len(fl) > 1 else fl[0]
+            label = _debug_label(label) if debug else label
             add(ktap.Suite(arch, label, "setup",
                            [ktap.Case("build", ktap.FAIL, str(e))],
                            log=logs[-1] if logs else str(LOGS)))

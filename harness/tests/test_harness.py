@@ -406,16 +406,18 @@ class StageParseTest(unittest.TestCase):
                      "unreferenced object 0xffff888003a1c000 (size 64):",
                      "[   12.5] INFO: task lu-race:91 blocked for more than 120 seconds.",
                      "LU-RESULT 1 t 0", "LU-KMEMLEAK 1 1", "LU-REBOOT 1 restart",
+                     "[   12.6] BUG kmalloc-64 (Not tainted): Object already free",
+                     "LU-KMEMLEAK 1 error Device or resource busy",
                      "luo: refused the previous kernel's data (bad magic)")
         st = vm.parse_stages(lines, [self.A])
-        self.assertEqual(len(vm.splats(lines)), 6)
+        self.assertEqual(len(vm.splats(lines)), 8)
         plain = vm.RunResult("r", None, lines, st, "exited", "tcg", 1.0)
         self.assertEqual(plain.problems(1), [])
         debug = vm.RunResult("r", "serial.log", lines, st, "exited", "tcg", 1.0, debug=True)
         probs = debug.problems(1)
         self.assertEqual(len(probs), 6)
         self.assertTrue(probs[0].startswith("splat: [   12.1] BUG: KASAN: slab-use-after-free"))
-        self.assertEqual(probs[5], "... 1 more checker lines in serial.log")
+        self.assertEqual(probs[5], "... 3 more checker lines in serial.log")
         # A clean debug log has no problem.
         clean = [x for x in lines if not vm.SPLAT.search(x[1])]
         self.assertEqual(vm.RunResult("r", None, clean, st, "exited", "tcg", 1.0,

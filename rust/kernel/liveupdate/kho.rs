@@ -325,8 +325,9 @@ impl KhoVmalloc {
 ///
 /// # Invariants
 ///
-/// `first` is the first of `nr` pages in the memory map restored by `kho_restore_pages()`, each
-/// with one reference owned by this value.
+/// `first` is the first of `nr` pages restored by `kho_restore_pages()`, each with one
+/// reference owned by this value. They are one preserved block, inside one memory section, so
+/// their `struct page`s are contiguous in the memory map (as `kho_restore_vmalloc()` assumes).
 struct RestoredPages {
     first: NonNull<bindings::page>,
     nr: usize,
@@ -334,16 +335,15 @@ struct RestoredPages {
 
 impl RestoredPages {
     /// Restores the `nr` pages the previous kernel preserved at `phys`.
-    fn restore(phys: u64, nr: usize) -> Result<Self> {
+    fn restore(phys: PhysAddr, nr: usize) -> Result<Self> {
         let nr_pages = c_ulong::try_from(nr).map_err(|_| EINVAL)?;
         // SAFETY: `kho_restore_pages()` checks that the range was preserved and not restored
         // yet; it may be called from any context that may sleep.
         let first = unsafe { bindings::kho_restore_pages(phys, nr_pages) };
-        // INVARIANT: On success the `nr` pages are restored, with one reference each.
-        Ok(Self {
-            first: NonNull::new(first).ok_or(EINVAL)?,
-            nr,
-        })
+        let first = NonNull::new(first).ok_or(EINVAL)?;
+        // INVARIANT: On success the `nr` pages of one preserved block are restored, with one
+        // reference each.
+        Ok(Self { first, nr })
     }
 
     /// Returns page `i`, readable while `self` lives.
@@ -362,9 +362,12 @@ impl RestoredPages {
 impl Drop for RestoredPages {
     fn drop(&mut self) {
         for i in 0..self.nr {
-            // SAFETY: By the type invariants, page `i < nr` is a restored order-0 page whose
-            // only reference is ours; it is freed only here.
-            unsafe { bindings::__free_pages(self.first.add(i).as_ptr(), 0) };
+            // SAFETY: By the type invariants the `nr` pages are contiguous in the memory map, so
+            // page `i < nr` is in it.
+            let page = unsafe { self.first.add(i) };
+            // SAFETY: By the type invariants, the page is a restored order-0 page whose only
+            // reference is ours; it is freed only here.
+            unsafe { bindings::__free_pages(page.as_ptr(), 0) };
         }
     }
 }
