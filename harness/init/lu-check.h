@@ -50,6 +50,24 @@ static inline int lu_session(int dev, const char *name, int create)
 	return arg.fd;
 }
 
+/* PRESERVE_FD of fd under token in session s: 0 or the errno. */
+static inline int lu_preserve(int s, int fd, __u64 token)
+{
+	struct liveupdate_session_preserve_fd a = {
+		.size = sizeof(a), .fd = fd, .token = token,
+	};
+
+	return ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, &a) ? errno : 0;
+}
+
+/* UNPRESERVE_FD of token in session s: 0 or the errno. */
+static inline int lu_unpreserve(int s, __u64 token)
+{
+	struct liveupdate_session_unpreserve_fd a = { .size = sizeof(a), .token = token };
+
+	return ioctl(s, LIVEUPDATE_SESSION_UNPRESERVE_FD, &a) ? errno : 0;
+}
+
 /* What the descriptor fd refers to ("anon_inode:[name]", ...), "" if unknown. */
 static inline void lu_fd_target(int fd, char *buf, size_t size)
 {

@@ -296,22 +296,6 @@ static void probe_thp(void)
 		close(fd);
 }
 
-static int preserve(int s, int fd, __u64 token)
-{
-	struct liveupdate_session_preserve_fd a = {
-		.size = sizeof(a), .fd = fd, .token = token,
-	};
-
-	return ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, &a) ? errno : 0;
-}
-
-static int unpreserve(int s, __u64 token)
-{
-	struct liveupdate_session_unpreserve_fd a = { .size = sizeof(a), .token = token };
-
-	return ioctl(s, LIVEUPDATE_SESSION_UNPRESERVE_FD, &a) ? errno : 0;
-}
-
 static int get_name(int s, char *name)
 {
 	struct liveupdate_session_get_name a = { .size = sizeof(a) };
@@ -487,7 +471,7 @@ static int op_preserve(void *p)
 {
 	struct s1 *c = p;
 
-	return preserve(c->s, c->fd[c->k], c->token);
+	return lu_preserve(c->s, c->fd[c->k], c->token);
 }
 
 static int after_preserve(void *p, int n, int err, int reached)
@@ -498,14 +482,14 @@ static int after_preserve(void *p, int n, int err, int reached)
 	if (err) {
 		bad |= fds_unchanged("preserve", n, 1);
 		if (!upstream) {
-			e = unpreserve(c->s, c->token);
+			e = lu_unpreserve(c->s, c->token);
 			if (e != ENOENT) {
 				checkf(0, e, "preserve %s N=%d: token not preserved (ENOENT)",
 				       kind_name[c->k], n);
 				bad = 1;
 			}
 		}
-		e = preserve(c->s, c->fd[c->k], c->token);
+		e = lu_preserve(c->s, c->fd[c->k], c->token);
 		if (e) {
 			checkf(0, e, "preserve %s N=%d: clean retry with the same token",
 			       kind_name[c->k], n);
@@ -513,7 +497,7 @@ static int after_preserve(void *p, int n, int err, int reached)
 		}
 	}
 	/* Preserved now, exactly once: the same token again is EEXIST. */
-	e = preserve(c->s, c->fd[c->k], c->token);
+	e = lu_preserve(c->s, c->fd[c->k], c->token);
 	if (e != EEXIST && e != EBUSY) {
 		checkf(0, e, "preserve %s N=%d: preserved (EEXIST or EBUSY again)",
 		       kind_name[c->k], n);
@@ -523,7 +507,7 @@ static int after_preserve(void *p, int n, int err, int reached)
 	c->s = -1;
 	/* Closing unpreserved it: it can be preserved in another session. */
 	c->s = lu_session(dev, c->name, 1);
-	e = c->s < 0 ? -c->s : preserve(c->s, c->fd[c->k], c->token);
+	e = c->s < 0 ? -c->s : lu_preserve(c->s, c->fd[c->k], c->token);
 	if (e) {
 		checkf(0, e, "preserve %s N=%d: preserve again after the session closed",
 		       kind_name[c->k], n);
@@ -539,14 +523,14 @@ static int prep_unpreserve(void *p, int n)
 {
 	struct s1 *c = p;
 
-	return preserve(c->s, c->fd[SMALL], c->token);
+	return lu_preserve(c->s, c->fd[SMALL], c->token);
 }
 
 static int op_unpreserve(void *p)
 {
 	struct s1 *c = p;
 
-	return unpreserve(c->s, c->token);
+	return lu_unpreserve(c->s, c->token);
 }
 
 static int after_unpreserve(void *p, int n, int err, int reached)
@@ -556,13 +540,13 @@ static int after_unpreserve(void *p, int n, int err, int reached)
 
 	if (err) {
 		/* Still preserved: unpreserving it cleanly works. */
-		e = unpreserve(c->s, c->token);
+		e = lu_unpreserve(c->s, c->token);
 		if (e) {
 			checkf(0, e, "unpreserve N=%d: clean retry", n);
 			return 1;
 		}
 	}
-	e = unpreserve(c->s, c->token);
+	e = lu_unpreserve(c->s, c->token);
 	if (e != ENOENT) {
 		checkf(0, e, "unpreserve N=%d: token gone (ENOENT)", n);
 		return 1;
@@ -598,7 +582,7 @@ static int prep_close(void *p, int n)
 	c->s = lu_session(dev, c->name, 1);
 	if (c->s < 0)
 		return 1;
-	return preserve(c->s, c->fd[SMALL], 1) || preserve(c->s, c->fd[BIG], 2);
+	return lu_preserve(c->s, c->fd[SMALL], 1) || lu_preserve(c->s, c->fd[BIG], 2);
 }
 
 static int op_close(void *p)
@@ -619,8 +603,8 @@ static int after_close(void *p, int n, int err, int reached)
 		checkf(0, -c->s, "close N=%d: the name is free again", n);
 		return 1;
 	}
-	e = preserve(c->s, c->fd[SMALL], 1);
-	e = e ? e : preserve(c->s, c->fd[BIG], 2);
+	e = lu_preserve(c->s, c->fd[SMALL], 1);
+	e = e ? e : lu_preserve(c->s, c->fd[BIG], 2);
 	if (e) {
 		checkf(0, e, "close N=%d: its files can be preserved again", n);
 		bad = 1;
@@ -660,7 +644,7 @@ static void stage1_loops(int fds[NR_KINDS])
 	strcpy(c.name, "fnth-unpreserve");
 	c.s = lu_session(dev, c.name, 1);
 	held++;
-	e = unpreserve(c.s, 12345);
+	e = lu_unpreserve(c.s, 12345);
 	if (e == ENOENT) {
 		o = (struct nth_op){ "unpreserve", enomem, prep_unpreserve, op_unpreserve,
 				     after_unpreserve, &c };
@@ -680,7 +664,7 @@ static void stage1_loops(int fds[NR_KINDS])
 	memcpy(c.name, "fnth-get-name-", 14);
 	close(c.s);
 	c.s = lu_session(dev, c.name, 1);
-	e = c.s < 0 ? -c.s : preserve(c.s, c.fd[SMALL], 1);
+	e = c.s < 0 ? -c.s : lu_preserve(c.s, c.fd[SMALL], 1);
 	check(!e, "get-name: session with the longest name and a file", e);
 	o = (struct nth_op){ "get-name", enomem, NULL, op_get_name, after_get_name, &c };
 	run_loop(&o);
@@ -735,7 +719,7 @@ static int preserve_new(int s, enum kind k, uint64_t seed, __u64 token, int keep
 
 	if (fd < 0)
 		return errno ? errno : EIO;
-	e = preserve(s, fd, token);
+	e = lu_preserve(s, fd, token);
 	if (!keep_open) {
 		close(fd);
 		return e;
@@ -793,7 +777,7 @@ static int handover_intact(struct handover *h, int n)
 	for (k = SMALL; k < NR_KINDS; k++) {
 		if (h->keep_fd[k] < 0)
 			continue;
-		e = preserve(h->keep, h->keep_fd[k], 1 + k);
+		e = lu_preserve(h->keep, h->keep_fd[k], 1 + k);
 		if (e != EEXIST && e != EBUSY) {
 			checkf(0, e, "reboot N=%d: " KEEP " token %d still preserved", n, 1 + k);
 			bad = 1;

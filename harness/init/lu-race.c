@@ -220,22 +220,6 @@ static int pattern_ok(int fd, uint64_t key)
 	return 1;
 }
 
-static int preserve(int s, int fd, __u64 token)
-{
-	struct liveupdate_session_preserve_fd a = {
-		.size = sizeof(a), .fd = fd, .token = token,
-	};
-
-	return ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, &a) ? errno : 0;
-}
-
-static int unpreserve(int s, __u64 token)
-{
-	struct liveupdate_session_unpreserve_fd a = { .size = sizeof(a), .token = token };
-
-	return ioctl(s, LIVEUPDATE_SESSION_UNPRESERVE_FD, &a) ? errno : 0;
-}
-
 /* RETRIEVE_FD: the new fd in *fd, 0 or an errno. */
 static int retrieve_fd(int s, __u64 token, int *fd)
 {
@@ -309,7 +293,7 @@ static void *preserver(void *arg)
 	while (!atomic_load(&stop)) {
 		int s = SLOT_FD(rnd(&seed, NSLOTS)), m = MEM_FD(rnd(&seed, NMEM));
 
-		note(OP_PRESERVE, preserve(s, m, 1 + rnd(&seed, NTOKENS)));
+		note(OP_PRESERVE, lu_preserve(s, m, 1 + rnd(&seed, NTOKENS)));
 	}
 	return NULL;
 }
@@ -319,7 +303,7 @@ static void *unpreserver(void *arg)
 	unsigned int seed = 100 + (long)arg;
 
 	while (!atomic_load(&stop))
-		note(OP_UNPRESERVE, unpreserve(SLOT_FD(rnd(&seed, NSLOTS)),
+		note(OP_UNPRESERVE, lu_unpreserve(SLOT_FD(rnd(&seed, NSLOTS)),
 					       1 + rnd(&seed, NTOKENS)));
 	return NULL;
 }
@@ -467,7 +451,7 @@ static void *module_preserver(void *arg)
 			usleep(rnd(&seed, 1000));
 			continue;
 		}
-		err = note(OP_MOD_PRESERVE, preserve(MOD_SLOT_FD, fd, token));
+		err = note(OP_MOD_PRESERVE, lu_preserve(MOD_SLOT_FD, fd, token));
 		close(fd);
 		if (err)
 			continue;
@@ -475,7 +459,7 @@ static void *module_preserver(void *arg)
 		note(OP_MOD_PINNED, mod_unload());
 		usleep(rnd(&seed, 1000));
 		note(OP_MOD_PINNED, mod_unload());
-		note(OP_MOD_UNPRESERVE, unpreserve(MOD_SLOT_FD, token));
+		note(OP_MOD_UNPRESERVE, lu_unpreserve(MOD_SLOT_FD, token));
 		token++;
 	}
 	return NULL;
@@ -526,7 +510,7 @@ static void storm_after(int module)
 	check(s >= 0, "create session race-final after the storm", s < 0 ? -s : 0);
 	for (int i = 0; i < NMEM && s >= 0; i++) {
 		fd = fcntl(MEM_FD(i), F_GETFD) < 0 ? pattern_memfd(i) : MEM_FD(i);
-		err = fd < 0 ? -fd : preserve(s, fd, i + 1);
+		err = fd < 0 ? -fd : lu_preserve(s, fd, i + 1);
 		all &= !err;
 		if (err)
 			check(0, "preserve a memfd of the storm again", err);
@@ -536,9 +520,9 @@ static void storm_after(int module)
 		err = get_name(s, name);
 		check(!err && !strcmp(name, "race-final"), "GET_NAME race-final", err);
 		if (rust) {
-			err = unpreserve(s, 1);
+			err = lu_unpreserve(s, 1);
 			check(!err, "UNPRESERVE_FD token 1", err);
-			err = unpreserve(s, 1);
+			err = lu_unpreserve(s, 1);
 			check(err == ENOENT, "UNPRESERVE_FD token 1 again: ENOENT", err);
 		}
 		close(s);
@@ -570,7 +554,7 @@ static int handover(void)
 		for (int t = 1; t <= HO_TOKENS && s >= 0 && !err; t++) {
 			int m = pattern_memfd(n * 100 + t);
 
-			err = m < 0 ? -m : preserve(s, m, t);
+			err = m < 0 ? -m : lu_preserve(s, m, t);
 			if (m >= 0)
 				close(m);
 		}
@@ -787,9 +771,9 @@ static void *churner(void *arg)
 		int c = rnd(&seed, NCHURN), t = 1 + rnd(&seed, NTOKENS);
 
 		if (rnd(&seed, 2))
-			note(OP_CHURN_PRESERVE, preserve(CHURN_FD(c), churn_mem[c][t], t));
+			note(OP_CHURN_PRESERVE, lu_preserve(CHURN_FD(c), churn_mem[c][t], t));
 		else
-			note(OP_CHURN_UNPRESERVE, unpreserve(CHURN_FD(c), t));
+			note(OP_CHURN_UNPRESERVE, lu_unpreserve(CHURN_FD(c), t));
 	}
 	return NULL;
 }
@@ -837,7 +821,7 @@ static int reboot_stage(void)
 		for (int tk = 1; tk <= HO_TOKENS && !err; tk++) {
 			int m = pattern_memfd(1000 + n * 100 + tk);
 
-			err = m < 0 ? -m : preserve(s, m, tk);
+			err = m < 0 ? -m : lu_preserve(s, m, tk);
 			if (m >= 0)
 				close(m);
 		}
@@ -869,7 +853,7 @@ static int reboot_stage(void)
 	if (!err) {
 		int m = pattern_memfd(1);
 
-		err = m < 0 ? -m : preserve(fd, m, 1);
+		err = m < 0 ? -m : lu_preserve(fd, m, 1);
 		close(fd);
 	}
 	check(!err, "after a failed reboot, sessions and PRESERVE_FD still work", err);
@@ -942,7 +926,7 @@ static int verify_stage(void)
 	if (fd >= 0) {
 		int m = pattern_memfd(1);
 
-		err = m < 0 ? -m : preserve(fd, m, 1);
+		err = m < 0 ? -m : lu_preserve(fd, m, 1);
 		check(!err, "preserve a memfd after the handover", err);
 		close(fd);
 	}

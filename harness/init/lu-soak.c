@@ -273,15 +273,6 @@ static int retrieve(int s, __u64 token, int *fd)
 	return 0;
 }
 
-static int preserve(int s, int fd, __u64 token)
-{
-	struct liveupdate_session_preserve_fd a = {
-		.size = sizeof(a), .fd = fd, .token = token,
-	};
-
-	return ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, &a) ? errno : 0;
-}
-
 /*
  * The next stages' kernels and initramfs, nested in ours: kexec_file_load()
  * has copied them already, so the rootfs copies are dropped to keep MemFree
@@ -478,11 +469,11 @@ static int soak(void)
 		t1 = now_ms();
 		s = lu_session(dev, "soak", 1);
 		err = s < 0 ? -s : 0;
-		err = err ? err : preserve(s, big_fd, TOKEN_BIG);
-		err = err ? err : preserve(s, sparse_fd, TOKEN_SPARSE);
+		err = err ? err : lu_preserve(s, big_fd, TOKEN_BIG);
+		err = err ? err : lu_preserve(s, sparse_fd, TOKEN_SPARSE);
 		for (int i = 0; i < NSMALL && !err; i++)
 			if (small_fd[i] >= 0)
-				err = preserve(s, small_fd[i], TOKEN_SMALL + i);
+				err = lu_preserve(s, small_fd[i], TOKEN_SMALL + i);
 		check(!err, "preserve everything for the next stage", err);
 		t_pres = now_ms() - t1;
 	}
