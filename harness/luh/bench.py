@@ -77,14 +77,45 @@ def _line_time(res, needle, lo, hi):
     return None
 
 
-class Figures:
-    """figures[(bench, metric, config)][flavor] = [values]; units per metric."""
+# `--icount`: every VM of the run has one vCPU and runs under TCG with
+# `-icount shift=0,sleep=off`, so the guest's clocks advance one nanosecond per
+# instruction executed: a time measured inside the guest is an instruction count
+# (1 ms = 1,000,000 instructions), the same on any host and free of TCG's
+# translation cost. What it does not capture: caches, TLBs, branch prediction
+# (every instruction costs the same), and idle waits (sleep=off skips them).
+# Times that span the kexec are taken from the host clock; they are not
+# instruction counts and are left out (the blackout).
+ICOUNT = ["-icount", "shift=0,sleep=off"]
+ICOUNT_UNITS = {"ms": "M insns", "ns": "insns", "GiB/s": "GiB per 10^9 insns"}
 
-    def __init__(self):
+
+def chain(name, stages, progs, arch, *, icount=False, smp=2, accel=None, extra_qemu=(),
+          **kw):
+    """vm.run_chain(), with one vCPU and -icount shift=0 when icount."""
+    if icount:
+        smp, accel, extra_qemu = 1, "tcg", list(extra_qemu) + ICOUNT
+        name += "-icount"
+    return vm.run_chain(name, stages, progs, arch, smp=smp, accel=accel,
+                        extra_qemu=extra_qemu, **kw)
+
+
+class Figures:
+    """figures[(bench, metric, config)][flavor] = [values]; units per metric.
+
+    With icount, times are instruction counts: the units say so, and the
+    blackout (host clock) is not kept.
+    """
+
+    def __init__(self, icount=False):
         self.data = {}
         self.units = {}
+        self.icount = icount
 
     def add(self, bench, metric, config, flavor, value, unit):
+        if self.icount:
+            if bench == "blackout":
+                return
+            unit = ICOUNT_UNITS.get(unit, unit)
         self.data.setdefault((bench, metric, config), {}).setdefault(flavor, []).append(value)
         self.units[(bench, metric)] = unit
 
@@ -93,12 +124,13 @@ class Figures:
             yield key, self.data[key], self.units[key[:2]]
 
 
-def two_stage(arch, builds, progs, flavor, label, argv1, argv2, mem, failures):
+def two_stage(arch, builds, progs, flavor, label, argv1, argv2, mem, failures, icount=False):
     """lu-bench with argv1 before and argv2 after a kexec; the run, or None if it failed."""
-    res = vm.run_chain(f"bench-{arch}-{flavor}-{label}", [
+    res = chain(f"bench-{arch}-{flavor}-{label}", [
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench"] + argv1)]),
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench"] + argv2)]),
-    ], progs, arch, mem=mem, timeout=1200, extra_cmdline=EARLYCON[arch])
+    ], progs, arch, mem=mem, timeout=1200 * (2 if icount else 1), extra_cmdline=EARLYCON[arch],
+        icount=icount)
     problems = res.problems(2)
     for k in (1, 2):
         if len(res.stages) >= k and res.stages[k - 1].results.get("lu-bench") != 0:
@@ -115,7 +147,7 @@ def memfd_run(arch, builds, progs, flavor, cfg, mem, fig, failures):
               "--seed", "7"]
     pre = ["memfd-preserve"] + common + (["--thp"] if thp else [])
     res = two_stage(arch, builds, progs, flavor, name, pre, ["memfd-retrieve"] + common, mem,
-                    failures)
+                    failures, fig.icount)
     if res is None:
         return
     p1 = _phase(res, 1, "preserve")
@@ -170,7 +202,7 @@ def scale_run(arch, builds, progs, flavor, smoke, fig, failures):
     n_s, n_f = (50, 20) if smoke else (2000, 500)
     args = ["--sessions", str(n_s), "--files", str(n_f)]
     res = two_stage(arch, builds, progs, flavor, "scale", ["scale-preserve"] + args,
-                    ["scale-retrieve"] + args, 2048, failures)
+                    ["scale-retrieve"] + args, 2048, failures, fig.icount)
     if res is None:
         return
     p1, p2 = _phase(res, 1, "scale-preserve"), _phase(res, 2, "scale-retrieve")
@@ -256,10 +288,10 @@ def kho_run(arch, builds, progs, flavor, order, mib, fig, failures):
     KHO_TOTALRAM_SLACK.
     """
     label = f"kho-{mib}M-o{order}"
-    res = vm.run_chain(f"bench-{arch}-{flavor}-{label}", [
+    res = chain(f"bench-{arch}-{flavor}-{label}", [
         vm.Stage(builds[flavor], []), vm.Stage(builds[flavor], []),
-    ], progs, arch, mem=kho_vm_mem(mib), timeout=KHO_TIMEOUT[arch],
-        extra_cmdline=kho_cmdline(mib, order))
+    ], progs, arch, mem=kho_vm_mem(mib), timeout=KHO_TIMEOUT[arch] * (2 if fig.icount else 1),
+        extra_cmdline=kho_cmdline(mib, order), icount=fig.icount)
     problems = res.problems(2)
     if not problems:
         figs, problems = kho_parse(res.text(1), res.text(2))
@@ -311,13 +343,6 @@ def iommufd_configs(sizes, smoke):
     cfgs.append((f"{sizes[-1]}G-sparse-1%", sizes[-1] * GIB, False, 1))
     return cfgs
 
-
-# The iommufd runs count instructions: with one vCPU and -icount shift=0 the
-# guest's clocks advance one nanosecond per instruction executed, so a time in
-# the guest is an instruction count, free of the host's noise and of TCG's
-# translation of code run for the first time (which made a cold call cost
-# milliseconds of host time). What it misses: cache and TLB behaviour.
-ICOUNT = ["-icount", "shift=0,sleep=off"]
 
 # The iommufd handler is rust only: its VM is the rust kernel with the vIOMMU
 # and edu device of luo_iommufd, always under TCG (-icount needs it).
@@ -395,9 +420,9 @@ def parallel_run(arch, builds, progs, flavor, size_mib, reps, fig, failures):
 
 
 def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
-    res = vm.run_chain(f"bench-{arch}-{flavor}-coldboot", [
+    res = chain(f"bench-{arch}-{flavor}-coldboot", [
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "meminfo"])]),
-    ], progs, arch, mem=mem, timeout=300, extra_cmdline=EARLYCON[arch])
+    ], progs, arch, mem=mem, timeout=300, extra_cmdline=EARLYCON[arch], icount=fig.icount)
     kv = _phase(res, 1, "meminfo") if res.stages else None
     if res.problems(1) or kv is None:
         failures.append(f"{flavor} cold boot: no meminfo (log {res.log})")
@@ -417,7 +442,10 @@ def _fmt(v):
 def markdown(fig, meta):
     lines = [f"# Benchmarks: upstream C LUO vs. Rust LUO ({meta['arch']})", "",
              f"Measured {meta['date']} on {meta['machine']}; QEMU {meta['accel']}, "
-             f"{meta['smp']} vCPUs; {meta['reps']} repetitions per figure, flavors alternating.",
+             f"{meta['smp']} vCPU{'s' if meta['smp'] > 1 else ''}; {meta['reps']} repetitions "
+             "per figure, flavors alternating."
+             + (" **Instruction counts** (`--icount`): every time measured in the guest is in "
+                "instructions executed; see the notes." if meta.get("icount") else ""),
              "", f"Command: `{meta['command']}`", "",
              "Kernels: " + "; ".join(f"{f}: `{v}`" for f, v in meta["kernels"].items()), "",
              "Each cell: median [min–max] over the repetitions. Ratio = rust median / c median "
@@ -560,8 +588,8 @@ def draw(outdir):
 
 
 def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, command, accel_note,
-              kho_mib=4096):
-    fig = Figures()
+              kho_mib=4096, icount=False):
+    fig = Figures(icount)
     failures = []
     cfgs = memfd_configs(sizes, smoke)
     max_total = max(c[1] for c in cfgs)
@@ -582,7 +610,8 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
             if "scale" in benches:
                 scale_run(arch, builds, progs, flavor, smoke, fig, failures)
                 info(f"{flavor} scale done ({time.monotonic() - t0:.0f} s)")
-            if "parallel" in benches:
+            if "parallel" in benches and not icount:
+                # Two threads on two vCPUs: nothing to count on one.
                 parallel_run(arch, builds, progs, flavor, 64 if smoke else PARALLEL_MIB, 5,
                              fig, failures)
                 info(f"{flavor} parallel done ({time.monotonic() - t0:.0f} s)")
@@ -605,10 +634,11 @@ def run_bench(arch, builds, progs, *, reps, sizes, benches, smoke, outdir, comma
     fig.data = {k: v for k, v in fig.data.items() if k[0] in benches}
     outdir.mkdir(parents=True, exist_ok=True)
     meta = {"arch": arch, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": _machine(), "accel": accel_note, "smp": 2, "reps": reps,
+            "machine": _machine(), "accel": "tcg, -icount shift=0,sleep=off" if icount
+            else accel_note, "smp": 1 if icount else 2, "reps": reps, "icount": icount,
             "command": command,
             "kernels": {f: b.ident for f, b in builds.items()},
-            "notes": _notes(mem, failures, benches, kho_mib)}
+            "notes": _notes(mem, failures, benches, kho_mib, icount)}
     report = markdown(fig, meta)
     pngs = plots(fig, outdir) if fig.data else []
     if pngs:
@@ -634,8 +664,18 @@ def _machine():
     return f"{cpu}, {n} host CPUs, {mem} GiB"
 
 
-def _notes(mem, failures, benches=(), kho_mib=0):
-    notes = ["## How each figure is taken", "",
+def _notes(mem, failures, benches=(), kho_mib=0, icount=False):
+    notes = ["## How each figure is taken", ""]
+    if icount:
+        notes += ["- **--icount**: every VM ran under TCG with one vCPU and "
+                  "`-icount shift=0,sleep=off`: the guest's clocks advance 1 ns per instruction "
+                  "executed, so each time measured inside the guest is an instruction count "
+                  "(unit `M insns` = 10^6 instructions, `insns` per folio), deterministic and "
+                  "the same on any host. Not captured: cache, TLB and branch-prediction effects "
+                  "(every instruction costs one unit) and idle waits (skipped). The blackout "
+                  "(host clock across the kexec) and the parallel bench (two vCPUs) are not run "
+                  "in this mode.", ""]
+    notes += [
              "- **blackout**: host-clock stamps on serial lines: `LU-REBOOT` (init calls "
              "reboot(KEXEC)) → `Starting new kernel` (old kernel, after LUO serialization and "
              "device shutdown) → the new kernel's `Linux version` banner (early console) → "

@@ -71,6 +71,9 @@ def parse_args(argv):
                          "iommufd,parallel (default: all but kho, iommufd and parallel)")
     bn.add_argument("--kho-mib", type=int, default=4096, metavar="MIB",
                     help="--bench kho: MiB of folios preserved (default: %(default)s)")
+    bn.add_argument("--icount", action="store_true",
+                    help="one vCPU under TCG with -icount shift=0: guest times are "
+                         "instruction counts (deterministic); no blackout, no parallel")
     bn.add_argument("--smoke", action="store_true",
                     help="tiny configuration (16 MiB, 50 sessions, kho 64 MiB, 1 repetition) "
                          "to check the bench")
@@ -484,7 +487,7 @@ def cmd_bench(args):
     report, failures, outdir = bench.run_bench(
         args.arch, builds, progs, reps=reps, sizes=sizes, benches=benches, smoke=args.smoke,
         outdir=outdir, command=command, accel_note=accel,
-        kho_mib=bench.KHO_SMOKE_MIB if args.smoke else args.kho_mib)
+        kho_mib=bench.KHO_SMOKE_MIB if args.smoke else args.kho_mib, icount=args.icount)
     print()
     print(report)
     print(f"report: {outdir / 'BENCHMARKS.md'}")
