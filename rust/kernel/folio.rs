@@ -102,23 +102,27 @@ impl Folio {
     /// # Safety
     ///
     /// `ptr` must point to a valid folio whose reference count stays positive for `'a`.
+    #[inline]
     pub unsafe fn from_raw<'a>(ptr: *mut bindings::folio) -> &'a Self {
         // SAFETY: The caller guarantees validity for `'a`. `Folio` is a transparent wrapper.
         unsafe { &*ptr.cast() }
     }
 
     /// Returns the raw `struct folio`.
+    #[inline]
     pub(crate) fn as_raw(&self) -> *mut bindings::folio {
         self.0.get()
     }
 
     /// Returns the folio's order: it has `2^order` pages.
+    #[inline]
     pub fn order(&self) -> u32 {
         // SAFETY: By the type invariants, the folio is valid.
         unsafe { bindings::folio_order(self.as_raw()) }
     }
 
     /// Returns the number of pages in the folio.
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         // SAFETY: By the type invariants, the folio is valid.
         unsafe { bindings::folio_nr_pages(self.as_raw()) }
@@ -131,6 +135,7 @@ impl Folio {
     }
 
     /// Returns the page frame number of the folio's first page.
+    #[inline]
     pub fn pfn(&self) -> usize {
         // SAFETY: By the type invariants, the folio is valid.
         unsafe { bindings::folio_pfn(self.as_raw()) }
@@ -143,6 +148,7 @@ impl Folio {
 
     /// Returns the folio's offset in pages within its file; meaningful while the folio is in a
     /// file's page cache.
+    #[inline]
     pub fn index(&self) -> usize {
         // SAFETY: By the type invariants, the folio is valid.
         unsafe { bindings::folio_index(self.as_raw()) }

@@ -236,6 +236,23 @@ mod tests {
         Ok(())
     }
 
+    /// The hot paths' constant shifts select the same table entries as the decoders.
+    #[test]
+    fn radix_index_matches_decoder() -> Result {
+        for order in [0, 9, MAX_PAGE_ORDER] {
+            for phys in [0u64, 1 << 30, 0x1_2345_6000, (1 << 46) + (1 << 21)] {
+                let key = encode_key(phys & !(order_size(order) - 1), order);
+                for level in 1..GEOMETRY.depth() {
+                    assert_eq!(
+                        crate::radix::table_index(key, level),
+                        decode::table_index(&GEOMETRY, key, level)
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn split_orders() -> Result {
         // Like C's __kho_preserve_pages_order(): natural alignment, bounded by the range (and

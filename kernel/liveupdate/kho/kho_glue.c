@@ -12,6 +12,8 @@
  *   and KHO must be up before the LUO and memblock's late initcalls;
  * - EXPORT_SYMBOL_GPL(): the Rust functions behind include/linux/
  *   kexec_handover.h and kho_radix_tree.h are exported to C modules here;
+ * - kho_preserve_folio() and kho_unpreserve_folio(), one call per folio on
+ *   the hottest path: inline C helpers compute the folio's place;
  * - the memory-management internals KHO needs (mm/internal.h, mm/mm_init.h,
  *   mm/vmalloc.h), which are private to mm/ and not part of the bindings,
  *   exactly as upstream's kexec_handover.c uses them.
@@ -134,6 +136,20 @@ static struct notifier_block kho_test_corrupt_nb = {
 	.notifier_call = kho_test_corrupt_notify,
 };
 #endif
+
+/*
+ * The folio's place is computed here, where folio_pfn() and folio_order()
+ * are inline: from Rust they are two calls per folio.
+ */
+int kho_preserve_folio(struct folio *folio)
+{
+	return kho_preserve_block(folio_pfn(folio), folio_order(folio));
+}
+
+void kho_unpreserve_folio(struct folio *folio)
+{
+	kho_unpreserve_block(folio_pfn(folio), folio_order(folio));
+}
 
 static int __init kho_init(void)
 {

@@ -25,6 +25,9 @@ void kho_set_enabled(bool enable);
 void kho_set_scratch_sizes(unsigned int scale, phys_addr_t lowmem,
 			   phys_addr_t global, phys_addr_t pernode);
 int kho_late_init(void);
+/* Behind kho_preserve_folio() and kho_unpreserve_folio() (kho_glue.c). */
+int kho_preserve_block(unsigned long pfn, unsigned int order);
+void kho_unpreserve_block(unsigned long pfn, unsigned int order);
 
 #ifdef CONFIG_KEXEC_HANDOVER_CORRUPT_TEST
 /* Selects how to corrupt the outgoing handover at reboot (0: not at all). */

@@ -85,38 +85,33 @@ fn unpreserve_range(pfn: usize, end: usize) {
 
 /// Preserves `folio` at its order.
 pub(crate) fn preserve_folio(folio: &Folio) -> Result {
-    // Two calls into C for the folio's place, not one per use.
-    let (phys, order) = (pfn_to_phys(folio.pfn()), folio.order());
+    preserve_block(folio.pfn(), folio.order())
+}
+
+/// Preserves the block of `1 << order` pages at `pfn`.
+#[inline(always)]
+fn preserve_block(pfn: usize, order: u32) -> Result {
+    let phys = pfn_to_phys(pfn);
     let mut t = crate::radix::out_tree();
     t.check_not_scratch(phys, crate::order_size(order))?;
     t.add(encode_key(phys, order))
 }
 
-/// `kho_preserve_folio()`.
-///
-/// # Safety
-///
-/// `folio` is a valid folio.
+/// `kho_preserve_folio()`, which `kho_glue.c` implements with this: C inlines
+/// `folio_pfn()` and `folio_order()`, which are calls from Rust, and a preserve per folio is
+/// KHO's hottest path.
 #[export]
-pub(crate) unsafe extern "C" fn kho_preserve_folio(folio: *mut bindings::folio) -> c_int {
-    // SAFETY: As guaranteed by the caller.
-    let folio = unsafe { Folio::from_raw(folio) };
-    match preserve_folio(folio) {
+pub(crate) extern "C" fn kho_preserve_block(pfn: c_ulong, order: c_uint) -> c_int {
+    match preserve_block(pfn, order) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
 }
 
-/// `kho_unpreserve_folio()`.
-///
-/// # Safety
-///
-/// `folio` is a valid folio.
+/// `kho_unpreserve_folio()`, as [`kho_preserve_block`].
 #[export]
-pub(crate) unsafe extern "C" fn kho_unpreserve_folio(folio: *mut bindings::folio) {
-    // SAFETY: As guaranteed by the caller.
-    let folio = unsafe { Folio::from_raw(folio) };
-    let key = encode_key(pfn_to_phys(folio.pfn()), folio.order());
+pub(crate) extern "C" fn kho_unpreserve_block(pfn: c_ulong, order: c_uint) {
+    let key = encode_key(pfn_to_phys(pfn), order);
     crate::radix::out_tree().del(key);
 }
 

@@ -29,6 +29,45 @@ pub(crate) type Node = [u64; WORDS];
 /// Level of the root table.
 const TOP: u32 = GEOMETRY.depth() - 1;
 
+/// The shift of the table index of each level within a key: `SHIFTS[level - 1]` for the
+/// levels `1..=TOP`. Computed at compile time, so that the hot paths below (one walk per
+/// preserved folio) shift by a constant instead of checking the geometry at every level.
+const SHIFTS: [u32; TOP as usize] = {
+    let mut shifts = [0u32; TOP as usize];
+    let mut i = 0;
+    while i < TOP as usize {
+        shifts[i] = match GEOMETRY.table_shift(i as u32 + 1) {
+            Some(shift) => shift,
+            None => panic!("bad KHO radix geometry"),
+        };
+        i += 1;
+    }
+    shifts
+};
+
+/// The mask of a table index (a node has [`WORDS`] entries).
+const INDEX_MASK: u64 = WORDS as u64 - 1;
+
+// The decoders and the hot paths agree on the shape of the tree.
+static_assert!(GEOMETRY.words_per_node() == WORDS);
+static_assert!(SHIFTS[TOP as usize - 1] < u64::BITS);
+
+/// The table index of `key` at `level` (1 ..= the root's), by [`SHIFTS`].
+#[cfg(CONFIG_KUNIT = "y")]
+pub(crate) fn table_index(key: u64, level: u32) -> usize {
+    SHIFTS
+        .get((level as usize).wrapping_sub(1))
+        .map_or(0, |&shift| index_at(key, shift))
+}
+
+/// The table index of `key` at the level whose shift is `shift` (one of [`SHIFTS`]); the same
+/// as `decode::table_index()`, which the tests check.
+#[inline(always)]
+fn index_at(key: u64, shift: u32) -> usize {
+    // `shift` is below 64 (a `static_assert!` above); at most 13 bits remain after the mask.
+    (key.wrapping_shr(shift) & INDEX_MASK) as usize
+}
+
 /// Allocates a zeroed node.
 fn alloc_node() -> Result<NonNull<Node>> {
     let pages = Pages::alloc(0, GFP_KERNEL)?;
@@ -90,15 +129,51 @@ impl DirectMap {
 /// # Safety
 ///
 /// `root` is the root of a tree built by this kernel; the caller holds the tree's lock.
+#[inline(always)]
 pub(crate) unsafe fn add_key(root: NonNull<Node>, dm: DirectMap, key: u64) -> Result {
     if u64::from(u64::BITS - key.leading_zeros()) > u64::from(GEOMETRY.key_width()) {
         return Err(ERANGE);
     }
+    // The common case, a path that exists: one load per level, no allocation.
+    let mut node = root;
+    for &shift in SHIFTS.iter().rev() {
+        // SAFETY: `node` is a node of the tree; the caller holds the lock.
+        let entry = unsafe { (*node.as_ptr())[index_at(key, shift)] };
+        if entry == 0 {
+            // SAFETY: As guaranteed by the caller.
+            return unsafe { add_key_path(root, dm, key) };
+        }
+        // SAFETY: Entries of a tree built by this kernel are its nodes.
+        node = unsafe { dm.node(entry) };
+    }
+    set_leaf_bit(node, key);
+    Ok(())
+}
+
+/// Sets the bit of `key` in `leaf`, the leaf of its path.
+#[inline(always)]
+fn set_leaf_bit(leaf: NonNull<Node>, key: u64) {
+    let bit = decode::bitmap_index(&GEOMETRY, key);
+    // SAFETY: `leaf` is a node of the tree, whose lock the callers of `add_key` hold.
+    let leaf = unsafe { &mut *leaf.as_ptr() };
+    if let Some(w) = leaf.get_mut(bit / 64) {
+        *w |= 1u64 << (bit % 64);
+    }
+}
+
+/// [`add_key`] for a key whose path misses nodes: allocates them.
+///
+/// # Safety
+///
+/// As for [`add_key`]; the key is at most [`Geometry::key_width`](decode::Geometry) bits wide.
+#[inline(never)]
+unsafe fn add_key_path(root: NonNull<Node>, dm: DirectMap, key: u64) -> Result {
     let mut new_nodes: [Option<NonNull<Node>>; 8] = [None; 8];
     let mut anchor: Option<(NonNull<Node>, usize)> = None;
     let mut node = root;
-    for level in (1..=TOP).rev() {
-        let idx = decode::table_index(&GEOMETRY, key, level);
+    for (i, &shift) in SHIFTS.iter().enumerate().rev() {
+        let level = i + 1;
+        let idx = index_at(key, shift);
         // SAFETY: `node` is a node of the tree; the caller holds the lock.
         let entry = unsafe { (*node.as_ptr())[idx] };
         if entry != 0 {
@@ -124,17 +199,12 @@ pub(crate) unsafe fn add_key(root: NonNull<Node>, dm: DirectMap, key: u64) -> Re
         // SAFETY: As above.
         unsafe { (*node.as_ptr())[idx] = virt_to_phys(new.as_ptr().cast()) };
         anchor.get_or_insert((node, idx));
-        if let Some(slot) = new_nodes.get_mut(level as usize) {
+        if let Some(slot) = new_nodes.get_mut(level) {
             *slot = Some(new);
         }
         node = new;
     }
-    let bit = decode::bitmap_index(&GEOMETRY, key);
-    // SAFETY: `node` is the leaf of the path; the caller holds the lock.
-    let leaf = unsafe { &mut *node.as_ptr() };
-    if let Some(w) = leaf.get_mut(bit / 64) {
-        *w |= 1u64 << (bit % 64);
-    }
+    set_leaf_bit(node, key);
     Ok(())
 }
 
@@ -148,8 +218,8 @@ pub(crate) unsafe fn del_key(root: NonNull<Node>, dm: DirectMap, key: u64) {
         return;
     }
     let mut node = root;
-    for level in (1..=TOP).rev() {
-        let idx = decode::table_index(&GEOMETRY, key, level);
+    for &shift in SHIFTS.iter().rev() {
+        let idx = index_at(key, shift);
         // SAFETY: `node` is a node of the tree; the caller holds the lock.
         let entry = unsafe { (*node.as_ptr())[idx] };
         if entry == 0 {

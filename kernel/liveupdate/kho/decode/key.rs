@@ -96,7 +96,7 @@ impl Geometry {
 
     /// The shift of the table index of `level` (1 ..= depth - 1) within a key.
     #[inline]
-    pub(super) const fn table_shift(&self, level: u32) -> Option<u32> {
+    pub const fn table_shift(&self, level: u32) -> Option<u32> {
         match level.checked_sub(1) {
             Some(below) => match below.checked_mul(self.table_log2()) {
                 Some(s) => s.checked_add(self.bitmap_log2()),
