@@ -21,6 +21,7 @@
 
 #define pr_fmt(fmt) "KHO: " fmt
 
+#include <linux/cma.h>
 #include <linux/crash_dump.h>
 #include <linux/init.h>
 #include <linux/kasan.h>
@@ -154,6 +155,15 @@ void kho_unpreserve_folio(struct folio *folio)
 static int __init kho_init(void)
 {
 	int err = kho_late_init();
+
+	/*
+	 * Folios in the scratch areas (CMA) are migrated when they are
+	 * preserved: keep movable memory, such as a VMM's guest RAM, out of
+	 * them while there is other free memory. Not if other CMA areas
+	 * exist: their users want CMA used.
+	 */
+	if (!err && kho_is_enabled() && !totalcma_pages)
+		cma_last_resort_enable();
 
 #ifdef CONFIG_KEXEC_HANDOVER_CORRUPT_TEST
 	if (!err && kho_test_corrupt_case())
