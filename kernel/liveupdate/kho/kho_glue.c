@@ -21,7 +21,6 @@
 
 #define pr_fmt(fmt) "KHO: " fmt
 
-#include <linux/cma.h>
 #include <linux/crash_dump.h>
 #include <linux/init.h>
 #include <linux/kasan.h>
@@ -159,10 +158,9 @@ static int __init kho_init(void)
 	/*
 	 * Folios in the scratch areas (CMA) are migrated when they are
 	 * preserved: keep movable memory, such as a VMM's guest RAM, out of
-	 * them while there is other free memory. Not if other CMA areas
-	 * exist: their users want CMA used.
+	 * them while there is other free memory.
 	 */
-	if (!err && kho_is_enabled() && !totalcma_pages)
+	if (!err && kho_is_enabled())
 		cma_last_resort_enable();
 
 #ifdef CONFIG_KEXEC_HANDOVER_CORRUPT_TEST
