@@ -765,12 +765,25 @@ def _kho_notes(kho_mib):
     ]
 
 
-def publish(outdir, dest):
-    """Copy a bench report and its plots into the repository (docs of the latest run)."""
+def publish_name(arch, benches, icount):
+    """(subdirectory of bench/, suffix) of a report: kho-only runs go to kho/, other
+    architectures than x86_64 and instruction counts get a suffix (BENCHMARKS-arm64.md)."""
+    sub = "kho" if set(benches) == {"kho"} else ""
+    return sub, ("" if arch == "x86_64" else f"-{arch}") + ("-icount" if icount else "")
+
+
+def publish(outdir, dest, suffix=""):
+    """Copy a bench report, its figures and plots into the repository (docs of the latest
+    run), each name with suffix; the report's links follow."""
     dest.mkdir(parents=True, exist_ok=True)
-    for p in list(outdir.glob("*.png")) + [outdir / "BENCHMARKS.md", outdir / "figures.json"]:
-        shutil.copy2(p, dest / p.name)
-    return dest
+    report = (outdir / "BENCHMARKS.md").read_text()
+    for p in sorted(outdir.glob("*.png")):
+        name = f"{p.stem}{suffix}.png"
+        shutil.copy2(p, dest / name)
+        report = report.replace(f"({p.name})", f"({name})")
+    (dest / f"BENCHMARKS{suffix}.md").write_text(report)
+    shutil.copy2(outdir / "figures.json", dest / f"figures{suffix}.json")
+    return dest / f"BENCHMARKS{suffix}.md"
 
 
 def default_outdir():

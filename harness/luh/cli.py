@@ -492,7 +492,8 @@ def cmd_bench(args):
     print(report)
     print(f"report: {outdir / 'BENCHMARKS.md'}")
     if args.publish:
-        dest = bench.publish(outdir, bench.repo_bench_dir())
+        sub, suffix = bench.publish_name(args.arch, benches, args.icount)
+        dest = bench.publish(outdir, bench.repo_bench_dir() / sub, suffix)
         print(f"published to {dest}")
     for f in failures:
         print(f"FAILED RUN: {f}", file=sys.stderr)

@@ -1064,6 +1064,52 @@ class KhoBenchTest(unittest.TestCase):
         self.assertIn("test_kho_bench.order=9", bench.kho_cmdline(64, 9))
 
 
+class BenchIcountPublishTest(unittest.TestCase):
+    """lu bench --icount and --publish names (issue 19)."""
+
+    def test_icount_chain(self):
+        from unittest import mock
+        from harness.luh import bench
+        with mock.patch.object(bench.vm, "run_chain", return_value="r") as rc:
+            bench.chain("n", [], {}, "x86_64", icount=True, mem=1024, extra_qemu=["-x"])
+        args, kw = rc.call_args
+        self.assertEqual(args[0], "n-icount")
+        self.assertEqual((kw["smp"], kw["accel"]), (1, "tcg"))
+        self.assertEqual(kw["extra_qemu"], ["-x", "-icount", "shift=0,sleep=off"])
+        with mock.patch.object(bench.vm, "run_chain", return_value="r") as rc:
+            bench.chain("n", [], {}, "x86_64", mem=1024)
+        self.assertEqual((rc.call_args[0][0], rc.call_args[1]["smp"]), ("n", 2))
+
+    def test_icount_figures(self):
+        from harness.luh import bench
+        fig = bench.Figures(icount=True)
+        fig.add("blackout", "total", "1G", "c", 5.0, "ms")
+        fig.add("throughput", "PRESERVE_FD time", "1G", "c", 122.0, "ms")
+        fig.add("kho", "time per folio", "1G", "c", 154.0, "ns")
+        self.assertEqual(sorted(k[0] for k in fig.data), ["kho", "throughput"])
+        self.assertEqual(fig.units[("throughput", "PRESERVE_FD time")], "M insns")
+        self.assertEqual(fig.units[("kho", "time per folio")], "insns")
+
+    def test_publish(self):
+        import tempfile
+        from pathlib import Path
+        from harness.luh import bench
+        self.assertEqual(bench.publish_name("x86_64", ["kho"], False), ("kho", ""))
+        self.assertEqual(bench.publish_name("arm64", ["blackout", "scale"], True),
+                         ("", "-arm64-icount"))
+        with tempfile.TemporaryDirectory() as d:
+            out, dest = Path(d) / "out", Path(d) / "bench"
+            out.mkdir()
+            (out / "BENCHMARKS.md").write_text("# r\n![kho](kho.png)\n")
+            (out / "kho.png").write_bytes(b"png")
+            (out / "figures.json").write_text("{}")
+            path = bench.publish(out, dest / "kho", "-arm64")
+            self.assertEqual(path, dest / "kho" / "BENCHMARKS-arm64.md")
+            self.assertEqual(path.read_text(), "# r\n![kho](kho-arm64.png)\n")
+            self.assertTrue((dest / "kho" / "kho-arm64.png").exists())
+            self.assertTrue((dest / "kho" / "figures-arm64.json").exists())
+
+
 class FuzzTest(unittest.TestCase):
     """lu-fuzz's summary line, its registration and `lu fuzz` (issue 18)."""
 
