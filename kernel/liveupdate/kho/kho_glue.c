@@ -195,13 +195,31 @@ EXPORT_SYMBOL_GPL(kho_radix_init_tree);
 EXPORT_SYMBOL_GPL(kho_radix_destroy_tree);
 
 /*
+ * The first step of a restore, in one call: the page of @pfn if it is
+ * online, and its private word (where this kernel marked a preserved block)
+ * in @private.
+ */
+struct page *kho_mm_online_page(unsigned long pfn, unsigned long *private)
+{
+	struct page *page = pfn_to_online_page(pfn);
+
+	if (page)
+		*private = page_private(page);
+	return page;
+}
+
+/*
  * Turns a restored block into pages the page allocator owns: one reference
  * on each order-0 page, or a compound folio with one reference on its head.
+ * Clears the mark in the first page's private word, so that a second
+ * restore of the block fails.
  */
 void kho_mm_init_page(struct page *page, unsigned int order, bool folio)
 {
 	unsigned long nr_pages = 1UL << order;
 	unsigned long i;
+
+	set_page_private(page, 0);
 
 	for (i = 0; i < nr_pages; i++) {
 		set_page_count(page + i, folio && i ? 0 : 1);

@@ -40,6 +40,7 @@ void kho_test_corrupt(void);
  * Implemented in kho_glue.c, called from Rust: the memory management
  * internals KHO needs, which are declared in mm/'s private headers.
  */
+struct page *kho_mm_online_page(unsigned long pfn, unsigned long *private);
 void kho_mm_init_page(struct page *page, unsigned int order, bool folio);
 void kho_mm_init_deferred(unsigned long pfn, unsigned int order);
 void kho_mm_release_scratch(phys_addr_t addr, phys_addr_t size);

@@ -159,8 +159,13 @@ pub(crate) unsafe extern "C" fn kho_unpreserve_pages(page: *mut bindings::page, 
 ///
 /// With `folio`, the block becomes a folio of its order; otherwise order-0 pages.
 fn restore_block(phys: PhysAddr, expect: Option<u32>, folio: bool) -> Option<PageFrame> {
-    let page = PageFrame::online(phys_to_pfn(phys))?;
-    let order = match info_order(page.private()) {
+    let mut private = 0;
+    // SAFETY: Any page frame number may be asked for; `private` is valid for writes.
+    let page =
+        NonNull::new(unsafe { bindings::kho_mm_online_page(phys_to_pfn(phys), &mut private) })?;
+    // SAFETY: `kho_mm_online_page()` returned a page of the memory map.
+    let page = unsafe { PageFrame::from_raw(page) };
+    let order = match info_order(private) {
         // A folio is at most `MAX_PAGE_ORDER`; a block of a page range may be larger.
         Some(o) if (!folio || o <= MAX_PAGE_ORDER) && expect.is_none_or(|e| e == o) => o,
         _ => {
@@ -168,21 +173,23 @@ fn restore_block(phys: PhysAddr, expect: Option<u32>, folio: bool) -> Option<Pag
             return None;
         }
     };
-    // SAFETY: The mark shows that the block was preserved and not restored yet; this kernel
-    // reserved it at boot, so nobody else uses `private`. Clearing it makes a second restore
-    // fail.
-    unsafe { page.set_private(0) };
-    // SAFETY: The block of `1 << order` pages at `page` was reserved for KHO and is now owned by
-    // the caller.
+    // SAFETY: The mark shows that the block was preserved and not restored yet: this kernel
+    // reserved the block of `1 << order` pages at `page` for KHO at boot, so nobody else uses
+    // it; it is owned by the caller now. `kho_mm_init_page()` clears the mark, which makes a
+    // second restore fail.
     unsafe { bindings::kho_mm_init_page(page.as_ptr(), order, folio) };
     Some(page)
 }
 
 /// Restores the folio preserved at `phys`.
+#[inline]
 pub(crate) fn restore_folio(phys: PhysAddr) -> Option<ARef<Folio>> {
     let page = restore_block(phys, None, true)?;
+    // The block's first page is the head of the folio `restore_block()` made, and a folio is
+    // its head page's `struct page` (what `page_folio()` returns for a head, without a call).
+    let folio = NonNull::new(page.as_ptr().cast::<Folio>())?;
     // SAFETY: `restore_block()` made the block a folio with one reference, owned here.
-    Some(unsafe { ARef::from_raw(page.folio()) })
+    Some(unsafe { ARef::from_raw(folio) })
 }
 
 /// `kho_restore_folio()`.
