@@ -20,11 +20,6 @@
 //!   memfd comes back non-executable and writable instead of write-sealed.
 
 use kernel::{
-    alloc::{
-        KVVec,
-        VVec, //
-    },
-    folio::PinnedFolio,
     fs::File,
     liveupdate::{
         abi::{
@@ -46,15 +41,16 @@ use kernel::{
             KhoVmalloc,
             PreservedFolio,
             PreservedMem,
-            PreservedVVec,
             RestoredFolio,
             RestoredMem, //
         },
         memfd::{
             AccessMode,
+            KeptFolios,
             Memfd,
             MemfdGuard,
             NewMemfd,
+            PreservedFolios,
             F_SEAL_EXEC,
             F_SEAL_WRITE, //
         },
@@ -140,21 +136,15 @@ impl FileMode {
 /// How many times [`State::catch_up`] reads pages back from swap before it gives up.
 const MAX_SWAP_ROUNDS: u32 = 8;
 
-/// A populated folio of a preserved memfd: pinned, and preserved with KHO.
-type Kept = PreservedFolio<PinnedFolio>;
-
 /// What the handler keeps for a preserved memfd.
 struct State {
     /// The `memfd_luo_ser`, at the start of the block.
     ser: PreservedMem,
-    /// The memfd's populated folios, in index order.
-    folios: KVVec<Kept>,
+    /// The memfd's populated folios, in index order, pinned and preserved, and their
+    /// preserved array; `None` if there are none.
+    folios: Option<PreservedFolios>,
     /// Pages in `folios`.
     pages: usize,
-    /// The serialized `folios`, or `None` if there are none.
-    array: Option<PreservedVVec<MemfdFolio>>,
-    /// `array` lacks folios added to `folios` (serializing them failed).
-    stale: bool,
 }
 
 struct MemfdHandler;
@@ -186,73 +176,34 @@ fn size_pages(size: u64) -> u64 {
     size.div_ceil(PAGE_SIZE as u64)
 }
 
-/// The array entry of the folio at page frame `pfn` and page `index`: always dirty and up to
-/// date (`shmem_luo_prepare_folio()` made it so).
-fn folio_entry(pfn: usize, index: usize) -> Result<MemfdFolio> {
-    MemfdFolio::new(
-        pfn as u64,
-        MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
-        index as u64,
-    )
-}
-
 /// Pins and preserves the folios the memfd holds between pages `first` and `last`, appending
-/// them to `out` and their entries to `entries`, in index order; returns the number of pages
-/// added.
+/// them to `out` in index order, each with an entry that says it is dirty and up to date
+/// (`shmem_luo_prepare_folio()` made it so); returns the number of pages added.
 ///
-/// `entries` is first given room for `hint` pages' worth of folios of the first folio's size:
+/// `out` is first given room for `hint` pages' worth of folios of the first folio's size:
 /// exact for a memfd of uniform folios, grown as needed otherwise.
 fn keep_present(
     memfd: &MemfdGuard<'_>,
     first: usize,
     last: usize,
-    out: &mut KVVec<Kept>,
-    entries: &mut VVec<MemfdFolio>,
+    out: &mut KeptFolios,
     hint: usize,
 ) -> Result<usize> {
     let mut pages = 0;
     memfd.for_each_present(first, last, |pin| {
-        let place = memfd.prepare_folio(&pin)?;
-        if entries.capacity() == 0 {
-            entries.reserve(hint / place.pages.max(1), GFP_KERNEL)?;
+        let folio = memfd.prepare_folio(pin)?;
+        let place = folio.place();
+        if out.capacity() == 0 {
+            out.reserve(hint / place.pages.max(1))?;
         }
-        let entry = folio_entry(place.pfn, place.index)?;
-        let kept = PreservedFolio::new(pin)?;
-        entries.push(entry, GFP_KERNEL)?;
-        out.push(kept, GFP_KERNEL)?;
+        out.push(
+            PreservedFolio::new(folio)?,
+            MEMFD_FOLIO_DIRTY | MEMFD_FOLIO_UPTODATE,
+        )?;
         pages += place.pages;
         Ok(())
     })?;
     Ok(pages)
-}
-
-/// Preserves `entries`, copied first to an allocation of their size if they use much less
-/// than theirs (KHO preserves the whole allocation).
-fn preserve_entries(entries: VVec<MemfdFolio>) -> Result<Option<PreservedVVec<MemfdFolio>>> {
-    if entries.is_empty() {
-        return Ok(None);
-    }
-    if entries.capacity() - entries.len() <= entries.len() / 8 {
-        return Ok(Some(PreservedVVec::new(entries)?));
-    }
-    let mut exact = VVec::with_capacity(entries.len(), GFP_KERNEL)?;
-    exact.extend_from_slice(&entries, GFP_KERNEL)?;
-    Ok(Some(PreservedVVec::new(exact)?))
-}
-
-/// Serializes `folios` into a preserved array.
-fn serialize(folios: &[Kept]) -> Result<Option<PreservedVVec<MemfdFolio>>> {
-    if folios.is_empty() {
-        return Ok(None);
-    }
-    let mut entries = VVec::with_capacity(folios.len(), GFP_KERNEL)?;
-    for kept in folios {
-        // Only after holes were filled since PRESERVE_FD; not worth a cheaper way.
-        let folio = kept.folio();
-        let entry = folio_entry(folio.pfn(), folio.index())?;
-        entries.push_within_capacity(entry).map_err(|_| ENOMEM)?;
-    }
-    Ok(Some(PreservedVVec::new(entries)?))
 }
 
 impl State {
@@ -271,11 +222,11 @@ impl State {
             size,
             seals,
             flags: mode.encode(),
-            nr_folios: self.folios.len() as u64,
+            nr_folios: self.folios.as_ref().map_or(0, |f| f.len() as u64),
             folios: pin_init::zeroed(),
         };
-        if let Some(array) = &self.array {
-            ser.folios = array.descriptor().into();
+        if let Some(folios) = &self.folios {
+            ser.folios = folios.descriptor().into();
         }
         self.ser
             .as_mut_slice()
@@ -286,13 +237,16 @@ impl State {
     }
 
     /// Preserves the folios that filled holes since the memfd was preserved or were in swap,
-    /// and serializes the array again if it changed.
+    /// and preserves the array again if it changed.
     ///
     /// Pages read back from swap are not pinned until the next pass, so they may be swapped
     /// out again meanwhile: passes repeat until one finds nothing in swap.
     ///
-    /// On failure every folio preserved so far stays preserved and the previous array stays in
-    /// place, so the state is consistent; the next freeze tries again.
+    /// On failure the folios kept before the failing pass and their array stay in place, and
+    /// that pass's new folios are unpinned and unpreserved, so the state is consistent; the
+    /// next freeze tries again. The `memfd_luo_ser` may then still describe the array a
+    /// successful pass replaced: harmless, as a failed freeze stops the kexec (and a failed
+    /// preserve drops the state), and the next `write_ser()` rewrites it.
     fn catch_up(&mut self, memfd: &MemfdGuard<'_>, size: u64) -> Result {
         let last = match size_pages(size).checked_sub(1) {
             Some(last) => usize::try_from(last).map_err(|_| EFBIG)?,
@@ -314,58 +268,35 @@ impl State {
                 }
             }
         }
-        if self.stale {
-            self.array = serialize(&self.folios)?;
-            self.stale = false;
-        }
         Ok(())
     }
 
     fn add_new_folios(&mut self, memfd: &MemfdGuard<'_>, last: usize) -> Result {
         // The holes between the kept folios, in index order.
-        let mut added = KVVec::new();
-        // The new folios' entries are not used: the whole array is written again from the
-        // merged folios once all are kept.
-        let mut entries = VVec::new();
+        let mut added = KeptFolios::new();
         let mut pages = 0usize;
         let mut next = 0usize;
-        for kept in self.folios.iter() {
-            let folio = kept.folio();
-            if folio.index() > next {
-                pages += keep_present(memfd, next, folio.index() - 1, &mut added, &mut entries, 0)?;
-            }
-            next = folio.index() + folio.nr_pages();
+        if let Some(folios) = &self.folios {
+            folios.for_each(|entry, folio| {
+                let index = usize::try_from(entry.index).map_err(|_| EINVAL)?;
+                if index > next {
+                    pages += keep_present(memfd, next, index - 1, &mut added, 0)?;
+                }
+                next = index.saturating_add(folio.nr_pages());
+                Ok(())
+            })?;
         }
         if next <= last {
-            pages += keep_present(memfd, next, last, &mut added, &mut entries, 0)?;
+            pages += keep_present(memfd, next, last, &mut added, 0)?;
         }
         if added.is_empty() {
             return Ok(());
         }
-
-        let mut merged = KVVec::with_capacity(self.folios.len() + added.len(), GFP_KERNEL)?;
-        let mut old = core::mem::take(&mut self.folios).into_iter().peekable();
-        let mut new = added.into_iter().peekable();
-        // Both are sorted by index and disjoint, and `merged` has room for all: nothing below
-        // fails.
-        loop {
-            let take_old = match (old.peek(), new.peek()) {
-                (Some(o), Some(n)) => o.folio().index() < n.folio().index(),
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            let next = if take_old { old.next() } else { new.next() };
-            if let Some(kept) = next {
-                if let Err(kept) = merged.push_within_capacity(kept) {
-                    // Unreachable; keep the folio preserved rather than lose it.
-                    core::mem::forget(kept);
-                }
-            }
+        match &mut self.folios {
+            Some(folios) => folios.merge(added)?,
+            None => self.folios = added.preserve()?,
         }
         self.pages += pages;
-        self.folios = merged;
-        self.stale = true;
         Ok(())
     }
 }
@@ -405,22 +336,19 @@ impl FileHandler for MemfdHandler {
             return Err(EINVAL);
         }
 
-        let mut folios = KVVec::new();
-        let mut entries = VVec::new();
+        let mut kept = KeptFolios::new();
         let mut held = 0;
         if let Some(last) = pages.checked_sub(1) {
             let last = usize::try_from(last).map_err(|_| EFBIG)?;
             let hint = memfd
                 .nr_pages()
                 .min(usize::try_from(pages).map_err(|_| EFBIG)?);
-            held = keep_present(&guard, 0, last, &mut folios, &mut entries, hint)?;
+            held = keep_present(&guard, 0, last, &mut kept, hint)?;
         }
         let mut state = State {
             ser,
             pages: held,
-            array: preserve_entries(entries)?,
-            folios,
-            stale: false,
+            folios: kept.preserve()?,
         };
         // Pages in swap, if any.
         state.catch_up(&guard, size)?;
@@ -435,7 +363,7 @@ impl FileHandler for MemfdHandler {
         if let Some(memfd) = Memfd::from_preserved(file) {
             memfd.lock().set_frozen(false);
         }
-        // Unpreserves the array, the folios (and unpins them) and the `memfd_luo_ser`.
+        // Unpreserves the `memfd_luo_ser`, the folios (and unpins them) and their array.
         drop(private);
     }
 
@@ -515,15 +443,14 @@ fn for_each_entry(ser: &MemfdSer, mut f: impl FnMut(MemfdFolio)) -> Result {
     }
     let mut seen = 0usize;
     KhoVmalloc::from(ser.folios).restore_each(|page| {
-        let mut offset = 0;
-        while seen < nr {
-            let Some(entry) = page.read::<MemfdFolio>(offset) else {
-                break;
-            };
-            offset += size_of::<MemfdFolio>();
+        page.read_each::<MemfdFolio>(|entry| {
+            if seen == nr {
+                return false;
+            }
             seen += 1;
             f(entry);
-        }
+            true
+        });
     })?;
     if seen != nr {
         pr_err!("a memfd's folio array is shorter than its folio count\n");

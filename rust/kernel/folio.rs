@@ -191,15 +191,25 @@ impl PinnedFolio {
     ///
     /// `ptr` must point to a valid folio on which the caller owns one `FOLL_PIN` pin, which is
     /// handed to the returned value.
+    #[inline]
     pub(crate) unsafe fn from_raw(ptr: NonNull<bindings::folio>) -> Self {
         // INVARIANT: The caller hands over one pin.
         Self { ptr }
+    }
+
+    /// Gives up ownership of the pin, returning the folio; the caller releases the pin later
+    /// with `unpin_folio()`.
+    #[must_use = "the pin is released only with unpin_folio()"]
+    pub(crate) fn into_raw(self) -> NonNull<bindings::folio> {
+        let this = core::mem::ManuallyDrop::new(self);
+        this.ptr
     }
 }
 
 impl Deref for PinnedFolio {
     type Target = Folio;
 
+    #[inline]
     fn deref(&self) -> &Folio {
         // SAFETY: By the type invariants, the pin keeps the folio's reference count positive
         // while `self` lives.

@@ -182,6 +182,7 @@ impl MemfdFolio {
     ///
     /// Fails with [`EINVAL`](crate::error::code::EINVAL) if `pfn` or `flags` do not fit their
     /// bit fields.
+    #[inline]
     pub fn new(pfn: u64, flags: u64, index: u64) -> crate::error::Result<Self> {
         if pfn & !MEMFD_PFN_MASK != 0 || flags & !MEMFD_FLAGS_MASK != 0 {
             return Err(crate::error::code::EINVAL);
@@ -197,6 +198,7 @@ impl MemfdFolio {
     }
 
     /// Returns the folio's page frame number.
+    #[inline]
     pub fn pfn(&self) -> u64 {
         if cfg!(target_endian = "little") {
             self.word & MEMFD_PFN_MASK
@@ -206,6 +208,7 @@ impl MemfdFolio {
     }
 
     /// Returns the folio's flags ([`MEMFD_FOLIO_DIRTY`], [`MEMFD_FOLIO_UPTODATE`]).
+    #[inline]
     pub fn flags(&self) -> u64 {
         if cfg!(target_endian = "little") {
             self.word >> MEMFD_PFN_BITS

@@ -179,6 +179,7 @@ impl RestoredMem {
 ///
 /// Fails with [`EINVAL`] unless `phys` is the head of a block the previous kernel preserved
 /// and that was not restored yet.
+#[inline]
 pub fn restore_folio(phys: PhysAddr) -> Result<ARef<Folio>> {
     // SAFETY: `kho_restore_folio()` validates any address: it returns NULL unless `phys` is the
     // head of a block preserved by the previous kernel that was not restored yet.
@@ -207,6 +208,7 @@ impl RestoredFolio {
     ///
     /// Fails with [`EINVAL`] unless `phys` is the head of a block the previous kernel preserved
     /// and that was not restored yet.
+    #[inline]
     pub fn restore(phys: PhysAddr) -> Result<Self> {
         // INVARIANT: A folio is restored once, with a single reference.
         Ok(Self {
@@ -223,6 +225,7 @@ impl RestoredFolio {
     ///
     /// The folio is in no mapping or list and nobody else references it; the caller must drop
     /// the reference with `folio_put()` or hand it to a function that takes it over.
+    #[inline]
     pub(crate) fn into_raw(self) -> NonNull<bindings::folio> {
         ARef::into_raw(self.folio).cast()
     }
@@ -389,6 +392,32 @@ impl RestoredPage<'_> {
         // SAFETY: `read_raw` wrote all `size_of::<T>()` bytes, and any bytes are a valid `T`.
         Some(unsafe { value.assume_init() })
     }
+
+    /// Calls `f` with each `T` of the page in order (the `i`-th at byte `i * size_of::<T>()`),
+    /// while `f` returns `true`.
+    ///
+    /// The page is mapped once for all of them, not once per value as by [`RestoredPage::read`]:
+    /// this is how an array of many small entries is walked. `f` runs with the page mapped
+    /// (`kmap_local_page()`; KHO only runs on 64-bit, where that is the direct map) and may
+    /// sleep.
+    pub fn read_each<T: FromBytes>(&self, mut f: impl FnMut(T) -> bool) {
+        let size = size_of::<T>();
+        if size == 0 {
+            return;
+        }
+        // SAFETY: The page is valid while `self` lives; the mapping is undone below.
+        let base = unsafe { bindings::kmap_local_page(self.0.as_ptr()) }.cast::<u8>();
+        for i in 0..PAGE_SIZE / size {
+            // SAFETY: `(i + 1) * size <= PAGE_SIZE`, so the `T` is inside the mapped page, which
+            // the restore owns and nothing writes meanwhile; any bytes are a valid `T`.
+            let value = unsafe { base.add(i * size).cast::<T>().read_unaligned() };
+            if !f(value) {
+                break;
+            }
+        }
+        // SAFETY: `base` is the mapping made above, the last one this task made.
+        unsafe { bindings::kunmap_local(base.cast()) };
+    }
 }
 
 impl Default for KhoVmalloc {
@@ -457,16 +486,23 @@ impl<T: AsBytes> PreservedVVec<T> {
     ///
     /// Fails with [`EINVAL`] for an empty vector and [`ENOMEM`]; `vec` is freed on failure.
     pub fn new(vec: VVec<T>) -> Result<Self> {
+        Self::try_new(vec).map_err(|(e, _)| e)
+    }
+
+    /// As [`PreservedVVec::new`], but hands `vec` back on failure.
+    pub fn try_new(vec: VVec<T>) -> core::result::Result<Self, (Error, VVec<T>)> {
         if vec.is_empty() || size_of::<T>() == 0 {
-            return Err(EINVAL);
+            return Err((EINVAL, vec));
         }
         let mut desc = KhoVmalloc::default();
         // SAFETY: A non-empty `VVec` of a sized type owns a `vmalloc()` allocation starting at
         // `as_ptr()`, which stays allocated and unmoved while `vec` is not reallocated; `desc`
         // is valid for writes.
-        to_result(unsafe {
+        if let Err(e) = to_result(unsafe {
             bindings::kho_preserve_vmalloc(vec.as_ptr().cast_mut().cast(), &mut desc.0)
-        })?;
+        }) {
+            return Err((e, vec));
+        }
         // INVARIANT: Preserved just now; the vector is never reallocated (no `&mut VVec` is
         // handed out).
         Ok(Self { vec, desc })
@@ -596,9 +632,14 @@ impl<F: Deref<Target = Folio>> PreservedFolio<F> {
     /// KHO records a folio once, not a count: preserving a folio that is already preserved
     /// succeeds, and the first unpreserve ends both. Callers keep one [`PreservedFolio`] per
     /// folio. On failure `folio` is released.
+    #[inline]
     pub fn new(folio: F) -> Result<Self> {
         // SAFETY: `folio` is a valid folio that `F` keeps alive.
-        to_result(unsafe { bindings::kho_preserve_folio(folio.as_raw()) })?;
+        let ret = unsafe { bindings::kho_preserve_folio(folio.as_raw()) };
+        if ret != 0 {
+            // Not `to_result()`, an out-of-line call: this runs once per folio.
+            return Err(Error::from_errno(ret));
+        }
         // INVARIANT: Preserved just now.
         Ok(Self {
             folio: ManuallyDrop::new(folio),
@@ -606,11 +647,19 @@ impl<F: Deref<Target = Folio>> PreservedFolio<F> {
     }
 
     /// Returns the preserved folio.
+    #[inline]
     pub fn folio(&self) -> &Folio {
         &self.folio
     }
 
+    /// Returns what holds the folio.
+    #[inline]
+    pub fn get(&self) -> &F {
+        &self.folio
+    }
+
     /// Leaves the folio preserved for the next kernel and returns it.
+    #[inline]
     pub fn keep(self) -> F {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so the folio is taken exactly once.

@@ -12,15 +12,30 @@
 //! cgroup and accounted to the file like pages it faulted in.
 
 use crate::{
-    alloc::KVVec,
+    alloc::{
+        KVVec,
+        VVec, //
+    },
     bindings,
     error::{
         from_err_ptr,
         to_result, //
     },
-    folio::PinnedFolio,
+    folio::{
+        Folio,
+        PinnedFolio, //
+    },
     fs::File,
-    liveupdate::kho::RestoredFolio,
+    liveupdate::{
+        abi::MemfdFolio,
+        kho::{
+            KhoVmalloc,
+            PreservedFolio,
+            PreservedVVec,
+            RestoredFolio, //
+        },
+    },
+    physmem::PageFrame,
     prelude::*,
     sync::aref::ARef,
     types::NotThreadSafe, //
@@ -325,7 +340,8 @@ impl MemfdGuard<'_> {
     ///
     /// Fails with [`EINVAL`] if `folio` is not a folio of this memfd. The memfd's size must be
     /// frozen ([`MemfdGuard::set_frozen`]), so that it cannot be truncated meanwhile.
-    pub fn prepare_folio(&self, folio: &PinnedFolio) -> Result<FolioPlace> {
+    #[inline]
+    pub fn prepare_folio(&self, folio: PinnedFolio) -> Result<PreparedFolio> {
         let mut pfn = 0;
         let mut index = 0;
         // SAFETY: By the type invariants the file is a memfd and its inode lock is held; the
@@ -336,7 +352,39 @@ impl MemfdGuard<'_> {
         };
         let pages = usize::try_from(pages)
             .map_err(|_| Error::from_errno(i32::try_from(pages).unwrap_or(EINVAL.to_errno())))?;
-        Ok(FolioPlace { pfn, index, pages })
+        // INVARIANT: `shmem_luo_prepare_folio()` reported this folio's place.
+        Ok(PreparedFolio {
+            pin: folio,
+            place: FolioPlace { pfn, index, pages },
+        })
+    }
+}
+
+/// A pinned folio of a memfd made ready to be handed over, with its place in the memfd, as
+/// [`MemfdGuard::prepare_folio`] returns it.
+///
+/// # Invariants
+///
+/// `place` is where `shmem_luo_prepare_folio()` reported `pin`'s folio to be.
+pub struct PreparedFolio {
+    pin: PinnedFolio,
+    place: FolioPlace,
+}
+
+impl PreparedFolio {
+    /// Returns where the folio is.
+    #[inline]
+    pub fn place(&self) -> FolioPlace {
+        self.place
+    }
+}
+
+impl Deref for PreparedFolio {
+    type Target = Folio;
+
+    #[inline]
+    fn deref(&self) -> &Folio {
+        &self.pin
     }
 }
 
@@ -349,6 +397,220 @@ pub struct FolioPlace {
     pub index: usize,
     /// Its number of pages.
     pub pages: usize,
+}
+
+/// The populated folios of a memfd, kept for the next kernel: each one pinned and preserved
+/// with KHO, and recorded by nothing but its entry of the memfd's folio array (16 bytes a
+/// folio, the array upstream's C handler hands over, and no pointer besides it).
+///
+/// Built in index order with [`KeptFolios::push`], then handed over as one preserved array by
+/// [`KeptFolios::preserve`]. Dropping it unpreserves and unpins every folio.
+///
+/// # Invariants
+///
+/// For each entry of `entries`, the memory map covers its `pfn`, the first page frame of a
+/// folio on which this value owns one `FOLL_PIN` pin and which it preserved with
+/// `kho_preserve_folio()` (KHO records a folio once: unpreserving it twice is harmless).
+/// The entries are in increasing index order.
+pub struct KeptFolios {
+    entries: VVec<MemfdFolio>,
+}
+
+impl KeptFolios {
+    /// Returns an empty list.
+    pub fn new() -> Self {
+        Self {
+            entries: VVec::new(),
+        }
+    }
+
+    /// Returns the number of folios.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Returns `true` if there are no folios.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Returns the number of folios the list holds without allocating.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// Makes room for `additional` more folios.
+    pub fn reserve(&mut self, additional: usize) -> Result {
+        Ok(self.entries.reserve(additional, GFP_KERNEL)?)
+    }
+
+    /// Keeps `folio`, with `flags` in its entry; on failure ([`ENOMEM`], or [`EINVAL`] for a
+    /// page frame or flags that do not fit an entry or a folio not after the last one kept)
+    /// the folio is unpreserved and unpinned.
+    #[inline]
+    pub fn push(&mut self, folio: PreservedFolio<PreparedFolio>, flags: u64) -> Result {
+        let place = folio.get().place();
+        if self
+            .entries
+            .last()
+            .is_some_and(|last| last.index >= place.index as u64)
+        {
+            return Err(EINVAL);
+        }
+        let entry = MemfdFolio::new(place.pfn as u64, flags, place.index as u64)?;
+        self.entries.push(entry, GFP_KERNEL)?;
+        // INVARIANT: The entry names the folio by its first page frame (`prepare_folio()`
+        // reported it for this folio); its pin and its preservation are ours from here.
+        let _ = folio.keep().pin.into_raw();
+        Ok(())
+    }
+
+    /// Preserves the array of entries for the next kernel; `None` if there are no folios.
+    ///
+    /// KHO preserves the array's whole allocation, so an array much larger than its entries is
+    /// copied to one of their size first. On failure every folio is unpreserved and unpinned.
+    pub fn preserve(mut self) -> Result<Option<PreservedFolios>> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
+        let len = self.entries.len();
+        let taken = self.entries.capacity() - len <= len / 8;
+        let vec = if taken {
+            core::mem::take(&mut self.entries)
+        } else {
+            let mut exact = VVec::with_capacity(len, GFP_KERNEL)?;
+            exact.extend_from_slice(&self.entries, GFP_KERNEL)?;
+            exact
+        };
+        let array = match PreservedVVec::try_new(vec) {
+            Ok(array) => array,
+            Err((e, vec)) => {
+                // Back in `self` if it was taken from it, so that dropping `self` releases
+                // every folio.
+                if taken {
+                    self.entries = vec;
+                }
+                return Err(e);
+            }
+        };
+        // INVARIANT: The folios the entries name are owned by the array now.
+        self.entries.clear();
+        Ok(Some(PreservedFolios { array }))
+    }
+}
+
+impl Default for KeptFolios {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Unpreserves and unpins the folio of `entry`.
+///
+/// # Safety
+///
+/// The caller owns the pin and the preservation of the folio `entry` names (the invariant of
+/// [`KeptFolios`] and [`PreservedFolios`]) and gives them up.
+unsafe fn release(entry: &MemfdFolio) {
+    // SAFETY: The memory map covers the entry's page frame, as the caller guarantees.
+    let folio = unsafe { PageFrame::from_pfn(entry.pfn() as usize) }.folio();
+    // SAFETY: The folio is preserved; the caller gives up the preservation.
+    unsafe { bindings::kho_unpreserve_folio(folio.as_ptr().cast()) };
+    // SAFETY: The caller owns one pin on the folio and gives it up.
+    unsafe { bindings::unpin_folio(folio.as_ptr().cast()) };
+}
+
+impl Drop for KeptFolios {
+    fn drop(&mut self) {
+        for entry in self.entries.iter() {
+            // SAFETY: By the type invariants we own each entry's folio's pin and preservation,
+            // which are not used again.
+            unsafe { release(entry) };
+        }
+    }
+}
+
+/// [`KeptFolios`] whose array of entries is preserved for the next kernel.
+///
+/// # Invariants
+///
+/// As for [`KeptFolios`], for each entry of `array`.
+pub struct PreservedFolios {
+    array: PreservedVVec<MemfdFolio>,
+}
+
+impl PreservedFolios {
+    /// Returns the number of folios.
+    pub fn len(&self) -> usize {
+        self.array.as_slice().len()
+    }
+
+    /// Returns `true` if there are no folios (never: an empty list is not preserved).
+    pub fn is_empty(&self) -> bool {
+        self.array.as_slice().is_empty()
+    }
+
+    /// Returns the description of the array's preservation, for the memfd's serialized state.
+    pub fn descriptor(&self) -> KhoVmalloc {
+        self.array.descriptor()
+    }
+
+    /// Returns the entries, in index order.
+    pub fn entries(&self) -> &[MemfdFolio] {
+        self.array.as_slice()
+    }
+
+    /// Calls `f` with each folio and its entry, in index order.
+    pub fn for_each(&self, mut f: impl FnMut(&MemfdFolio, &Folio) -> Result) -> Result {
+        for entry in self.array.as_slice() {
+            // SAFETY: By the type invariants the memory map covers the entry's page frame.
+            let folio = unsafe { PageFrame::from_pfn(entry.pfn() as usize) }.folio();
+            // SAFETY: Our pin keeps the folio's reference count positive while `self` lives.
+            f(entry, unsafe { folio.as_ref() })?;
+        }
+        Ok(())
+    }
+
+    /// Adds `added`'s folios, merged by index with these (both are in index order), and
+    /// preserves the new array in place of the old one.
+    ///
+    /// On failure these folios and their preserved array are unchanged and `added`'s folios
+    /// are unpreserved and unpinned.
+    pub fn merge(&mut self, mut added: KeptFolios) -> Result {
+        let old = self.array.as_slice();
+        let total = old.len().checked_add(added.len()).ok_or(ENOMEM)?;
+        let mut merged = VVec::with_capacity(total, GFP_KERNEL)?;
+        let (mut a, mut b) = (old.iter().peekable(), added.entries.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.index < y.index => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            if let Some(&entry) = next {
+                // `merged` has room for both lists.
+                merged.push_within_capacity(entry).map_err(|_| ENOMEM)?;
+            }
+        }
+        let array = PreservedVVec::new(merged)?;
+        // INVARIANT: The new array names every folio of both lists; the old array and `added`
+        // give up theirs without releasing them.
+        added.entries.clear();
+        self.array = array;
+        Ok(())
+    }
+}
+
+impl Drop for PreservedFolios {
+    fn drop(&mut self) {
+        for entry in self.array.as_slice() {
+            // SAFETY: By the type invariants we own each entry's folio's pin and preservation,
+            // which are not used again: the array is unpreserved and freed next.
+            unsafe { release(entry) };
+        }
+    }
 }
 
 /// A memfd being rebuilt from preserved folios in the next kernel.
@@ -418,6 +680,7 @@ impl NewMemfd {
     /// `uptodate` and `dirty` give the state of its contents. Fails with [`EINVAL`] if `index`
     /// is not a multiple of the folio's size. On failure the folio is freed and the memfd is
     /// unchanged.
+    #[inline]
     pub fn add_folio(
         &mut self,
         folio: RestoredFolio,
