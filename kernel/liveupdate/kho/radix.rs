@@ -146,15 +146,21 @@ pub(crate) unsafe fn add_key(root: NonNull<Node>, dm: DirectMap, key: u64) -> Re
         // SAFETY: Entries of a tree built by this kernel are its nodes.
         node = unsafe { dm.node(entry) };
     }
-    set_leaf_bit(node, key);
+    // SAFETY: `node` is the leaf of the key's path; the caller holds the lock.
+    unsafe { set_leaf_bit(node, key) };
     Ok(())
 }
 
-/// Sets the bit of `key` in `leaf`, the leaf of its path.
+/// Sets the bit of `key` in `leaf`.
+///
+/// # Safety
+///
+/// `leaf` is the leaf of `key`'s path in a tree built by this kernel, whose lock the caller
+/// holds.
 #[inline(always)]
-fn set_leaf_bit(leaf: NonNull<Node>, key: u64) {
+unsafe fn set_leaf_bit(leaf: NonNull<Node>, key: u64) {
     let bit = decode::bitmap_index(&GEOMETRY, key);
-    // SAFETY: `leaf` is a node of the tree, whose lock the callers of `add_key` hold.
+    // SAFETY: As guaranteed by the caller, `leaf` is a node nobody else accesses meanwhile.
     let leaf = unsafe { &mut *leaf.as_ptr() };
     if let Some(w) = leaf.get_mut(bit / 64) {
         *w |= 1u64 << (bit % 64);
@@ -204,7 +210,8 @@ unsafe fn add_key_path(root: NonNull<Node>, dm: DirectMap, key: u64) -> Result {
         }
         node = new;
     }
-    set_leaf_bit(node, key);
+    // SAFETY: `node` is the leaf of the key's path; the caller holds the lock.
+    unsafe { set_leaf_bit(node, key) };
     Ok(())
 }
 
