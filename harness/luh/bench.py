@@ -422,7 +422,8 @@ def parallel_run(arch, builds, progs, flavor, size_mib, reps, fig, failures):
 def coldboot_run(arch, builds, progs, flavor, mem, fig, failures, config):
     res = chain(f"bench-{arch}-{flavor}-coldboot", [
         vm.Stage(builds[flavor], [("lu-bench", ["/bin/lu-bench", "meminfo"])]),
-    ], progs, arch, mem=mem, timeout=300, extra_cmdline=EARLYCON[arch], icount=fig.icount)
+    ], progs, arch, mem=mem, timeout=300 * (3 if fig.icount else 1), extra_cmdline=EARLYCON[arch],
+        icount=fig.icount)
     kv = _phase(res, 1, "meminfo") if res.stages else None
     if res.problems(1) or kv is None:
         failures.append(f"{flavor} cold boot: no meminfo (log {res.log})")
@@ -536,9 +537,9 @@ if tp:
             ys.append(st.median(vals[0]) if vals and vals[0] else 0)
         ax.bar([i + (j - 1.5) * w for i in range(len(cfgs))], ys, w, label=f"{metric} {fl}")
     ax.set_yscale("log")
-    save(fig, ax, list(range(len(cfgs))), cfgs, "GiB/s (median, log scale)",
+    save(fig, ax, list(range(len(cfgs))), cfgs, f"{tp[0]['unit']} (median, log scale)",
          "Preserve and retrieve throughput by memfd configuration", "throughput.png")
-kho = [r for r in rows if r["bench"] == "kho" and r["unit"] == "ms"]
+kho = [r for r in rows if r["bench"] == "kho" and r["unit"] in ("ms", "M insns")]
 if kho:
     keys = []
     for r in kho:
@@ -558,7 +559,7 @@ if kho:
               f"{c.split(', ')[1].split(' (')[0]}" for c, m in keys]
     ax.set_xticks(list(range(len(keys))))
     ax.set_xticklabels(labels, fontsize=7, rotation=60, ha="right")
-    ax.set_ylabel("ms (median, log scale)")
+    ax.set_ylabel(f"{kho[0]['unit']} (median, log scale)")
     ax.set_title("KHO: preserve, unpreserve, boot restore")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -666,8 +667,9 @@ def _machine():
 
 def _notes(mem, failures, benches=(), kho_mib=0, icount=False):
     notes = ["## How each figure is taken", ""]
+    ic = []
     if icount:
-        notes += ["- **--icount**: every VM ran under TCG with one vCPU and "
+        ic = ["- **--icount**: every VM ran under TCG with one vCPU and "
                   "`-icount shift=0,sleep=off`: the guest's clocks advance 1 ns per instruction "
                   "executed, so each time measured inside the guest is an instruction count "
                   "(unit `M insns` = 10^6 instructions, `insns` per folio), deterministic and "
@@ -675,7 +677,7 @@ def _notes(mem, failures, benches=(), kho_mib=0, icount=False):
                   "(every instruction costs one unit) and idle waits (skipped). The blackout "
                   "(host clock across the kexec) and the parallel bench (two vCPUs) are not run "
                   "in this mode.", ""]
-    notes += [
+    notes += ic + [
              "- **blackout**: host-clock stamps on serial lines: `LU-REBOOT` (init calls "
              "reboot(KEXEC)) → `Starting new kernel` (old kernel, after LUO serialization and "
              "device shutdown) → the new kernel's `Linux version` banner (early console) → "
@@ -710,7 +712,8 @@ def _notes(mem, failures, benches=(), kho_mib=0, icount=False):
                   "same state (once: a file is retrieved once). PRESERVE_FD: an iommufd whose "
                   "IOAS maps the memfd, median of 21 preserve/unpreserve rounds. The device's "
                   "cdev is opened outside the timed parts. The VM runs under TCG with one vCPU "
-                  "and `-icount shift=0,sleep=off`, not with the 2 vCPUs the header names: "
+                  "and `-icount shift=0,sleep=off`"
+                  + ("" if icount else ", not with the 2 vCPUs the header names") + ": "
                   "guest time (CLOCK_MONOTONIC) counts executed instructions (1 ms = 1 million "
                   "instructions), so these figures are instruction counts, deterministic and "
                   "free of TCG's translation cost; cache and TLB effects are not in them, and "
@@ -728,7 +731,7 @@ def _notes(mem, failures, benches=(), kho_mib=0, icount=False):
         kho = _kho_notes(kho_mib)
         if set(benches) == {"kho"}:
             # The notes above are about the LUO benches.
-            notes = ["## How each figure is taken", "", kho[0], "",
+            notes = ["## How each figure is taken", ""] + ic + [kho[0], "",
                      "## Reading the figures", "", kho[1], ""]
         else:
             i = notes.index("## Reading the figures")
@@ -766,10 +769,15 @@ def _kho_notes(kho_mib):
 
 
 def publish_name(arch, benches, icount):
-    """(subdirectory of bench/, suffix) of a report: kho-only runs go to kho/, other
-    architectures than x86_64 and instruction counts get a suffix (BENCHMARKS-arm64.md)."""
+    """(subdirectory of bench/, suffix) of a report: kho-only runs go to kho/, iommufd-only
+    ones to iommufd/ (suffixed with the architecture), other architectures than x86_64 and
+    instruction counts get a suffix (BENCHMARKS-arm64.md)."""
+    icount = "-icount" if icount else ""
+    if set(benches) == {"iommufd"}:
+        # bench/iommufd/ names every architecture, x86_64 too.
+        return "iommufd", f"-{arch}{icount}"
     sub = "kho" if set(benches) == {"kho"} else ""
-    return sub, ("" if arch == "x86_64" else f"-{arch}") + ("-icount" if icount else "")
+    return sub, ("" if arch == "x86_64" else f"-{arch}") + icount
 
 
 def publish(outdir, dest, suffix=""):

@@ -1097,6 +1097,10 @@ class BenchIcountPublishTest(unittest.TestCase):
         self.assertEqual(bench.publish_name("x86_64", ["kho"], False), ("kho", ""))
         self.assertEqual(bench.publish_name("arm64", ["blackout", "scale"], True),
                          ("", "-arm64-icount"))
+        self.assertEqual(bench.publish_name("x86_64", ["iommufd"], False),
+                         ("iommufd", "-x86_64"))
+        notes = bench._notes(1024, [], ["kho"], 1024, icount=True)
+        self.assertTrue(notes[2].startswith("- **--icount**"))
         with tempfile.TemporaryDirectory() as d:
             out, dest = Path(d) / "out", Path(d) / "bench"
             out.mkdir()
