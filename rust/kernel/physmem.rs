@@ -111,6 +111,12 @@ impl PageFrame {
         Self { ptr }
     }
 
+    /// The raw `struct page` pointer, never null.
+    #[inline]
+    pub fn as_non_null(self) -> NonNull<bindings::page> {
+        self.ptr
+    }
+
     /// The raw `struct page` pointer.
     #[inline]
     pub fn as_ptr(self) -> *mut bindings::page {

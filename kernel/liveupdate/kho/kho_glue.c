@@ -10,8 +10,8 @@
  *   before any initcall; the macro places a struct in .init.setup;
  * - fs_initcall(): Rust built-in code only gets device_initcall() (module!),
  *   and KHO must be up before the LUO and memblock's late initcalls;
- * - EXPORT_SYMBOL_GPL(): the Rust functions behind include/linux/
- *   kexec_handover.h and kho_radix_tree.h are exported to C modules here;
+ * - EXPORT_SYMBOL_GPL(): the functions of include/linux/kexec_handover.h
+ *   and kho_radix_tree.h, Rust ones included, are exported to C modules here;
  * - kho_preserve_folio() and kho_unpreserve_folio(), one call per folio on
  *   the hottest path: inline C helpers compute the folio's place;
  * - the memory-management internals KHO needs (mm/internal.h, mm/mm_init.h,
@@ -138,14 +138,33 @@ static struct notifier_block kho_test_corrupt_nb = {
 #endif
 
 /*
- * The folio's place is computed here, where folio_pfn() and folio_order()
- * are inline: from Rust they are two calls per folio.
+ * kho_preserve_folio() and kho_unpreserve_folio() compute the folio's place
+ * here, where folio_pfn() and folio_order() are inline: from Rust they are
+ * two calls per folio, on KHO's hottest path.
+ */
+
+/**
+ * kho_preserve_folio - preserve a folio across kexec.
+ * @folio: folio to preserve.
+ *
+ * Instructs KHO to preserve the whole folio across kexec. The order
+ * will be preserved as well.
+ *
+ * Return: 0 on success, error code on failure
  */
 int kho_preserve_folio(struct folio *folio)
 {
 	return kho_preserve_block(folio_pfn(folio), folio_order(folio));
 }
 
+/**
+ * kho_unpreserve_folio - unpreserve a folio.
+ * @folio: folio to unpreserve.
+ *
+ * Instructs KHO to unpreserve a folio that was preserved by
+ * kho_preserve_folio() before. The provided @folio (pfn and order)
+ * must exactly match a previously preserved folio.
+ */
 void kho_unpreserve_folio(struct folio *folio)
 {
 	kho_unpreserve_block(folio_pfn(folio), folio_order(folio));

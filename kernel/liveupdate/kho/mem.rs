@@ -91,6 +91,9 @@ pub(crate) fn preserve_folio(folio: &Folio) -> Result {
 /// Preserves the block of `1 << order` pages at `pfn`.
 #[inline(always)]
 fn preserve_block(pfn: usize, order: u32) -> Result {
+    if order > crate::MAX_BLOCK_ORDER {
+        return Err(EINVAL);
+    }
     let phys = pfn_to_phys(pfn);
     let mut t = crate::radix::out_tree();
     t.check_not_scratch(phys, crate::order_size(order))?;
@@ -187,7 +190,7 @@ pub(crate) fn restore_folio(phys: PhysAddr) -> Option<ARef<Folio>> {
     let page = restore_block(phys, None, true)?;
     // The block's first page is the head of the folio `restore_block()` made, and a folio is
     // its head page's `struct page` (what `page_folio()` returns for a head, without a call).
-    let folio = NonNull::new(page.as_ptr().cast::<Folio>())?;
+    let folio = page.as_non_null().cast::<Folio>();
     // SAFETY: `restore_block()` made the block a folio with one reference, owned here.
     Some(unsafe { ARef::from_raw(folio) })
 }

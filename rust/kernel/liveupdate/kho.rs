@@ -399,7 +399,8 @@ impl RestoredPage<'_> {
     /// The page is mapped once for all of them, not once per value as by [`RestoredPage::read`]:
     /// this is how an array of many small entries is walked. `f` runs with the page mapped
     /// (`kmap_local_page()`; KHO only runs on 64-bit, where that is the direct map) and may
-    /// sleep.
+    /// sleep; local mappings it makes must be undone before it returns, as the kernel crate's
+    /// own (made and undone inside one call) are.
     pub fn read_each<T: FromBytes>(&self, mut f: impl FnMut(T) -> bool) {
         let size = size_of::<T>();
         if size == 0 {
@@ -415,7 +416,8 @@ impl RestoredPage<'_> {
                 break;
             }
         }
-        // SAFETY: `base` is the mapping made above, the last one this task made.
+        // SAFETY: `base` is the mapping made above; `f` undid any local mapping it made, so
+        // it is the last one this task holds.
         unsafe { bindings::kunmap_local(base.cast()) };
     }
 }
@@ -636,7 +638,7 @@ impl<F: Deref<Target = Folio>> PreservedFolio<F> {
     pub fn new(folio: F) -> Result<Self> {
         // SAFETY: `folio` is a valid folio that `F` keeps alive.
         let ret = unsafe { bindings::kho_preserve_folio(folio.as_raw()) };
-        if ret != 0 {
+        if ret < 0 {
             // Not `to_result()`, an out-of-line call: this runs once per folio.
             return Err(Error::from_errno(ret));
         }
