@@ -726,7 +726,19 @@ def _notes(mem, failures, benches=(), kho_mib=0, icount=False):
               "the memfd handler, so ratios away from 1.00 there are partly the noise of a shared, "
               "TCG-emulated machine.",
               "- Parts of a few milliseconds (old-kernel serialize + shutdown, FINISH) are within "
-              "the cut uncertainty; compare totals.", ""]
+              "the cut uncertainty; compare totals.",
+              "- Where memfd pages come from is not the same policy: the rust kernel carries "
+              "`patches/0016` (mm/page_alloc: `cma_last_resort_enable()`, which its KHO turns "
+              "on), so movable allocations stay out of KHO's scratch (CMA) while there is other "
+              "free memory; c is upstream, where a quarter of a big memfd lands in scratch and "
+              "is migrated by PRESERVE_FD. `pages migrated` shows it; the PRESERVE_FD times of "
+              "memfds larger than the memory outside scratch can hold compare the policies, not "
+              "only the code."]
+    if icount:
+        notes += ["- `--icount` runs are deterministic up to KASLR and boot-time randomness: two "
+                  "runs of the same kernel agree to 3 digits on most figures; the KHO boot "
+                  "restore and the THP retrieve vary by up to 8% and 2%."]
+    notes += [""]
     if "kho" in benches:
         kho = _kho_notes(kho_mib)
         if set(benches) == {"kho"}:
