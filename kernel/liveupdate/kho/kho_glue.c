@@ -240,15 +240,21 @@ void kho_mm_init_page(struct page *page, unsigned int order, bool folio)
 
 	set_page_private(page, 0);
 
-	for (i = 0; i < nr_pages; i++) {
-		set_page_count(page + i, folio && i ? 0 : 1);
+	if (folio) {
+		/* The head holds the folio's reference, tails none. */
+		set_page_count(page, 1);
 		/* Clear the codetag to avoid an accounting mismatch. */
-		if (!folio || !i)
+		clear_page_tag_ref(page);
+		for (i = 1; i < nr_pages; i++)
+			set_page_count(page + i, 0);
+		if (order)
+			prep_compound_page(page, order);
+	} else {
+		for (i = 0; i < nr_pages; i++) {
+			set_page_count(page + i, 1);
 			clear_page_tag_ref(page + i);
+		}
 	}
-
-	if (folio && order)
-		prep_compound_page(page, order);
 
 	adjust_managed_page_count(page, nr_pages);
 }
