@@ -38,6 +38,7 @@ const SHIFTS: [u32; TOP as usize] = {
     while i < TOP as usize {
         shifts[i] = match GEOMETRY.table_shift(i as u32 + 1) {
             Some(shift) => shift,
+            // Evaluated at compile time: a bad geometry fails the build, not a kernel.
             None => panic!("bad KHO radix geometry"),
         };
         i += 1;

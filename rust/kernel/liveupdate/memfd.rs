@@ -556,11 +556,6 @@ impl PreservedFolios {
         self.array.descriptor()
     }
 
-    /// Returns the entries, in index order.
-    pub fn entries(&self) -> &[MemfdFolio] {
-        self.array.as_slice()
-    }
-
     /// Calls `f` with each folio and its entry, in index order.
     pub fn for_each(&self, mut f: impl FnMut(&MemfdFolio, &Folio) -> Result) -> Result {
         for entry in self.array.as_slice() {
