@@ -345,7 +345,7 @@ def iommufd_configs(sizes, smoke):
 
 
 # The iommufd handler is rust only: its VM is the rust kernel with the vIOMMU
-# and edu device of luo_iommufd, always under TCG (-icount needs it).
+# and edu device of luo_iommufd, always counting instructions (chain(icount=True)).
 IOMMUFD_FLAVOR = "rust"
 
 
@@ -357,12 +357,12 @@ def iommufd_run(arch, builds, progs, cfg, mem, fig, failures):
     vmp = OUR_KEXEC_VM["luo_iommufd"]
     a1 = ["/bin/lu-iommufd-bench", "--size", str(size), "--populate-pct", str(pct)]
     a1 += ["--thp"] if thp else []
-    res = vm.run_chain(f"bench-{arch}-iommufd-{name}", [
+    res = chain(f"bench-{arch}-iommufd-{name}", [
         vm.Stage(builds[IOMMUFD_FLAVOR], [("lu-iommufd-bench", a1 + ["preserve"])]),
         vm.Stage(builds[IOMMUFD_FLAVOR],
                  [("lu-iommufd-bench", a1 + ["retrieve"])]),
-    ], progs, arch, mem=mem, smp=1, timeout=1800, accel="tcg",
-        extra_qemu=vmp["qemu"][arch] + ICOUNT, extra_cmdline=vmp["cmdline"][arch])
+    ], progs, arch, mem=mem, timeout=1800, icount=True, extra_qemu=vmp["qemu"][arch],
+        extra_cmdline=vmp["cmdline"][arch])
     problems = res.problems(2)
     for k in (1, 2):
         if len(res.stages) >= k and res.stages[k - 1].results.get("lu-iommufd-bench") != 0:
