@@ -30,11 +30,13 @@ class Build:
     log: Path
     # A debug build (debug.config: sanitizers, lockdep, kmemleak, fault injection).
     debug: bool = False
+    # The build of one suite's extra fragment (client: client:systemd's kernels).
+    variant: str = ""
 
     @property
     def label(self):
-        """The flavor as reports name it: "rust" or "rust-debug"."""
-        return f"{self.flavor}-debug" if self.debug else self.flavor
+        """The build as logs name it: "rust", "rust-debug" or "rust-client"."""
+        return _label(self.flavor, self.debug, self.variant)
 
     @property
     def ident(self):
@@ -46,8 +48,12 @@ def jobs():
     return str(os.cpu_count() or 2)
 
 
-def build_dir(arch, flavor, debug=False):
-    return CACHE / "build" / arch / (f"{flavor}-debug" if debug else flavor)
+def _label(flavor, debug=False, variant=""):
+    return flavor + ("-debug" if debug else "") + (f"-{variant}" if variant else "")
+
+
+def build_dir(arch, flavor, debug=False, variant=""):
+    return CACHE / "build" / arch / _label(flavor, debug, variant)
 
 
 # The debug builds are made with LLVM: Kconfig allows RUST with KASAN only
@@ -67,9 +73,9 @@ def make_cmd(srctree, outdir, arch, tc=None, extra=()):
     return cmd + list(extra)
 
 
-def configure(srctree, outdir, arch, flavor, tc, log, debug=False):
+def configure(srctree, outdir, arch, flavor, tc, log, debug=False, variant=""):
     """Merge the fragments if they changed; always verify the result."""
-    frags = kconfig.fragments(arch, flavor, debug)
+    frags = kconfig.fragments(arch, flavor, debug, variant)
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in frags)).hexdigest()
     stamp = outdir / ".lu-config-digest"
     env = tc.env() if tc else None
@@ -96,10 +102,10 @@ def _uts(outdir):
     return rel, m.group(1)
 
 
-def build_kernel(srctree, arch, flavor, tc, debug=False):
-    """Configure and build one flavor (or its debug build); return its Build."""
-    label = f"{flavor}-debug" if debug else flavor
-    outdir = build_dir(arch, flavor, debug)
+def build_kernel(srctree, arch, flavor, tc, debug=False, variant=""):
+    """Configure and build one flavor (its debug or variant build); return its Build."""
+    label = _label(flavor, debug, variant)
+    outdir = build_dir(arch, flavor, debug, variant)
     log = LOGS / f"build-{arch}-{label}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
@@ -108,23 +114,23 @@ def build_kernel(srctree, arch, flavor, tc, debug=False):
     # Only builds of Rust code, and LLVM builds, need the toolchain's variables.
     tc = tc if rust or debug else None
     env = tc.env() if tc else None
-    configure(srctree, outdir, arch, flavor, tc, log, debug)
+    configure(srctree, outdir, arch, flavor, tc, log, debug, variant)
     extra = [ARCH_INFO[arch]["target"]] + ([DEBUG_LLVM] if debug else [])
     if rust:
         run(make_cmd(srctree, outdir, arch, tc, extra[1:] + ["rustavailable"]), log=log,
             env=env)
         # The rust flavor is built through clippy-driver: the same code comes
         # out, and its lints are checked from this log (not again for debug
-        # builds). Its config has modules: the test module of kexec:luo_module
-        # (TEST_MODULE).
-        extra += ["modules"] + ([] if debug else ["CLIPPY=1"])
+        # or variant builds). Its config has modules: the test module of
+        # kexec:luo_module (TEST_MODULE).
+        extra += ["modules"] + ([] if debug or variant else ["CLIPPY=1"])
     run(make_cmd(srctree, outdir, arch, tc, extra), log=log, env=env,
         heartbeat=f"building {label}")
     image = outdir / ARCH_INFO[arch]["image"]
     rel, ver = _uts(outdir)
     info(f"{label}: {image}")
     info(f"{label}: uname -r {rel}; uname -v {ver}")
-    return Build(arch, flavor, outdir, image, rel, ver, log, debug)
+    return Build(arch, flavor, outdir, image, rel, ver, log, debug, variant)
 
 
 # The module of kexec:luo_module (CONFIG_LIVEUPDATE_TEST_MODULE=m, rust only).

@@ -17,12 +17,18 @@ _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
-def fragments(arch, flavor, debug=False):
-    """Fragment files for a build, in merge order (later ones win)."""
+def fragments(arch, flavor, debug=False, variant=None):
+    """Fragment files for a build, in merge order (later ones win).
+
+    variant names one more fragment, <variant>.config, for the kernels of
+    one suite (client: client:systemd's).
+    """
     frags = [CONFIG_DIR / "common.config", CONFIG_DIR / f"{arch}.config",
              CONFIG_DIR / f"{flavor}.config"]
     if debug:
         frags += [CONFIG_DIR / "debug.config", CONFIG_DIR / f"{flavor}-debug.config"]
+    if variant:
+        frags.append(CONFIG_DIR / f"{variant}.config")
     return frags
 
 
