@@ -201,6 +201,11 @@ impl Manifest {
 
     /// Read the manifest of an incoming session.
     pub fn read(session: &IncomingSession) -> Result<Self> {
+        Self::read_with_bytes(session).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::read`], also returning the manifest's bytes as its writer left them.
+    pub fn read_with_bytes(session: &IncomingSession) -> Result<(Self, Vec<u8>)> {
         let fd = session.retrieve(MANIFEST_TOKEN).map_err(|e| {
             if e.kind() == ErrorKind::TokenNotFound {
                 bad("the session has no manifest at token 0")
@@ -209,7 +214,7 @@ impl Manifest {
             }
         })?;
         let bytes = memfd::read_all(&fd).map_err(|e| Error::from_errno(Op::Manifest, e))?;
-        Self::parse(&bytes)
+        Ok((Self::parse(&bytes)?, bytes))
     }
 }
 

@@ -29,7 +29,8 @@ USAGE:
   luoctl finish SESSION
         Retrieve SESSION and finish it (releases whatever was not retrieved).
   luoctl manifest SESSION
-        Retrieve SESSION and print its manifest (ours or systemd's) without retrieving fds.
+        Retrieve SESSION and print its manifest (ours or systemd's), parsed and as written,
+        without retrieving fds.
   luoctl kho
         Show the KHO state from debugfs: the outgoing and incoming FDTs, their subtrees
         and the scratch areas.
@@ -340,7 +341,7 @@ fn cmd_finish(a: &Args) -> CmdResult {
 
 fn cmd_manifest(a: &Args) -> CmdResult {
     let (_dev, session) = retrieve(a)?;
-    let m = Manifest::read(&session).map_err(|e| hint(&e))?;
+    let (m, bytes) = Manifest::read_with_bytes(&session).map_err(|e| hint(&e))?;
     let mut r = Report::new("manifest");
     r.set("session", json!(session.name().as_str()));
     r.set("format", json!(format!("{:?}", m.flavor)));
@@ -352,6 +353,8 @@ fn cmd_manifest(a: &Args) -> CmdResult {
             .map(|e| json!({"name": e.name, "token": e.token}))
             .collect::<Vec<_>>()),
     );
+    // The manifest as written (it parsed as JSON, so it is UTF-8).
+    r.set("text", json!(String::from_utf8_lossy(&bytes)));
     Ok(r)
 }
 
