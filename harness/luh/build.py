@@ -202,6 +202,8 @@ def user_programs(srctree, arch):
                  glibc + ["-pthread"])
     cc_if_needed("lu-iommufd-bench", [HARNESS / "init" / "lu-iommufd-bench.c"], glibc,
                  [HARNESS / "init" / "lu-check.h"])
+    # client:systemd's service (it runs under systemd, not lu-init).
+    cc_if_needed("lu-fdstore", [HARNESS / "init" / "lu-fdstore.c"], glibc)
     from .reliability import PROGRAMS
     for name, (srcs, flags) in PROGRAMS.items():
         cc_if_needed(name, [HARNESS / "init" / f for f in srcs], glibc + flags, check_h)

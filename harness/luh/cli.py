@@ -10,7 +10,7 @@ import time
 
 from . import bisect as kbisect
 from . import build as kbuild
-from . import bench, crate, ktap, races, reliability, suites, toolchain, tree, vm
+from . import bench, client, crate, ktap, races, reliability, suites, toolchain, tree, vm
 from . import fuzz as kfuzz
 from .common import ARCHES, CACHE, FLAVORS, LOGS, REPO, HarnessError, info, stage
 
@@ -174,6 +174,7 @@ SUITE_NAMES = (
     + [f"cross:{t}" for t in CROSS_TESTS]
     + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke",
        "bench:kho-smoke"]
+    + ["client:systemd", "client:systemd-control"]
     + list(reliability.SUITES)
     + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
     + [f"corrupt:kho-{n}" for n in sorted(suites.KHO_CORRUPT_CASES)]
@@ -186,7 +187,9 @@ def _wanted(name, globs):
 
 # Suites of run_arch that check the source or the build, not a VM: the
 # debug pass skips them (they ran on the regular builds).
-NOT_VM = ("rustfmtcheck", "clippy", "rustdoc", "c-core-gone", "bench:*")
+NOT_VM = ("rustfmtcheck", "clippy", "rustdoc", "c-core-gone", "bench:*",
+          # client:systemd boots its own builds (<flavor>-client), not debug ones.
+          "client:*")
 
 
 def _debug_label(flavor):
@@ -271,6 +274,17 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add, debug=False):
     if cross and crate.supported(arch) and wanted_vm("crate:luoctl-kexec"):
         for chain in (("c", "rust"), ("rust", "c")):
             add(suites.luoctl_kexec(arch, builds, progs, chain))
+    if client.supported(arch) and (wanted_vm("client:systemd")
+                                   or wanted_vm("client:systemd-control")):
+        stage(f"systemd as a client on {arch}: its fd store across systemctl kexec")
+        cbuilds = {f: kbuild.build_kernel(trees[f], arch, f, tc, variant="client")
+                   for f in build_flavors}
+        # Both directions across flavors whenever both flavors run.
+        both = set(FLAVORS) <= set(flavors)
+        chains = [(f, f) for f in flavors] + ([("c", "rust"), ("rust", "c")] if both else [])
+        add(client.suite(arch, cbuilds, progs,
+                         chains if wanted_vm("client:systemd") else [],
+                         control=wanted_vm("client:systemd-control")))
     if cross:
         stage(f"cross-flavor chains on {arch}")
         for t in CROSS_TESTS:

@@ -69,8 +69,8 @@ def missing_packages(packages=APT_PACKAGES):
     return [p for p in packages if p not in ok]
 
 
-def ensure_packages():
-    missing = missing_packages()
+def ensure_packages(packages=APT_PACKAGES):
+    missing = missing_packages(packages)
     if not missing:
         ensure_qemu()
         return
@@ -83,7 +83,7 @@ def ensure_packages():
     run(["apt-get", "update", "-q"], log=log)
     run(["apt-get", "install", "-y", "-q"] + missing,
         log=log, env={"DEBIAN_FRONTEND": "noninteractive"}, heartbeat="apt-get install")
-    still = missing_packages()
+    still = missing_packages(packages)
     if still:
         raise HarnessError(f"still missing after apt-get install: {still} (log {log})")
     ensure_qemu()

@@ -201,9 +201,8 @@ def qemu_cmd(arch, accel, mem, smp, image, initrd, cmdline, extra=()):
     return QEMU[arch] + list(extra) + [
         "-accel", accel, "-m", str(mem), "-smp", str(smp),
         "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
-        "-serial", "stdio", "-kernel", str(image), "-initrd", str(initrd),
-        "-append", cmdline,
-    ]
+        "-serial", "stdio", "-kernel", str(image),
+    ] + (["-initrd", str(initrd)] if initrd else []) + ["-append", cmdline]
 
 
 def _run_qemu(cmd, log, timeout):

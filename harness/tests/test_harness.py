@@ -1283,3 +1283,138 @@ class RacesSoakTest(unittest.TestCase):
         # Lines without Shmem: the data the previous stage preserved.
         self.assertEqual(races.soak_adjusted({"memfree_kb": 1000, "next_kb": 20},
                                              {"data_kb": 7}), 1027)
+
+
+class ClientSystemdTest(unittest.TestCase):
+    """client:systemd's reading of the two boots (harness/luh/client.py)."""
+
+    ID1 = "7.3.4-lu-c #1 PREEMPT_DYNAMIC Sat Dec  5 18:36:45 UTC 2026"
+    ID2 = "7.3.4-lu-rust #1 PREEMPT_DYNAMIC Sat Dec  5 18:32:02 UTC 2026"
+    SEED = "a466eddbe58caa55"
+    MAPPING = ('{"version":1,"state":{"KExecCount":0},"units":{"lu-fdstore.service":'
+               '{"fdstore":[{"type":"fd","name":"state","token":1},'
+               '{"type":"fd","name":"ram","token":2}]}}}')
+
+    def boot1(self):
+        s = self.SEED
+        return [
+            "Linux version 7.3.4-lu-c (root@vm) (gcc 12.2.0) #1",
+            f"lu-fdstore[89]: LU-FDSTORE created seed={s} ram=16777216 state=4096",
+            "lu-fdstore[89]: LU-FDSTORE stored names=ram:state",
+            "lu-fdstore[89]: LU-FDSTORE result ok stored",
+            f"lu-client[99]: LU-CLIENT stage 1 {self.ID1}",
+            "lu-client[99]: LU-CLIENT systemd 262",
+            "lu-client[99]: LU-CLIENT fdstore-state active success",
+            "lu-client[99]: LU-CLIENT fdstore-count 2",
+            "lu-client[99]: LU-CLIENT kexec-count 0",
+            "lu-client[99]: LU-CLIENT kexec-load 0",
+            "lu-client[99]: LU-CLIENT kexec-loaded 1",
+            "systemd-shutdown[1]: Preserved fd stores in LUO session 'systemd' for kexec.",
+            "systemd-shutdown[1]: Rebooting with kexec.",
+        ]
+
+    def boot2(self, seed=None, bad="0"):
+        s = seed or self.SEED
+        return [
+            "Linux version 7.3.4-lu-rust (root@vm) (gcc 12.2.0) #1",
+            "lu-fdstore[79]: LU-FDSTORE listen fds=2 names=ram:state",
+            f"lu-fdstore[79]: LU-FDSTORE received name=state fd=4 fs=tmpfs seals=0 bytes=4096 "
+            f"bad=0 seed={s}",
+            "lu-fdstore[79]: LU-FDSTORE result ok state",
+            f"lu-fdstore[79]: LU-FDSTORE received name=ram fd=3 fs=tmpfs seals=0 bytes=16777216 "
+            f"bad={bad} seed={s}",
+            "lu-fdstore[79]: LU-FDSTORE result ok ram",
+            f"lu-client[90]: LU-CLIENT stage 2 {self.ID2}",
+            "lu-client[90]: LU-CLIENT systemd 262",
+            "lu-client[90]: LU-CLIENT fdstore-state active success",
+            "lu-client[90]: LU-CLIENT fdstore-count 2",
+            "lu-client[90]: LU-CLIENT kexec-count 1",
+            f"lu-client[102]: LU-CLIENT journal-before LU-FDSTORE created seed={self.SEED} "
+            "ram=16777216 state=4096",
+            f"lu-client[103]: LU-CLIENT journal-after LU-FDSTORE received name=ram fd=3 "
+            f"fs=tmpfs seals=0 bytes=16777216 bad=0 seed={s}",
+            "lu-client[107]: LU-CLIENT pid1 Found LUO session 'systemd', restoring fd stores.",
+            "lu-client[107]: LU-CLIENT pid1 Restored 2 fd(s) total from LUO session.",
+            "lu-client[107]: LU-CLIENT pid1 lu-fdstore.service: Passing 2 fds to service",
+            "lu-client[90]: LU-CLIENT done",
+        ]
+
+    def check(self, b1, b2, peek=False):
+        from harness.luh import client
+        boots = client.split_boots([(float(i), t) for i, t in enumerate(b1 + b2)])
+        return client.check_run(boots, [self.ID1, self.ID2], peek)
+
+    def test_a_good_run_passes(self):
+        bad, seen = self.check(self.boot1(), self.boot2())
+        self.assertEqual(bad, [])
+        self.assertEqual(seen["seed"], self.SEED)
+        self.assertEqual(sorted(seen["received"]), ["ram", "state"])
+
+    def test_what_fails(self):
+        # Another seed: the fds did not come from the first boot.
+        bad, _ = self.check(self.boot1(), self.boot2(seed="0123456789abcdef"))
+        self.assertTrue(any(b.startswith("boot 2: ram: ") for b in bad), bad)
+        bad, _ = self.check(self.boot1(), self.boot2(bad="3"))
+        self.assertEqual(bad, ["boot 2: ram: {'name': 'ram', 'fd': '3', 'fs': 'tmpfs', "
+                               "'seals': '0', 'bytes': '16777216', 'bad': '3', "
+                               f"'seed': '{self.SEED}'}}, expected seed {self.SEED}, "
+                               "16777216 bytes, 0 bad"])
+        # No "Preserved" line from systemd-shutdown.
+        b1 = [t for t in self.boot1() if "Preserved fd stores" not in t]
+        bad, _ = self.check(b1, self.boot2())
+        self.assertEqual(bad, ["boot 1: systemd-shutdown did not print \"systemd-shutdown[1]: "
+                               "Preserved fd stores in LUO session 'systemd' for kexec.\""])
+        # The second boot on the wrong kernel.
+        b2 = [t.replace(self.ID2, self.ID1) for t in self.boot2()]
+        bad, _ = self.check(self.boot1(), b2)
+        self.assertEqual(len(bad), 1)
+        self.assertIn("boot 2: stage line", bad[0])
+        # An old systemd.
+        b1 = [t.replace("LU-CLIENT systemd 262", "LU-CLIENT systemd 260") for t in self.boot1()]
+        bad, _ = self.check(b1, self.boot2())
+        self.assertEqual(bad, ["systemd '260' in the guest; 261 or later needed"])
+        # One boot only.
+        bad, _ = self.check(self.boot1(), [])
+        self.assertEqual(bad, ["1 boots, expected 2"])
+
+    def test_control_run(self):
+        import json
+        rep = {"command": "manifest", "session": "systemd", "format": "Systemd",
+               "entries": [{"name": "lu-fdstore.service/state", "token": 1},
+                           {"name": "lu-fdstore.service/ram", "token": 2}],
+               "text": self.MAPPING}
+        b2 = [
+            "Linux version 7.3.4-lu-rust (root@vm) (gcc 12.2.0) #1",
+            "LU-CLIENT peek " + json.dumps(rep),
+            "lu-fdstore[79]: LU-FDSTORE result FAIL fds from the fd store (LISTEN_FDS is not set)",
+            f"lu-client[90]: LU-CLIENT stage 2 {self.ID2}",
+            "lu-client[90]: LU-CLIENT fdstore-state failed exit-code",
+            "lu-client[90]: LU-CLIENT fdstore-count 0",
+            "lu-client[90]: LU-CLIENT kexec-count 0",
+            "lu-client[114]: LU-CLIENT pid1 No LUO session 'systemd' found, skipping fd store "
+            "restoration.",
+            "lu-client[90]: LU-CLIENT done",
+        ]
+        bad, seen = self.check(self.boot1(), b2, peek=True)
+        self.assertEqual(bad, [])
+        # What the crate read must be what the manifest says.
+        rep["entries"][0]["token"] = 2
+        b2[1] = "LU-CLIENT peek " + json.dumps(rep)
+        bad, _ = self.check(self.boot1(), b2, peek=True)
+        self.assertEqual(len(bad), 1)
+        self.assertIn("luoctl read Systemd systemd", bad[0])
+        # The service got fds although the session was taken: not a control.
+        bad, _ = self.check(self.boot1(), b2[:2] + self.boot2()[2:3] + b2[2:], peek=True)
+        self.assertIn("boot 2: lu-fdstore received ['state'] without a session", bad)
+
+    def test_manifest_names_and_fragments(self):
+        from harness.luh import client
+        self.assertEqual(client.manifest_names(self.MAPPING),
+                         {"lu-fdstore.service/state": 1, "lu-fdstore.service/ram": 2})
+        self.assertEqual(client.systemd_major("262.1-1"), 262)
+        self.assertIsNone(client.systemd_major("x"))
+        frags = kconfig.fragments("x86_64", "rust", variant="client")
+        self.assertEqual(frags[-1].name, "client.config")
+        self.assertNotIn("client.config", [f.name for f in kconfig.fragments("x86_64", "rust")])
+        self.assertEqual(kbuild.build_dir("arm64", "c", variant="client").name, "c-client")
+        self.assertIn("CONFIG_CGROUPS", kconfig.requested(frags))
