@@ -21,7 +21,10 @@
 //!
 //! systemd (v261, `FileDescriptorStorePreserve=`) uses the same idea with its own format: one
 //! session named `systemd`, token 0 a sealed memfd of JSON
-//! `{"version":1,"units":{"<unit>":{"fdstore":[{"type":"fd","name":"<fdname>","token":N}]}}}`.
+//! `{"version":1,"state":{..},"units":{"<unit>":{"fdstore":[{"type":"fd","name":"<fdname>",`
+//! `"token":N}]}}}` (`state` holds systemd's own `KExecCount` and shutdown timestamps;
+//! `tests/fixtures/systemd-262.1-luo-mapping.json` is what systemd 262.1 wrote in
+//! client:systemd).
 //! That format is internal to systemd and changed three times before v261, and systemd holds
 //! `/dev/liveupdate` itself around the kexec, so this crate does not write it. It can read it
 //! ([`Manifest::parse`] accepts both), which lets a tool inspect what systemd preserved;
@@ -354,6 +357,22 @@ mod tests {
         let text = ours(1, r#"{"name":"a","token":5,"y":1}"#).replacen('{', r#"{"x":3,"#, 1);
         let m = Manifest::parse(text.as_bytes()).unwrap();
         assert_eq!(m.entries, vec![entry("a", 5)]);
+    }
+
+    /// The mapping systemd 262.1 wrote for client:systemd's service, as `luoctl manifest
+    /// systemd` read it after the kexec (harness/luh/client.py, the control run).
+    #[test]
+    fn reads_mapping_systemd_wrote() {
+        let text = include_bytes!("../tests/fixtures/systemd-262.1-luo-mapping.json");
+        let m = Manifest::parse(text).unwrap();
+        assert_eq!(m.flavor, Flavor::Systemd);
+        assert_eq!(
+            m.entries,
+            vec![
+                entry("lu-fdstore.service/state", 1),
+                entry("lu-fdstore.service/ram", 2)
+            ]
+        );
     }
 
     #[test]
