@@ -17,6 +17,7 @@ so takes it away: the service must then get nothing.  Only LUO can have
 carried the fds in the other runs.
 """
 
+import base64
 import hashlib
 import json
 import re
@@ -70,12 +71,15 @@ def _foreign_ready(arch):
     package ships, as systemd-binfmt would, unless one is registered already.
     """
     toolchain.ensure_packages(["qemu-user-static"])
-    name = {"arm64": "qemu-aarch64"}[arch]
+    name = {"arm64": "qemu-aarch64", "x86_64": "qemu-x86_64"}[arch]
     bm = Path("/proc/sys/fs/binfmt_misc")
     if not (bm / "register").exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", bm])
     if not (bm / name).exists():
-        (bm / "register").write_text((Path("/usr/lib/binfmt.d") / f"{name}.conf").read_text())
+        conf = (Path("/usr/lib/binfmt.d") / f"{name}.conf").read_text()
+        for line in conf.splitlines():
+            if line.startswith(":"):
+                (bm / "register").write_text(line)
         info(f"registered {name} with binfmt_misc (for mmdebstrap's {DEB_ARCH[arch]} chroot)")
 
 
@@ -95,7 +99,9 @@ def rootfs(arch):
     tmp.parent.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"rootfs-{arch}.log"
     log.write_text("")
-    run(["mmdebstrap", "--mode=root", "--variant=minbase", f"--architectures={DEB_ARCH[arch]}",
+    # In a mount namespace of its own: if it is killed, no mount of its
+    # chroot outlives it under tmp.
+    run(["unshare", "--mount", "--propagation", "private", "mmdebstrap", "--mode=root", "--variant=minbase", f"--architectures={DEB_ARCH[arch]}",
          # sid's Release is often past its Valid-Until on the mirrors.
          '--aptopt=Acquire::Check-Valid-Until "false"',
          "--include=" + ",".join(PACKAGES), "--format=directory", DIST, tmp, MIRROR],
@@ -148,7 +154,24 @@ def make_image(wd, arch, base, next_build, progs, peek):
     """The disk of one run: the root filesystem, the test, the next kernel."""
     tree = wd / "root"
     shutil.rmtree(tree, ignore_errors=True)
-    run(["cp", "-a", base, tree])
+    try:
+        run(["cp", "-a", base, tree])
+        _add_test(tree, next_build, progs, peek)
+    except BaseException:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise
+    img = wd / "disk.img"
+    img.unlink(missing_ok=True)
+    try:
+        run(["mkfs.ext4", "-q", "-F", "-L", "lu-root", "-d", tree, img, IMAGE_SIZE],
+            log=wd / "mkfs.log")
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    return img
+
+
+def _add_test(tree, next_build, progs, peek):
+    """The test's files, the next kernel and the per-run settings, into tree."""
     (tree / ".lu-rootfs").unlink()
     _install(tree, "/boot/lu-next", next_build.image)
     _install(tree, "/usr/local/bin/lu-fdstore", progs["lu-fdstore"], 0o755)
@@ -173,12 +196,6 @@ def make_image(wd, arch, base, next_build, progs, peek):
     # The units log to the kernel log; systemd's sysctl.d/50-default.conf
     # would keep info messages off the console (kernel.printk = 4 4 1 7).
     _write(tree, "/etc/sysctl.d/90-lu-console.conf", "kernel.printk = 7 4 1 7\n")
-    img = wd / "disk.img"
-    img.unlink(missing_ok=True)
-    run(["mkfs.ext4", "-q", "-F", "-L", "lu-root", "-d", tree, img, IMAGE_SIZE],
-        log=wd / "mkfs.log")
-    shutil.rmtree(tree)
-    return img
 
 
 class Boot:
@@ -255,13 +272,16 @@ def check_run(boots, idents, peek):
     seen["received"] = received
     seen["count_after"] = b2.first("fdstore-count")
     if peek:
-        p = b2.first("peek")
         try:
+            p = base64.b64decode("".join(b2.get("peek-b64")), validate=True).decode()
             rep = json.loads(p)
-        except ValueError:
-            rep = None
+        except (ValueError, UnicodeDecodeError):
+            p, rep = "", None
         seen["peek"] = rep
-        if not rep or rep.get("command") != "manifest" or "text" not in rep:
+        if b2.first("peek-status") != "0":
+            bad.append(f"boot 2: lu-peek's luoctl exited {b2.first('peek-status')!r}: "
+                       f"{' '.join(b2.get('peek-err'))}")
+        if not isinstance(rep, dict) or rep.get("command") != "manifest" or "text" not in rep:
             bad.append(f"boot 2: no manifest from lu-peek: {p[:200]!r}")
         else:
             bad += check_manifest(rep)
@@ -371,25 +391,38 @@ def supported(arch):
     return arch in DEB_ARCH
 
 
-def suite(arch, builds, progs, chains, control=True, timeout=600):
-    """client:systemd on the client builds: one Suite per chain, then the control run."""
+def _label(chain):
+    f1, f2 = chain
+    return f1 if f1 == f2 else f"{f1}>{f2}"
+
+
+def suite(arch, trees, tc, progs, chains, control=True, timeout=600):
+    """client:systemd on the client builds: one Suite per chain, then the control run.
+
+    A failure to build a kernel, the root filesystem or a disk fails the
+    suites it concerns, named, and the rest of `lu test` goes on.
+    """
+    runs = [(c, False) for c in chains] + ([(("rust", "rust"), True)] if control else [])
+    names = {False: "client:systemd", True: "client:systemd-control"}
     out = []
     try:
+        builds = {f: kbuild.build_kernel(trees[f], arch, f, tc, variant="client")
+                  for f in sorted({f for c, _ in runs for f in c})}
         base, meta = rootfs(arch)
-    except HarnessError as e:
-        return [Suite(arch, "all", "client:systemd",
-                      [Case("root filesystem", FAIL, str(e))])]
+    except (HarnessError, OSError) as e:
+        return [Suite(arch, _label(c), names[peek], [Case("setup", FAIL, str(e))],
+                      log=str(LOGS)) for c, peek in runs]
     version = meta["versions"].get("systemd", "?")
-    runs = [(c, False) for c in chains] + ([(("rust", "rust"), True)] if control else [])
     for chain, peek in runs:
-        if any(f not in builds for f in chain):
-            continue
         t0 = time.monotonic()
-        f1, f2 = chain
-        label = f1 if f1 == f2 else f"{f1}>{f2}"
-        name = "client:systemd-control" if peek else "client:systemd"
-        bad, seen, log = _run_one(arch, builds, progs, base, chain, peek, timeout)
-        s = Suite(arch, label, name, log=str(log))
+        name = names[peek]
+        try:
+            bad, seen, log = _run_one(arch, builds, progs, base, chain, peek, timeout)
+        except (HarnessError, OSError) as e:
+            out.append(Suite(arch, _label(chain), name, [Case("setup", FAIL, str(e))],
+                             log=str(vm.RUNS)))
+            continue
+        s = Suite(arch, _label(chain), name, log=str(log))
         what = ("a session taken before systemd: the service gets nothing" if peek
                 else "the fd store across systemctl kexec")
         s.cases = [Case(what, FAIL if bad else PASS, "\n".join(bad))]

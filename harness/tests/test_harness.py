@@ -1378,14 +1378,21 @@ class ClientSystemdTest(unittest.TestCase):
         self.assertEqual(bad, ["1 boots, expected 2"])
 
     def test_control_run(self):
+        import base64
         import json
         rep = {"command": "manifest", "session": "systemd", "format": "Systemd",
                "entries": [{"name": "lu-fdstore.service/state", "token": 1},
                            {"name": "lu-fdstore.service/ram", "token": 2}],
                "text": self.MAPPING}
+        def peek(rep):
+            text = base64.b64encode(json.dumps(rep).encode()).decode()
+            return ["LU-CLIENT peek-status 0"] + [
+                f"lu-client[90]: LU-CLIENT peek-b64 {text[i:i + 40]}"
+                for i in range(0, len(text), 40)]
+
         b2 = [
             "Linux version 7.3.4-lu-rust (root@vm) (gcc 12.2.0) #1",
-            "LU-CLIENT peek " + json.dumps(rep),
+        ] + peek(rep) + [
             "lu-fdstore[79]: LU-FDSTORE result FAIL fds from the fd store (LISTEN_FDS is not set)",
             f"lu-client[90]: LU-CLIENT stage 2 {self.ID2}",
             "lu-client[90]: LU-CLIENT fdstore-state failed exit-code",
@@ -1397,15 +1404,25 @@ class ClientSystemdTest(unittest.TestCase):
         ]
         bad, seen = self.check(self.boot1(), b2, peek=True)
         self.assertEqual(bad, [])
+        self.assertEqual(seen["peek"], rep)
+        rest = b2[len(peek(rep)) + 1:]
         # What the crate read must be what the manifest says.
         rep["entries"][0]["token"] = 2
-        b2[1] = "LU-CLIENT peek " + json.dumps(rep)
-        bad, _ = self.check(self.boot1(), b2, peek=True)
+        bad, _ = self.check(self.boot1(), b2[:1] + peek(rep) + rest, peek=True)
         self.assertEqual(len(bad), 1)
         self.assertIn("luoctl read Systemd systemd", bad[0])
         # The service got fds although the session was taken: not a control.
-        bad, _ = self.check(self.boot1(), b2[:2] + self.boot2()[2:3] + b2[2:], peek=True)
+        bad, _ = self.check(self.boot1(), b2[:1] + self.boot2()[2:3] + rest, peek=True)
         self.assertIn("boot 2: lu-fdstore received ['state'] without a session", bad)
+        self.assertIn("boot 2: lu-peek's luoctl exited '': ", bad)
+
+    def test_relayed_lines_are_not_the_services(self):
+        # Only lu-client's relay of the journal says "received": not enough.
+        b2 = [t for t in self.boot2() if "LU-FDSTORE received" not in t
+              or "journal-after" in t]
+        bad, _ = self.check(self.boot1(), b2)
+        self.assertIn("boot 2: lu-fdstore did not receive 'ram'", bad)
+        self.assertIn("boot 2: lu-fdstore did not receive 'state'", bad)
 
     def test_manifest_names_and_fragments(self):
         from harness.luh import client
