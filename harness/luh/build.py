@@ -221,8 +221,10 @@ def user_programs(srctree, arch):
 
 def gen_init_cpio(arch):
     """The tree's usr/gen_init_cpio, from whichever build has it."""
-    for flavor, debug in (("c", False), ("rust", False), ("c", True), ("rust", True)):
-        p = build_dir(arch, flavor, debug) / "usr" / "gen_init_cpio"
+    for flavor, debug, variant in (("c", False, ""), ("rust", False, ""), ("c", True, ""),
+                                   ("rust", True, ""), ("c", False, "client"),
+                                   ("rust", False, "client")):
+        p = build_dir(arch, flavor, debug, variant) / "usr" / "gen_init_cpio"
         if p.exists():
             return p
     # Build it from the pristine tree if no kernel build produced it yet.

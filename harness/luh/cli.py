@@ -215,7 +215,10 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add, debug=False):
     else:
         def wanted_vm(name):
             return _wanted(name, globs)
-    tc, trees, builds, progs = _prepare(arch, build_flavors, debug)
+    # client:* boot kernels of their own: selecting only them builds no regular kernel.
+    regular = any(wanted_vm(n) for n in SUITE_NAMES
+                  if n not in HOST_SUITES and not n.startswith("client:"))
+    tc, trees, builds, progs = _prepare(arch, build_flavors if regular else [], debug)
     ours = [f for f in tree.our_rust_files() if not f.startswith("tools/")]
     for f in flavors:
         stage(f"suites on {arch}/{f}")

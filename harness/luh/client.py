@@ -89,7 +89,10 @@ def rootfs(arch):
     d = ROOTFS / arch / f"{DIST}-{digest}"
     stamp = d / ".lu-rootfs"
     if stamp.exists():
-        return d, json.loads(stamp.read_text())
+        try:
+            return d, json.loads(stamp.read_text())
+        except ValueError:
+            info(f"{stamp} is corrupt: making the root filesystem again")
     toolchain.ensure_packages(["mmdebstrap"])
     if arch != HOST_ARCH:
         _foreign_ready(arch)
@@ -244,12 +247,14 @@ def check_run(boots, idents, peek):
     """What is wrong with a run (empty: it passed) and what it showed."""
     bad, seen = [], {}
     if len(boots) != 2:
-        return [f"{len(boots)} boots, expected 2"], seen
+        bad.append(f"{len(boots)} boots, expected 2")
+        if not boots:
+            return bad, seen
     for k, (b, ident) in enumerate(zip(boots, idents), 1):
         st = b.first("stage")
         if st != f"{k} {ident}":
             bad.append(f"boot {k}: stage line {st!r}, expected '{k} {ident}'")
-    b1, b2 = boots
+    b1 = boots[0]
     seen["systemd"] = b1.first("systemd")
     major = systemd_major(seen["systemd"])
     if major is None or major < MIN_SYSTEMD:
@@ -268,21 +273,26 @@ def check_run(boots, idents, peek):
     for line in (_PRESERVED, _KEXEC):
         if not any(line in t for t in b1.lines):
             bad.append(f"boot 1: systemd-shutdown did not print {line!r}")
+    if len(boots) != 2:
+        # What the first boot said is why there was no second one.
+        return bad, seen
+    b2 = boots[1]
     received = {kv.get("name"): kv for kv in (_kv(r) for k, r in b2.fdstore if k == "received")}
     seen["received"] = received
     seen["count_after"] = b2.first("fdstore-count")
     if peek:
+        parts = b2.get("peek-b64")
         try:
-            p = base64.b64decode("".join(b2.get("peek-b64")), validate=True).decode()
+            p = base64.b64decode("".join(parts), validate=True).decode()
             rep = json.loads(p)
-        except (ValueError, UnicodeDecodeError):
-            p, rep = "", None
+        except ValueError as e:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            p, rep = f"{len(parts)} base64 lines: {e}", None
         seen["peek"] = rep
         if b2.first("peek-status") != "0":
             bad.append(f"boot 2: lu-peek's luoctl exited {b2.first('peek-status')!r}: "
                        f"{' '.join(b2.get('peek-err'))}")
         if not isinstance(rep, dict) or rep.get("command") != "manifest" or "text" not in rep:
-            bad.append(f"boot 2: no manifest from lu-peek: {p[:200]!r}")
+            bad.append(f"boot 2: no manifest from lu-peek ({p[:200]!r})")
         else:
             bad += check_manifest(rep)
         # systemd found no session: the service gets nothing and fails.
@@ -354,7 +364,10 @@ def check_manifest(rep):
     want = {"lu-fdstore.service/ram", "lu-fdstore.service/state"}
     if set(names) != want or sorted(names.values()) != [1, 2]:
         bad.append(f"manifest entries {names}, expected {sorted(want)} at tokens 1 and 2")
-    parsed = {e["name"]: e["token"] for e in rep.get("entries", [])}
+    try:
+        parsed = {e["name"]: e["token"] for e in rep.get("entries", [])}
+    except (KeyError, TypeError) as e:
+        return bad + [f"luoctl's entries are malformed: {e}"]
     if rep.get("format") != "Systemd" or parsed != names or rep.get("session") != "systemd":
         bad.append(f"luoctl read {rep.get('format')} {rep.get('session')} {parsed}, "
                    f"the manifest says {names}")
@@ -405,22 +418,34 @@ def suite(arch, trees, tc, progs, chains, control=True, timeout=600):
     runs = [(c, False) for c in chains] + ([(("rust", "rust"), True)] if control else [])
     names = {False: "client:systemd", True: "client:systemd-control"}
     out = []
+
+    def failed(chain, peek, why, log):
+        return Suite(arch, _label(chain), names[peek], [Case("setup", FAIL, why)], log=str(log))
+
+    # A flavor's failed build fails the runs that boot it, the root
+    # filesystem all of them; any error is reported, none ends `lu test`.
+    builds, broken = {}, {}
+    for f in sorted({f for c, _ in runs for f in c}):
+        try:
+            builds[f] = kbuild.build_kernel(trees[f], arch, f, tc, variant="client")
+        except Exception as e:  # noqa: BLE001 - reported as the suites' failure
+            broken[f] = f"{f}-client kernel: {e}"
     try:
-        builds = {f: kbuild.build_kernel(trees[f], arch, f, tc, variant="client")
-                  for f in sorted({f for c, _ in runs for f in c})}
         base, meta = rootfs(arch)
-    except (HarnessError, OSError) as e:
-        return [Suite(arch, _label(c), names[peek], [Case("setup", FAIL, str(e))],
-                      log=str(LOGS)) for c, peek in runs]
-    version = meta["versions"].get("systemd", "?")
+        version = meta["versions"].get("systemd", "?")
+    except Exception as e:  # noqa: BLE001
+        return [failed(c, peek, f"root filesystem: {e}", LOGS) for c, peek in runs]
     for chain, peek in runs:
         t0 = time.monotonic()
         name = names[peek]
+        why = [broken[f] for f in dict.fromkeys(chain) if f in broken]
+        if why:
+            out.append(failed(chain, peek, "\n".join(why), LOGS))
+            continue
         try:
             bad, seen, log = _run_one(arch, builds, progs, base, chain, peek, timeout)
-        except (HarnessError, OSError) as e:
-            out.append(Suite(arch, _label(chain), name, [Case("setup", FAIL, str(e))],
-                             log=str(vm.RUNS)))
+        except Exception as e:  # noqa: BLE001
+            out.append(failed(chain, peek, f"{type(e).__name__}: {e}", vm.RUNS))
             continue
         s = Suite(arch, _label(chain), name, log=str(log))
         what = ("a session taken before systemd: the service gets nothing" if peek
@@ -428,10 +453,13 @@ def suite(arch, trees, tc, progs, chains, control=True, timeout=600):
         s.cases = [Case(what, FAIL if bad else PASS, "\n".join(bad))]
         s.note = f"systemd {version}, seed {seen.get('seed')}, {seen.get('seconds', 0):.0f} s"
         if peek and seen.get("peek") and not bad:
-            FIXTURES.mkdir(parents=True, exist_ok=True)
             fx = FIXTURES / f"systemd-{systemd_major(version)}-manifest-{arch}.json"
-            fx.write_text(seen["peek"]["text"])
-            s.note += f"; manifest: {fx}"
+            try:
+                FIXTURES.mkdir(parents=True, exist_ok=True)
+                fx.write_text(seen["peek"]["text"])
+                s.note += f"; manifest: {fx}"
+            except OSError as e:
+                s.note += f"; manifest not saved: {e}"
         s.seconds = time.monotonic() - t0
         out.append(s)
     return out
