@@ -11,9 +11,10 @@
  * passes from the fd store), it checks both against the seed that "state"
  * carries and prints what it found.  A memfd comes back from LUO as a shmem
  * file without its name (memfd-v2 does not carry names, on both flavors), so
- * the check is on the file system (tmpfs), the size and every byte.  With --expect-stored (the boot after
- * the kexec) it fails when the fds are not there instead of creating them:
- * they can only have come from the fd store that systemd preserved.
+ * the check is on the file system (tmpfs), the size and every byte.  With
+ * --expect-stored (the boot after the kexec) it fails when the fds are not
+ * there instead of creating them: they can only have come from the fd store
+ * that systemd preserved.
  *
  * It speaks sd_notify's datagram protocol itself (no libsystemd), stays
  * running (Type=notify) and prints one line per event, to the journal and
@@ -139,11 +140,14 @@ static int make_memfd(const char *name, size_t bytes, uint64_t seed, uint64_t *f
 	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	uint64_t *p;
 
-	if (fd < 0 || ftruncate(fd, bytes) < 0)
+	if (fd < 0)
 		return -1;
-	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
+	p = ftruncate(fd, bytes) < 0 ? MAP_FAILED :
+	    mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		close(fd);
 		return -1;
+	}
 	for (size_t i = 0; i < bytes / 8; i++)
 		p[i] = first && i < 2 ? first[i] : mix(seed + i);
 	munmap(p, bytes);
@@ -192,6 +196,10 @@ static int restore(int n, const char *names)
 	uint64_t hdr[2];
 	int i = 0;
 
+	if (!list) {
+		result(0, "strdup");
+		return 1;
+	}
 	for (tok = strtok_r(list, ":", &save); tok && i < n; tok = strtok_r(NULL, ":", &save), i++) {
 		if (!strcmp(tok, "ram"))
 			ram = SD_LISTEN_FDS_START + i;

@@ -17,7 +17,7 @@ _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
-def fragments(arch, flavor, debug=False, variant=None):
+def fragments(arch, flavor, debug=False, variant=""):
     """Fragment files for a build, in merge order (later ones win).
 
     variant names one more fragment, <variant>.config, for the kernels of
