@@ -56,10 +56,13 @@ def build_static(srctree, arch, tc):
         bins_std = test_std = ["-Z", "build-std=std,panic_unwind"]
     base = ["cargo", "build", "--release", "--locked", "--target", target,
             "--manifest-path", manifest(srctree)]
-    run(base + bins_std + ["--bins", "--examples"], log=log, env=env, heartbeat="cargo build")
+    # --features vmm: lu-vmm, the VMM of vm:survives (the rust-vmm crates).
+    run(base + bins_std + ["--bins", "--examples", "--features", "vmm"], log=log, env=env,
+        heartbeat="cargo build")
     out = TARGET_DIR / arch / target / "release"
     progs = {"luoctl": out / "luoctl", "lu-agent": out / "lu-agent", "lu-bench": out / "lu-bench",
-             "lu-fuzz": out / "lu-fuzz", "guest_ram": out / "examples" / "guest_ram"}
+             "lu-fuzz": out / "lu-fuzz", "lu-vmm": out / "lu-vmm",
+             "guest_ram": out / "examples" / "guest_ram"}
     p = run(["cargo", "test", "--release", "--locked", "--target", target, "--manifest-path",
              manifest(srctree), "--test", "device", "--no-run", "--message-format=json"]
             + test_std, env=env)

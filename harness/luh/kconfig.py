@@ -20,8 +20,9 @@ _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 def fragments(arch, flavor, debug=False, variant=""):
     """Fragment files for a build, in merge order (later ones win).
 
-    variant names one more fragment, <variant>.config, for the kernels of
-    one suite (client: client:systemd's).
+    variant names more fragments, <variant>.config and, if it exists,
+    <variant>-<arch>.config, for the kernels of some suites (client: those of
+    client:systemd and vm:survives).
     """
     frags = [CONFIG_DIR / "common.config", CONFIG_DIR / f"{arch}.config",
              CONFIG_DIR / f"{flavor}.config"]
@@ -29,6 +30,9 @@ def fragments(arch, flavor, debug=False, variant=""):
         frags += [CONFIG_DIR / "debug.config", CONFIG_DIR / f"{flavor}-debug.config"]
     if variant:
         frags.append(CONFIG_DIR / f"{variant}.config")
+        per_arch = CONFIG_DIR / f"{variant}-{arch}.config"
+        if per_arch.exists():
+            frags.append(per_arch)
     return frags
 
 

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The guest's memory layout and its status block (see guest-arm64.s).
+
+use serde::{Deserialize, Serialize};
+
+/// Where guest RAM starts (as on QEMU's `-M virt`).
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// The status block, from the start of RAM (`STATUS` in guest-arm64.s).
+pub const STATUS: u64 = 0x4000;
+/// The checksummed region, from the start of RAM (below it: code, status, stack).
+pub const REGION_OFF: u64 = 0x10_0000;
+/// `"LUGUEST1"`: the guest writes it once it has filled the region and started counting.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"LUGUEST1");
+
+/// Word indices of the status block; they mirror the `S_*` offsets of guest-arm64.s.
+pub mod word {
+    pub const MAGIC: u64 = 0;
+    pub const SEED: u64 = 1;
+    pub const REGION_OFF: u64 = 2;
+    pub const REGION_LEN: u64 = 3;
+    pub const PERIOD: u64 = 4;
+    pub const COUNTER: u64 = 5;
+    pub const EXPECTED: u64 = 6;
+    pub const LAST_SUM: u64 = 7;
+    pub const PASSES: u64 = 8;
+    pub const BAD_PASSES: u64 = 9;
+    pub const CNTFRQ: u64 = 10;
+    pub const LAST_CNT: u64 = 11;
+    pub const MAX_GAP: u64 = 12;
+    pub const GAP_BEFORE: u64 = 13;
+    pub const GAP_AFTER: u64 = 14;
+    pub const GAP_COUNTER: u64 = 15;
+    pub const TICKS: u64 = 16;
+    pub const OTHER_IRQS: u64 = 17;
+    pub const START_CNT: u64 = 18;
+    pub const FAULT: u64 = 19;
+    pub const FAULT_ESR: u64 = 20;
+    pub const FAULT_ELR: u64 = 21;
+    /// Number of words.
+    pub const COUNT: u64 = 22;
+}
+
+/// The guest's status block, as read by the VMM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub magic: u64,
+    pub seed: u64,
+    pub region_off: u64,
+    pub region_len: u64,
+    pub period: u64,
+    pub counter: u64,
+    pub expected: u64,
+    pub last_sum: u64,
+    pub passes: u64,
+    pub bad_passes: u64,
+    pub cntfrq: u64,
+    pub last_cnt: u64,
+    pub max_gap: u64,
+    pub gap_before: u64,
+    pub gap_after: u64,
+    pub gap_counter: u64,
+    pub ticks: u64,
+    pub other_irqs: u64,
+    pub start_cnt: u64,
+    pub fault: u64,
+    pub fault_esr: u64,
+    pub fault_elr: u64,
+}
+
+impl Status {
+    /// Build from the status words (`w[i]` for [`word`] index i).
+    pub fn from_words(w: &[u64; word::COUNT as usize]) -> Self {
+        let g = |i: u64| w[i as usize];
+        Self {
+            magic: g(word::MAGIC),
+            seed: g(word::SEED),
+            region_off: g(word::REGION_OFF),
+            region_len: g(word::REGION_LEN),
+            period: g(word::PERIOD),
+            counter: g(word::COUNTER),
+            expected: g(word::EXPECTED),
+            last_sum: g(word::LAST_SUM),
+            passes: g(word::PASSES),
+            bad_passes: g(word::BAD_PASSES),
+            cntfrq: g(word::CNTFRQ),
+            last_cnt: g(word::LAST_CNT),
+            max_gap: g(word::MAX_GAP),
+            gap_before: g(word::GAP_BEFORE),
+            gap_after: g(word::GAP_AFTER),
+            gap_counter: g(word::GAP_COUNTER),
+            ticks: g(word::TICKS),
+            other_irqs: g(word::OTHER_IRQS),
+            start_cnt: g(word::START_CNT),
+            fault: g(word::FAULT),
+            fault_esr: g(word::FAULT_ESR),
+            fault_elr: g(word::FAULT_ELR),
+        }
+    }
+
+    /// Whether the guest has started counting.
+    pub fn running(&self) -> bool {
+        self.magic == MAGIC
+    }
+}
+
+/// The checksum the guest computes over its region: rotate left by one, xor the next word.
+pub fn checksum(words: impl IntoIterator<Item = u64>) -> u64 {
+    words.into_iter().fold(0, |c, w| c.rotate_left(1) ^ w)
+}
+
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(include_str!("guest-arm64.s"));
+
+/// The guest's code, to be copied to the start of guest RAM.
+#[cfg(target_arch = "aarch64")]
+pub fn code() -> &'static [u8] {
+    extern "C" {
+        static lu_vmm_guest_arm64_start: u8;
+        static lu_vmm_guest_arm64_end: u8;
+    }
+    let start = &raw const lu_vmm_guest_arm64_start;
+    let end = &raw const lu_vmm_guest_arm64_end;
+    let len = (end as usize).saturating_sub(start as usize);
+    // SAFETY: guest-arm64.s defines both symbols in one section of read-only data, `start`
+    // first, so the `len` bytes from `start` are initialized, immutable and live for the
+    // whole program.
+    unsafe { core::slice::from_raw_parts(start, len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_rotates_and_xors() {
+        assert_eq!(checksum([]), 0);
+        assert_eq!(checksum([1]), 1);
+        assert_eq!(checksum([1, 1]), 3);
+        assert_eq!(checksum([1 << 63, 0]), 1);
+    }
+
+    #[test]
+    fn status_words_map_to_fields() {
+        let mut w = [0u64; word::COUNT as usize];
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = 100 + i as u64;
+        }
+        let s = Status::from_words(&w);
+        assert_eq!(s.magic, 100);
+        assert_eq!(s.period, 104);
+        assert_eq!(s.counter, 105);
+        assert_eq!(s.gap_counter, 115);
+        assert_eq!(s.fault_elr, 121);
+        assert!(!s.running());
+    }
+}
