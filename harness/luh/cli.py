@@ -10,7 +10,7 @@ import time
 
 from . import bisect as kbisect
 from . import build as kbuild
-from . import bench, client, crate, ktap, races, reliability, suites, toolchain, tree, vm
+from . import bench, client, crate, ktap, races, reliability, suites, survive, toolchain, tree, vm
 from . import fuzz as kfuzz
 from .common import ARCHES, CACHE, FLAVORS, LOGS, REPO, HarnessError, info, stage
 
@@ -42,6 +42,9 @@ def parse_args(argv):
                    help="kernel to run (default: %(default)s)")
     d.add_argument("--size", type=int, default=DEMO_SIZE_MIB, metavar="MIB",
                    help="memfd size in MiB (default: %(default)s)")
+    d.add_argument("--vm", action="store_true",
+                   help="a running KVM guest survives the update instead (lu-vmm; with "
+                        "--flavor, the kernel before the kexec, then the rust one)")
 
     t = sub.add_parser("test", help="everything CI runs; ends with 'N passed, N failed'")
     t.add_argument("--arch", choices=ARCHES + ("all",), default="all",
@@ -174,7 +177,7 @@ SUITE_NAMES = (
     + [f"cross:{t}" for t in CROSS_TESTS]
     + ["crate:device", "crate:luoctl-kexec", "crate:example-kexec", "bench:smoke",
        "bench:kho-smoke"]
-    + ["client:systemd", "client:systemd-control"]
+    + ["client:systemd", "client:systemd-control", "vm:survives"]
     + list(reliability.SUITES)
     + [f"corrupt:{n}" for n in sorted(suites.CORRUPT_CASES)]
     + [f"corrupt:kho-{n}" for n in sorted(suites.KHO_CORRUPT_CASES)]
@@ -188,8 +191,9 @@ def _wanted(name, globs):
 # Suites of run_arch that check the source or the build, not a VM: the
 # debug pass skips them (they ran on the regular builds).
 NOT_VM = ("rustfmtcheck", "clippy", "rustdoc", "c-core-gone", "bench:*",
-          # client:systemd boots its own builds (<flavor>-client), not debug ones.
-          "client:*")
+          # client:systemd and vm:survives boot their own builds (<flavor>-client),
+          # not debug ones.
+          "client:*", "vm:*")
 
 
 def _debug_label(flavor):
@@ -215,9 +219,10 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add, debug=False):
     else:
         def wanted_vm(name):
             return _wanted(name, globs)
-    # client:* boot kernels of their own: selecting only them builds no regular kernel.
+    # client:* and vm:* boot kernels of their own: selecting only them builds no regular
+    # kernel.
     regular = any(wanted_vm(n) for n in SUITE_NAMES
-                  if n not in HOST_SUITES and not n.startswith("client:"))
+                  if n not in HOST_SUITES and not n.startswith(("client:", "vm:")))
     tc, trees, builds, progs = _prepare(arch, build_flavors if regular else [], debug)
     ours = [f for f in tree.our_rust_files() if not f.startswith("tools/")]
     for f in flavors:
@@ -297,15 +302,24 @@ def run_arch(arch, flavors, build_flavors, cross, globs, add, debug=False):
         run_client(arch, flavors, trees, tc, progs, wanted_vm, add)
 
 
+def _client_chains(flavors):
+    """Each flavor, and both directions across flavors whenever both run."""
+    both = set(FLAVORS) <= set(flavors)
+    return [(f, f) for f in flavors] + ([("c", "rust"), ("rust", "c")] if both else [])
+
+
 def run_client(arch, flavors, trees, tc, progs, wanted_vm, add):
-    """client:systemd and its control run on arch (harness/luh/client.py)."""
+    """client:systemd and its control run (harness/luh/client.py), then vm:survives
+    (harness/luh/survive.py), on arch."""
+    if wanted_vm("vm:survives"):
+        if survive.supported(arch):
+            stage(f"a KVM guest survives the live update on {arch}")
+        add(survive.suite(arch, trees, tc, progs, _client_chains(flavors)))
     if not client.supported(arch):
         return
     chains = []
     if wanted_vm("client:systemd"):
-        # Both directions across flavors whenever both flavors run.
-        both = set(FLAVORS) <= set(flavors)
-        chains = [(f, f) for f in flavors] + ([("c", "rust"), ("rust", "c")] if both else [])
+        chains = _client_chains(flavors)
     control = wanted_vm("client:systemd-control")
     if control and "rust" not in flavors:
         add(ktap.Suite(arch, flavors[0], "client:systemd-control",
@@ -425,6 +439,8 @@ def cmd_test(args):
 
 
 def cmd_demo(args):
+    if args.vm:
+        return demo_vm(args)
     arch, f = args.arch, args.flavor
     _, _, builds, progs = _prepare(arch, [f])
     b = builds[f]
@@ -439,6 +455,21 @@ def cmd_demo(args):
         vm.Stage(b, [("agent", [agent, "retrieve", str(size)])]),
     ], progs, arch, mem=mem, timeout=900)
     return report_demo(res, size)
+
+
+def demo_vm(args):
+    arch, f = args.arch, args.flavor
+    chain = (f, "rust")
+    tc = toolchain.ensure_all()
+    trees, _, _ = tree.prepare_trees()
+    builds = {x: kbuild.build_kernel(trees[x], arch, x, tc, variant="client")
+              for x in dict.fromkeys(chain)}
+    progs = kbuild.user_programs(tree.PRISTINE, arch)
+    progs.update(crate.build_static(trees["rust"], arch, tc))
+    stage(f"demo: a KVM guest in the {arch} test VM ({f}-client kernel) keeps running across a live "
+          f"update into the rust-client kernel; its RAM and vCPU state go through LUO")
+    res, bad, fig = survive.run_one(arch, builds, progs, chain, name=f"{arch}-{f}-demo-vm")
+    return survive.report(res, bad, fig)
 
 
 def _kv(line):

@@ -1431,7 +1431,87 @@ class ClientSystemdTest(unittest.TestCase):
         self.assertEqual(client.systemd_major("262.1-1"), 262)
         self.assertIsNone(client.systemd_major("x"))
         frags = kconfig.fragments("x86_64", "rust", variant="client")
-        self.assertEqual(frags[-1].name, "client.config")
+        self.assertEqual([f.name for f in frags[-2:]], ["client.config", "client-x86_64.config"])
         self.assertNotIn("client.config", [f.name for f in kconfig.fragments("x86_64", "rust")])
         self.assertEqual(kbuild.build_dir("arm64", "c", variant="client").name, "c-client")
         self.assertIn("CONFIG_CGROUPS", kconfig.requested(frags))
+
+
+class VmSurvivesTest(unittest.TestCase):
+    """vm:survives's reading of lu-vmm's lines (harness/luh/survive.py): real lines of an
+    arm64 rust>rust run."""
+
+    STARTED = ("LU-VMM event=started counter=8259458 ticks=146 passes=2016 bad_passes=0 "
+               "other_irqs=0 cntfrq=1000000000 max_gap=2990484 fault=0")
+    SAVED = ("LU-VMM event=saved counter=8949760 ticks=158 passes=2184 guest_last_cnt=1732795256 "
+             "host_minus_guest=1707323139 host_freq=1000000000 host_request=3439532333 "
+             "host_paused=3447857596 host_saved=3459667792 host_preserved=3476124715 "
+             "guest_last_host=3440118395 regs=257 gic_regs=103 state_bytes=18594 "
+             "pause_save_ms=36.006")
+    RESTORED = ("LU-VMM event=restored counter_saved=8949760 counter_restored=8949760 "
+                "counter_after=16986112 gap_counter=8949761 ticks_saved=158 ticks_after=303 "
+                "passes_saved=2184 passes_after=4146 bad_passes=0 region_sum=0xd7be701ccab1e0b3 "
+                "bad_words=0 guest_gap=2855957743 cntfrq=1000000000 host_freq=1000000000 "
+                "host_start=6139828015 host_restored=6256146408 guest_last_host=3440118395 "
+                "guest_first_host=6296076138 host_saved=3459667792 guest_pause_ms=2855.958 "
+                "restore_ms=116.318 restore_resume_ms=156.248 checks=ok")
+
+    def run_check(self, restored=None, extra2=(), saved=None):
+        from harness.luh import survive
+        lines = [(1, "lu-vmm: noise"), (1, self.STARTED), (1, saved or self.SAVED),
+                 (2, restored or self.RESTORED)] + [(2, t) for t in extra2]
+        return survive.check(survive.events(lines))
+
+    def test_good_run_and_pause_split(self):
+        bad, fig = self.run_check()
+        self.assertEqual(bad, [])
+        self.assertEqual(fig["counter"], 8949760)
+        self.assertEqual(fig["counter_after"], 16986112)
+        self.assertAlmostEqual(fig["pause_ms"], 2855.957743)
+        self.assertAlmostEqual(fig["pause_save_ms"], 36.00632)
+        self.assertAlmostEqual(fig["blackout_ms"], 2663.7033)
+        self.assertAlmostEqual(fig["restore_resume_ms"], 156.248123)
+        self.assertAlmostEqual(fig["restore_ms"], 116.318393)
+        self.assertAlmostEqual(fig["pause_save_ms"] + fig["blackout_ms"]
+                               + fig["restore_resume_ms"], fig["pause_ms"])
+
+    def test_failures_are_caught(self):
+        r = self.RESTORED
+        cases = {
+            "counter_restored=0": r.replace("counter_restored=8949760", "counter_restored=0"),
+            "counter_after": r.replace("counter_after=16986112", "counter_after=8949760"),
+            "gap_counter": r.replace("gap_counter=8949761", "gap_counter=8949762"),
+            "ticks": r.replace("ticks_after=303", "ticks_after=158"),
+            "bad_words": r.replace("bad_words=0", "bad_words=3"),
+            "bad_passes": r.replace("bad_passes=0", "bad_passes=1"),
+            "short pause": r.replace("guest_gap=2855957743", "guest_gap=2000000000"),
+            "missing key": r.replace("host_start=6139828015 ", ""),
+        }
+        for what, line in cases.items():
+            bad, _ = self.run_check(restored=line)
+            self.assertTrue(bad, what)
+        bad, _ = self.run_check(extra2=['LU-VMM check=FAIL what="region checksum 0x1"'])
+        self.assertEqual(bad, ["lu-vmm check: region checksum 0x1"])
+        bad, _ = self.run_check(extra2=['LU-VMM event=error error="KVM_RUN: EFAULT"'])
+        self.assertEqual(bad, ["stage 2: lu-vmm error: KVM_RUN: EFAULT"])
+        from harness.luh import survive
+        bad, _ = survive.check(survive.events([(1, self.STARTED), (1, self.SAVED)]))
+        self.assertEqual(bad, ["no 'LU-VMM event=restored' line"])
+        # A restore line that ran in stage 1 does not count.
+        bad, _ = survive.check(survive.events([(1, self.STARTED), (1, self.SAVED),
+                                               (1, self.RESTORED)]))
+        self.assertEqual(bad, ["no 'LU-VMM event=restored' line"])
+
+    def test_stages_and_client_fragments(self):
+        from harness.luh import survive
+        b = {"c": "C", "rust": "R"}
+        st = survive.stages(b, ("c", "rust"), run_ms=7)
+        self.assertEqual([s.build for s in st], ["C", "R"])
+        self.assertEqual([n for n, _ in st[0].programs], ["vmm-start", "vmm-update"])
+        self.assertIn("7", st[1].programs[0][1])
+        names = [f.name for f in kconfig.fragments("arm64", "rust", variant="client")]
+        self.assertEqual(names[-2:], ["client.config", "client-arm64.config"])
+        self.assertIn("CONFIG_KVM", kconfig.requested(
+            kconfig.fragments("x86_64", "c", variant="client")))
+        self.assertTrue(survive.supported("x86_64"))
+        self.assertTrue(survive.supported("arm64"))

@@ -6,27 +6,112 @@
 //! redistributor and CPU-interface registers; restoring writes them back into a new VM of the
 //! same layout, with the guest's virtual counter moved on by the time the host spent.
 
-use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
-
 use kvm_bindings::{
-    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
-    kvm_userspace_memory_region, kvm_vcpu_init, RegList, KVM_ARM_VCPU_PSCI_0_2,
-    KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS,
-    KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_DIST_REGS, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
-    KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, KVM_REG_ARM64, KVM_REG_ARM64_SYSREG, KVM_REG_ARM_CORE,
-    KVM_REG_SIZE_U64, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_vcpu_init,
+    RegList, KVM_ARM_VCPU_PSCI_0_2, KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR,
+    KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_DIST_REGS,
+    KVM_DEV_ARM_VGIC_GRP_NR_IRQS, KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, KVM_REG_ARM64,
+    KVM_REG_ARM64_SYSREG, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64, KVM_VGIC_V3_ADDR_TYPE_DIST,
+    KVM_VGIC_V3_ADDR_TYPE_REDIST,
 };
-use kvm_ioctls::{DeviceFd, Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
+use serde::{Deserialize, Serialize};
+use std::os::fd::OwnedFd;
 
-use crate::guest::{self, word, Status};
-use crate::snapshot::{from_hex, reg_size, to_hex, GicReg, Reg, Snapshot, FORMAT};
+use crate::guest::{self, word};
+use crate::snapshot::{from_hex, reg_size, to_hex, Snapshot};
+use crate::vcpu::{init_kick, GuestRam, Vcpu};
+
+/// The snapshot format this architecture writes and reads.
+pub const FORMAT: &str = "lu-vmm-arm64-v1";
+/// What the guest's clock is called in reports.
+pub const CLOCK: &str = "CNTVCT_EL0";
+
+/// One vCPU register: its KVM id and its value, little-endian, as KVM_GET_ONE_REG gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reg {
+    pub id: u64,
+    /// Hex digits, two per byte.
+    pub value: String,
+}
+
+/// One vGIC register, through KVM_{GET,SET}_DEVICE_ATTR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GicReg {
+    pub group: u32,
+    pub attr: u64,
+    pub value: u64,
+}
+
+/// The vCPU's and the vGIC's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub vcpu_features: [u32; 7],
+    pub regs: Vec<Reg>,
+    pub gic: Vec<GicReg>,
+}
+
+impl State {
+    /// Check what the next kernel's lu-vmm read before it uses any of it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.regs.is_empty() {
+            return Err("snapshot has no vCPU registers".into());
+        }
+        for r in &self.regs {
+            let want = reg_size(r.id).ok_or_else(|| format!("register {:#x}: bad size", r.id))?;
+            if r.value.len() != want * 2 {
+                return Err(format!(
+                    "register {:#x}: {} hex digits, its size is {want} bytes",
+                    r.id,
+                    r.value.len()
+                ));
+            }
+            from_hex(&r.value).map_err(|e| format!("register {:#x}: {e}", r.id))?;
+        }
+        Ok(())
+    }
+
+    /// What the state holds, in words.
+    pub fn describe(&self) -> String {
+        format!("{} registers and {} vGIC registers", self.regs.len(), self.gic.len())
+    }
+
+    #[cfg(test)]
+    pub fn sample() -> Self {
+        Self {
+            vcpu_features: [4, 0, 0, 0, 0, 0, 0],
+            regs: vec![Reg {
+                id: CORE_PC,
+                value: "0000004000000000".into(),
+            }],
+            gic: vec![GicReg {
+                group: KVM_DEV_ARM_VGIC_GRP_DIST_REGS,
+                attr: 0,
+                value: 0x12,
+            }],
+        }
+    }
+
+    #[cfg(test)]
+    pub fn samples_that_fail() -> Vec<Self> {
+        let with = |id: u64, value: &str| Self {
+            regs: vec![Reg {
+                id,
+                value: value.into(),
+            }],
+            ..Self::sample()
+        };
+        vec![
+            with(CORE_PC, "000000400000000000"),
+            with(CORE_PC, "zz00004000000000"),
+            with(CORE_PC | (0xf << 52), "00"),
+            Self {
+                regs: vec![],
+                ..Self::sample()
+            },
+        ]
+    }
+}
 
 /// Where the vGIC's frames are (as on QEMU's `-M virt`): guest-arm64.s programs them.
 const GICD_BASE: u64 = 0x0800_0000;
@@ -152,59 +237,25 @@ fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-/// A vCPU in KVM_RUN on its own thread, until [`Vm::pause`].
-struct Running {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<(VcpuFd, Option<String>)>,
-}
-
 /// The VM. Field order is drop order: the vCPU and the vGIC go before the VM, the VM
 /// before the memory it maps.
 pub struct Vm {
-    vcpu: Option<VcpuFd>,
-    running: Option<Running>,
+    vcpu: Vcpu,
     gic: DeviceFd,
     _vm: VmFd,
     _kvm: Kvm,
-    mem: GuestMemoryMmap,
-    ram_size: u64,
+    ram: GuestRam,
     features: [u32; 7],
 }
-
-/// The vCPU's interrupt: KVM_RUN returns EINTR; nothing else to do.
-extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 impl Vm {
     /// A VM whose RAM is `ram` (a memfd of `ram_size` bytes) at [`guest::RAM_BASE`], with
     /// its vCPU initialized (PSCI 0.2) and its vGICv3 created and initialized.
     fn new(ram: &OwnedFd, ram_size: u64) -> Result<Self, String> {
-        let size = usize::try_from(ram_size).map_err(|_| "RAM size does not fit".to_string())?;
-        let file = File::from(
-            ram.try_clone()
-                .map_err(|e| format!("dup of the RAM memfd: {e}"))?,
-        );
-        let mem = GuestMemoryMmap::from_ranges_with_files([(
-            GuestAddress(guest::RAM_BASE),
-            size,
-            Some(FileOffset::new(file, 0)),
-        )])
-        .map_err(|e| format!("mapping guest RAM: {e}"))?;
+        let mem = GuestRam::map(ram, ram_size)?;
         let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        let host = mem
-            .get_host_address(GuestAddress(guest::RAM_BASE))
-            .map_err(|e| format!("guest RAM: {e}"))?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: guest::RAM_BASE,
-            memory_size: ram_size,
-            userspace_addr: host as u64,
-        };
-        // SAFETY: `host` is the start of a mapping of `ram_size` bytes owned by `mem`, which
-        // the returned Vm keeps until after the VM fd is closed (field order).
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        mem.register(&vm)?;
 
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let mut kvi = kvm_vcpu_init::default();
@@ -246,15 +297,13 @@ impl Vm {
             addr: 0,
         };
         gic.set_device_attr(&init).map_err(kvm_err("vGIC init"))?;
-        register_signal_handler(SIGRTMIN(), kick).map_err(|e| format!("signal handler: {e}"))?;
+        init_kick()?;
         Ok(Self {
-            vcpu: Some(vcpu),
-            running: None,
+            vcpu: Vcpu::new(vcpu),
             gic,
             _vm: vm,
             _kvm: kvm,
-            mem,
-            ram_size,
+            ram: mem,
             features: kvi.features,
         })
     }
@@ -278,97 +327,32 @@ impl Vm {
                 "a region of {region_len} bytes does not fit {ram_size} bytes of RAM"
             ));
         }
-        let w = |i: u64, v: u64| {
-            vm.mem
-                .write_obj(v, GuestAddress(guest::RAM_BASE + guest::STATUS + 8 * i))
-                .map_err(|e| format!("guest status: {e}"))
-        };
-        vm.mem
-            .write_slice(code, GuestAddress(guest::RAM_BASE))
-            .map_err(|e| format!("loading the guest: {e}"))?;
-        w(word::SEED, seed)?;
-        w(word::REGION_OFF, guest::REGION_OFF)?;
-        w(word::REGION_LEN, region_len)?;
-        let vcpu = vm.vcpu.as_ref().ok_or("no vCPU")?;
-        vcpu.set_one_reg(CORE_PC, &guest::RAM_BASE.to_le_bytes())
+        vm.ram.write(0, code)?;
+        vm.ram.set_status(word::SEED, seed)?;
+        vm.ram.set_status(word::REGION_OFF, guest::REGION_OFF)?;
+        vm.ram.set_status(word::REGION_LEN, region_len)?;
+        vm.vcpu
+            .fd()?
+            .set_one_reg(CORE_PC, &guest::RAM_BASE.to_le_bytes())
             .map_err(kvm_err("setting the PC"))?;
         Ok(vm)
     }
 
-    /// The guest's status block, as it is now (word by word, with atomic loads: the guest
-    /// may be running).
-    pub fn status(&self) -> Result<Status, String> {
-        let mut w = [0u64; word::COUNT as usize];
-        for (i, v) in w.iter_mut().enumerate() {
-            let addr = GuestAddress(guest::RAM_BASE + guest::STATUS + 8 * i as u64);
-            *v = self
-                .mem
-                .load(addr, Ordering::Acquire)
-                .map_err(|e| format!("guest status: {e}"))?;
-        }
-        Ok(Status::from_words(&w))
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
     }
 
-    /// The words of the guest's region, as the VMM reads them from guest RAM.
-    pub fn region_words(&self, off: u64, len: u64) -> Result<Vec<u64>, String> {
-        let n = usize::try_from(len / 8).map_err(|_| "region too large".to_string())?;
-        let mut bytes = vec![0u8; n * 8];
-        self.mem
-            .read_slice(&mut bytes, GuestAddress(guest::RAM_BASE + off))
-            .map_err(|e| format!("reading the region: {e}"))?;
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect())
-    }
-
-    /// Start the vCPU on its own thread.
     pub fn resume(&mut self) -> Result<(), String> {
-        let mut vcpu = self.vcpu.take().ok_or("the vCPU is running already")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("vcpu0".into())
-            .spawn(move || loop {
-                if flag.load(Ordering::Acquire) {
-                    return (vcpu, None);
-                }
-                let exit = match vcpu.run() {
-                    Ok(VcpuExit::SystemEvent(t, d)) => format!("system event {t} {d:?}"),
-                    Ok(exit) => format!("{exit:?}"),
-                    Err(e) if e.errno() == libc::EINTR => continue,
-                    Err(e) => format!("KVM_RUN: {e}"),
-                };
-                return (vcpu, Some(format!("the vCPU stopped: {exit}")));
-            })
-            .map_err(|e| format!("vCPU thread: {e}"))?;
-        self.running = Some(Running { stop, thread });
-        Ok(())
+        self.vcpu.resume()
     }
 
-    /// Stop the vCPU: returns once it is out of KVM_RUN, with the error that stopped it
-    /// earlier if one did.
     pub fn pause(&mut self) -> Result<(), String> {
-        let r = self.running.take().ok_or("the vCPU is not running")?;
-        r.stop.store(true, Ordering::Release);
-        // A kick that lands before KVM_RUN is entered is lost: kick until it is out.
-        while !r.thread.is_finished() {
-            r.thread
-                .kill(SIGRTMIN())
-                .map_err(|e| format!("kicking the vCPU: {e}"))?;
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let (vcpu, err) = r
-            .thread
-            .join()
-            .map_err(|_| "the vCPU thread panicked".to_string())?;
-        self.vcpu = Some(vcpu);
-        err.map_or(Ok(()), Err)
+        self.vcpu.pause()
     }
 
     /// The vCPU's and the vGIC's state, with the clocks; the vCPU must be paused.
     pub fn save(&self, host_paused: u64) -> Result<Snapshot, String> {
-        let vcpu = self.vcpu.as_ref().ok_or("save: the vCPU is running")?;
+        let vcpu = self.vcpu.fd()?;
         let mut list = RegList::new(500).map_err(|e| format!("register list: {e:?}"))?;
         if let Err(e) = vcpu.get_reg_list(&mut list) {
             if e.errno() != libc::E2BIG {
@@ -394,20 +378,22 @@ impl Vm {
             .map_err(kvm_err("reading the guest's counter"))?;
         let host_cnt = host_ticks();
         let gic = self.save_gic(vcpu)?;
-        let guest = self.status()?;
+        let guest = self.ram.status()?;
         Ok(Snapshot {
             format: FORMAT.into(),
             ram_gpa: guest::RAM_BASE,
-            ram_size: self.ram_size,
-            vcpu_features: self.features,
-            regs,
-            gic,
+            ram_size: self.ram.size(),
             guest_cnt: u64::from_le_bytes(cnt),
             host_cnt,
             host_freq: host_freq(),
             host_paused,
             host_saved: host_ticks(),
             guest,
+            arch: State {
+                vcpu_features: self.features,
+                regs,
+                gic,
+            },
         })
     }
 
@@ -460,14 +446,15 @@ impl Vm {
     /// returned: every clock read of the guest after it resumes is at least that.
     pub fn restore(ram: &OwnedFd, snap: &Snapshot) -> Result<(Self, u64), String> {
         let vm = Self::new(ram, snap.ram_size)?;
-        if vm.features != snap.vcpu_features {
+        let st = &snap.arch;
+        if vm.features != st.vcpu_features {
             return Err(format!(
                 "vCPU features {:?} differ from the saved {:?}",
-                vm.features, snap.vcpu_features
+                vm.features, st.vcpu_features
             ));
         }
-        let vcpu = vm.vcpu.as_ref().ok_or("no vCPU")?;
-        for r in &snap.regs {
+        let vcpu = vm.vcpu.fd()?;
+        for r in &st.regs {
             if r.id == TIMER_CNT || r.id == PTIMER_CNT {
                 continue;
             }
@@ -475,7 +462,7 @@ impl Vm {
             vcpu.set_one_reg(r.id, &bytes)
                 .map_err(|e| format!("KVM_SET_ONE_REG {:#x}: {e}", r.id))?;
         }
-        vm.restore_gic(vcpu, &snap.gic)?;
+        vm.restore_gic(vcpu, &st.gic)?;
         // Last, closest to KVM_RUN: the guest's counter, as far on as the host's went.
         let offset = snap.host_cnt.wrapping_sub(snap.guest_cnt);
         let cnt = host_ticks().wrapping_sub(offset);

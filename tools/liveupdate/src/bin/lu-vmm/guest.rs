@@ -1,18 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The guest's memory layout and its status block (see guest-arm64.s).
+//! The guest's memory layout and its status block (see guest-arm64.s and guest-x86_64.s).
 
 use serde::{Deserialize, Serialize};
 
-/// Where guest RAM starts (as on QEMU's `-M virt`).
+/// Where guest RAM starts (arm64: as on QEMU's `-M virt`; x86_64: at 0).
+#[cfg(target_arch = "aarch64")]
 pub const RAM_BASE: u64 = 0x4000_0000;
-/// The status block, from the start of RAM (`STATUS` in guest-arm64.s).
+#[cfg(not(target_arch = "aarch64"))]
+pub const RAM_BASE: u64 = 0;
+/// The x86_64 guest's IDT, from the start of RAM (`IDT` in guest-x86_64.s): its code ends
+/// below.
+pub const IDT: u64 = 0x3000;
+/// The status block, from the start of RAM (`STATUS` in guest-*.s).
 pub const STATUS: u64 = 0x4000;
 /// The checksummed region, from the start of RAM (below it: code, status, stack).
 pub const REGION_OFF: u64 = 0x10_0000;
 /// `"LUGUEST1"`: the guest writes it once it has filled the region and started counting.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LUGUEST1");
 
-/// Word indices of the status block; they mirror the `S_*` offsets of guest-arm64.s.
+/// Word indices of the status block; they mirror the `S_*` offsets of guest-*.s.
 pub mod word {
     pub const MAGIC: u64 = 0;
     pub const SEED: u64 = 1;
@@ -110,20 +116,32 @@ pub fn checksum(words: impl IntoIterator<Item = u64>) -> u64 {
 
 #[cfg(target_arch = "aarch64")]
 core::arch::global_asm!(include_str!("guest-arm64.s"));
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(include_str!("guest-x86_64.s"), options(att_syntax));
+
+#[cfg(target_arch = "aarch64")]
+extern "C" {
+    #[link_name = "lu_vmm_guest_arm64_start"]
+    static GUEST_START: u8;
+    #[link_name = "lu_vmm_guest_arm64_end"]
+    static GUEST_END: u8;
+}
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    #[link_name = "lu_vmm_guest_x86_64_start"]
+    static GUEST_START: u8;
+    #[link_name = "lu_vmm_guest_x86_64_end"]
+    static GUEST_END: u8;
+}
 
 /// The guest's code, to be copied to the start of guest RAM.
-#[cfg(target_arch = "aarch64")]
 pub fn code() -> &'static [u8] {
-    extern "C" {
-        static lu_vmm_guest_arm64_start: u8;
-        static lu_vmm_guest_arm64_end: u8;
-    }
-    let start = &raw const lu_vmm_guest_arm64_start;
-    let end = &raw const lu_vmm_guest_arm64_end;
+    let start = &raw const GUEST_START;
+    let end = &raw const GUEST_END;
     let len = (end as usize).saturating_sub(start as usize);
-    // SAFETY: guest-arm64.s defines both symbols in one section of read-only data, `start`
-    // first, so the `len` bytes from `start` are initialized, immutable and live for the
-    // whole program.
+    // SAFETY: guest-<arch>.s defines both symbols in one section of read-only data, the
+    // start first, so the `len` bytes from `start` are initialized, immutable and live for
+    // the whole program.
     unsafe { core::slice::from_raw_parts(start, len) }
 }
 
@@ -137,6 +155,12 @@ mod tests {
         assert_eq!(checksum([1]), 1);
         assert_eq!(checksum([1, 1]), 3);
         assert_eq!(checksum([1 << 63, 0]), 1);
+    }
+
+    #[test]
+    fn guest_code_fits_below_its_tables() {
+        let c = code();
+        assert!(c.len() > 256 && (c.len() as u64) <= IDT, "{} bytes", c.len());
     }
 
     #[test]

@@ -7,43 +7,23 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::{State, FORMAT};
 use crate::guest::{self, Status};
-
-/// The format name; a snapshot with another one is refused.
-pub const FORMAT: &str = "lu-vmm-arm64-v1";
 
 /// Guest RAM sizes lu-vmm accepts, in bytes.
 pub const MIN_RAM: u64 = 4 << 20;
 pub const MAX_RAM: u64 = 4 << 30;
 
-/// One vCPU register: its KVM id and its value, little-endian, as KVM_GET_ONE_REG gave it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reg {
-    pub id: u64,
-    /// Hex digits, two per byte.
-    pub value: String,
-}
-
-/// One vGIC register, through KVM_{GET,SET}_DEVICE_ATTR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GicReg {
-    pub group: u32,
-    pub attr: u64,
-    pub value: u64,
-}
-
 /// Everything but guest RAM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// `arch::FORMAT`: a snapshot of another architecture or version is refused.
     pub format: String,
     pub ram_gpa: u64,
     pub ram_size: u64,
-    pub vcpu_features: [u32; 7],
-    pub regs: Vec<Reg>,
-    pub gic: Vec<GicReg>,
-    /// The guest's virtual count (KVM_REG_ARM_TIMER_CNT) and the host's counter read right
-    /// after it: the next kernel keeps their difference, so the guest's clock runs on through
-    /// the update and shows the pause.
+    /// The guest's clock (arm64: its virtual count; x86_64: its TSC) and the host's counter
+    /// read right after it: the next kernel keeps their difference, so the guest's clock runs
+    /// on through the update and shows the pause.
     pub guest_cnt: u64,
     pub host_cnt: u64,
     /// The host counter's frequency and when (host counter) the vCPU stopped and the snapshot
@@ -53,14 +33,18 @@ pub struct Snapshot {
     pub host_saved: u64,
     /// The guest's status block after the pause.
     pub guest: Status,
+    /// The vCPU's registers and the VM's devices.
+    pub arch: State,
 }
 
 /// Hex digits of `bytes`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // arm64's registers
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bytes of hex digits `s`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // arm64's registers
 pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
     if s.len() % 2 != 0 {
         return Err(format!("odd number of hex digits ({})", s.len()));
@@ -76,6 +60,7 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The size in bytes of KVM register `id` (KVM_REG_SIZE).
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // arm64's registers
 pub fn reg_size(id: u64) -> Option<usize> {
     let shift = (id >> 52) & 0xf;
     (shift <= 11).then(|| 1usize << shift)
@@ -124,20 +109,7 @@ impl Snapshot {
                 g.region_off, g.region_len, s.ram_size
             ));
         }
-        if s.regs.is_empty() {
-            return Err("snapshot has no vCPU registers".into());
-        }
-        for r in &s.regs {
-            let want = reg_size(r.id).ok_or_else(|| format!("register {:#x}: bad size", r.id))?;
-            if r.value.len() != want * 2 {
-                return Err(format!(
-                    "register {:#x}: {} hex digits, its size is {want} bytes",
-                    r.id,
-                    r.value.len()
-                ));
-            }
-            from_hex(&r.value).map_err(|e| format!("register {:#x}: {e}", r.id))?;
-        }
+        s.arch.check()?;
         if s.host_freq == 0 {
             return Err("host counter frequency is 0".into());
         }
@@ -154,16 +126,6 @@ mod tests {
             format: FORMAT.into(),
             ram_gpa: guest::RAM_BASE,
             ram_size: 64 << 20,
-            vcpu_features: [4, 0, 0, 0, 0, 0, 0],
-            regs: vec![Reg {
-                id: 0x6030_0000_0010_0040,
-                value: "0000004000000000".into(),
-            }],
-            gic: vec![GicReg {
-                group: 1,
-                attr: 0,
-                value: 0x12,
-            }],
             guest_cnt: 1000,
             host_cnt: 5000,
             host_freq: 1_000_000_000,
@@ -174,6 +136,7 @@ mod tests {
                 region_len: 1 << 20,
                 ..Status::default()
             },
+            arch: State::sample(),
         }
     }
 
@@ -203,23 +166,13 @@ mod tests {
         t.guest.region_len = u64::MAX - 7;
         assert!(Snapshot::parse(&t.to_bytes(), 64 << 20).is_err());
         let mut t = good();
-        t.regs[0].value.push_str("00");
-        assert!(Snapshot::parse(&t.to_bytes(), 64 << 20)
-            .unwrap_err()
-            .contains("hex digits"));
-        let mut t = good();
-        t.regs[0].value = "zz00000000000000".into();
-        assert!(Snapshot::parse(&t.to_bytes(), 64 << 20)
-            .unwrap_err()
-            .contains("not hex"));
-        let mut t = good();
-        t.regs[0].id |= 0xf << 52;
-        assert!(Snapshot::parse(&t.to_bytes(), 64 << 20)
-            .unwrap_err()
-            .contains("bad size"));
-        let mut t = good();
-        t.regs.clear();
+        t.host_freq = 0;
         assert!(Snapshot::parse(&t.to_bytes(), 64 << 20).is_err());
+        for bad in State::samples_that_fail() {
+            let mut t = good();
+            t.arch = bad;
+            assert!(Snapshot::parse(&t.to_bytes(), 64 << 20).is_err());
+        }
     }
 
     #[test]

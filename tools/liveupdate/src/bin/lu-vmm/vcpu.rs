@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0
+//! What both architectures' VMs share: guest RAM on the memfd, and a vCPU thread that
+//! can be paused.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::guest::{self, word, Status};
+
+/// Guest RAM: a mapping of the RAM memfd at guest physical [`guest::RAM_BASE`].
+pub struct GuestRam {
+    mem: GuestMemoryMmap,
+    size: u64,
+}
+
+impl GuestRam {
+    /// Map `ram` (a memfd of `size` bytes; the mapping holds a dup of it).
+    pub fn map(ram: &OwnedFd, size: u64) -> Result<Self, String> {
+        let len = usize::try_from(size).map_err(|_| "RAM size does not fit".to_string())?;
+        let file = File::from(ram.try_clone().map_err(|e| format!("dup of the RAM memfd: {e}"))?);
+        let mem = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(guest::RAM_BASE),
+            len,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .map_err(|e| format!("mapping guest RAM: {e}"))?;
+        Ok(Self { mem, size })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Give the mapping to `vm` as memory slot 0.
+    ///
+    /// The caller must keep `self` until after `vm` is closed.
+    pub fn register(&self, vm: &VmFd) -> Result<(), String> {
+        let host = self
+            .mem
+            .get_host_address(GuestAddress(guest::RAM_BASE))
+            .map_err(|e| format!("guest RAM: {e}"))?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: guest::RAM_BASE,
+            memory_size: self.size,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: `host` is the start of a mapping of `self.size` bytes owned by `self.mem`;
+        // the callers (the architectures' `Vm`) drop the VM fd before `self` (field order).
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))
+    }
+
+    /// Write `bytes` at `off` bytes into RAM.
+    pub fn write(&self, off: u64, bytes: &[u8]) -> Result<(), String> {
+        self.mem
+            .write_slice(bytes, GuestAddress(guest::RAM_BASE + off))
+            .map_err(|e| format!("writing guest RAM at {off:#x}: {e}"))
+    }
+
+    /// Set word `i` of the status block.
+    pub fn set_status(&self, i: u64, v: u64) -> Result<(), String> {
+        self.write(guest::STATUS + 8 * i, &v.to_le_bytes())
+    }
+
+    /// The guest's status block, as it is now (word by word, with atomic loads: the guest
+    /// may be running).
+    pub fn status(&self) -> Result<Status, String> {
+        let mut w = [0u64; word::COUNT as usize];
+        for (i, v) in w.iter_mut().enumerate() {
+            let addr = GuestAddress(guest::RAM_BASE + guest::STATUS + 8 * i as u64);
+            *v = self
+                .mem
+                .load(addr, Ordering::Acquire)
+                .map_err(|e| format!("guest status: {e}"))?;
+        }
+        Ok(Status::from_words(&w))
+    }
+
+    /// The words of `len` bytes at `off` bytes into RAM.
+    pub fn words(&self, off: u64, len: u64) -> Result<Vec<u64>, String> {
+        let n = usize::try_from(len / 8).map_err(|_| "region too large".to_string())?;
+        let mut bytes = vec![0u8; n * 8];
+        self.mem
+            .read_slice(&mut bytes, GuestAddress(guest::RAM_BASE + off))
+            .map_err(|e| format!("reading guest RAM at {off:#x}: {e}"))?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| c.iter().rev().fold(0u64, |w, &b| (w << 8) | u64::from(b)))
+            .collect())
+    }
+}
+
+/// The vCPU's kick: KVM_RUN returns EINTR; nothing else to do.
+extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Install the kick's handler (idempotent).
+pub fn init_kick() -> Result<(), String> {
+    register_signal_handler(SIGRTMIN(), kick).map_err(|e| format!("signal handler: {e}"))
+}
+
+/// A vCPU, either here or in KVM_RUN on its own thread.
+pub struct Vcpu {
+    fd: Option<VcpuFd>,
+    running: Option<(Arc<AtomicBool>, JoinHandle<(VcpuFd, Option<String>)>)>,
+}
+
+impl Vcpu {
+    pub fn new(fd: VcpuFd) -> Self {
+        Self {
+            fd: Some(fd),
+            running: None,
+        }
+    }
+
+    /// The vCPU's fd, while it is paused.
+    pub fn fd(&self) -> Result<&VcpuFd, String> {
+        self.fd.as_ref().ok_or_else(|| "the vCPU is running".to_string())
+    }
+
+    /// Start KVM_RUN on a thread of its own.
+    pub fn resume(&mut self) -> Result<(), String> {
+        let mut vcpu = self.fd.take().ok_or("the vCPU is running already")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vcpu0".into())
+            .spawn(move || loop {
+                if flag.load(Ordering::Acquire) {
+                    return (vcpu, None);
+                }
+                let exit = match vcpu.run() {
+                    Ok(VcpuExit::SystemEvent(t, d)) => format!("system event {t} {d:?}"),
+                    Ok(exit) => format!("{exit:?}"),
+                    Err(e) if e.errno() == libc::EINTR => continue,
+                    Err(e) => format!("KVM_RUN: {e}"),
+                };
+                return (vcpu, Some(format!("the vCPU stopped: {exit}")));
+            });
+        match thread {
+            Ok(t) => {
+                self.running = Some((stop, t));
+                Ok(())
+            }
+            Err(e) => Err(format!("vCPU thread: {e}")),
+        }
+    }
+
+    /// Stop the vCPU: returns once it is out of KVM_RUN, with the error that stopped it
+    /// earlier if one did.
+    pub fn pause(&mut self) -> Result<(), String> {
+        let (stop, thread) = self.running.take().ok_or("the vCPU is not running")?;
+        stop.store(true, Ordering::Release);
+        // A kick that lands before KVM_RUN is entered is lost: kick until it is out.
+        while !thread.is_finished() {
+            thread.kill(SIGRTMIN()).map_err(|e| format!("kicking the vCPU: {e}"))?;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let (fd, err) = thread.join().map_err(|_| "the vCPU thread panicked".to_string())?;
+        self.fd = Some(fd);
+        err.map_or(Ok(()), Err)
+    }
+}
