@@ -73,7 +73,11 @@ impl State {
 
     /// What the state holds, in words.
     pub fn describe(&self) -> String {
-        format!("{} registers and {} vGIC registers", self.regs.len(), self.gic.len())
+        format!(
+            "{} registers and {} vGIC registers",
+            self.regs.len(),
+            self.gic.len()
+        )
     }
 
     #[cfg(test)]

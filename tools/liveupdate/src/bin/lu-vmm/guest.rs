@@ -160,7 +160,11 @@ mod tests {
     #[test]
     fn guest_code_fits_below_its_tables() {
         let c = code();
-        assert!(c.len() > 256 && (c.len() as u64) <= IDT, "{} bytes", c.len());
+        assert!(
+            c.len() > 256 && (c.len() as u64) <= IDT,
+            "{} bytes",
+            c.len()
+        );
     }
 
     #[test]

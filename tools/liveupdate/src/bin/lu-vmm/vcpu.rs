@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
-use vm_memory::{
-    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
-};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::guest::{self, word, Status};
@@ -28,7 +26,10 @@ impl GuestRam {
     /// Map `ram` (a memfd of `size` bytes; the mapping holds a dup of it).
     pub fn map(ram: &OwnedFd, size: u64) -> Result<Self, String> {
         let len = usize::try_from(size).map_err(|_| "RAM size does not fit".to_string())?;
-        let file = File::from(ram.try_clone().map_err(|e| format!("dup of the RAM memfd: {e}"))?);
+        let file = File::from(
+            ram.try_clone()
+                .map_err(|e| format!("dup of the RAM memfd: {e}"))?,
+        );
         let mem = GuestMemoryMmap::from_ranges_with_files([(
             GuestAddress(guest::RAM_BASE),
             len,
@@ -111,10 +112,13 @@ pub fn init_kick() -> Result<(), String> {
     register_signal_handler(SIGRTMIN(), kick).map_err(|e| format!("signal handler: {e}"))
 }
 
+/// The vCPU thread gives back the fd, and why it stopped if nobody asked it to.
+type Stopped = (VcpuFd, Option<String>);
+
 /// A vCPU, either here or in KVM_RUN on its own thread.
 pub struct Vcpu {
     fd: Option<VcpuFd>,
-    running: Option<(Arc<AtomicBool>, JoinHandle<(VcpuFd, Option<String>)>)>,
+    running: Option<(Arc<AtomicBool>, JoinHandle<Stopped>)>,
 }
 
 impl Vcpu {
@@ -127,7 +131,9 @@ impl Vcpu {
 
     /// The vCPU's fd, while it is paused.
     pub fn fd(&self) -> Result<&VcpuFd, String> {
-        self.fd.as_ref().ok_or_else(|| "the vCPU is running".to_string())
+        self.fd
+            .as_ref()
+            .ok_or_else(|| "the vCPU is running".to_string())
     }
 
     /// Start KVM_RUN on a thread of its own.
@@ -165,10 +171,14 @@ impl Vcpu {
         stop.store(true, Ordering::Release);
         // A kick that lands before KVM_RUN is entered is lost: kick until it is out.
         while !thread.is_finished() {
-            thread.kill(SIGRTMIN()).map_err(|e| format!("kicking the vCPU: {e}"))?;
+            thread
+                .kill(SIGRTMIN())
+                .map_err(|e| format!("kicking the vCPU: {e}"))?;
             std::thread::sleep(Duration::from_micros(200));
         }
-        let (fd, err) = thread.join().map_err(|_| "the vCPU thread panicked".to_string())?;
+        let (fd, err) = thread
+            .join()
+            .map_err(|_| "the vCPU thread panicked".to_string())?;
         self.fd = Some(fd);
         err.map_or(Ok(()), Err)
     }

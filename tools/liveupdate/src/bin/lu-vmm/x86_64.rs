@@ -10,9 +10,9 @@
 
 use kvm_bindings::{
     kvm_debugregs, kvm_device_attr, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_regs, kvm_segment, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs, KVM_IRQCHIP_IOAPIC,
+    kvm_regs, kvm_segment, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs, KVMIO, KVM_IRQCHIP_IOAPIC,
     KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_VCPU_TSC_CTRL,
-    KVM_VCPU_TSC_OFFSET, KVMIO,
+    KVM_VCPU_TSC_OFFSET,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,11 @@ impl PartialEq for State {
     }
 }
 
-const CHIPS: [u32; 3] = [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC];
+const CHIPS: [u32; 3] = [
+    KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE,
+    KVM_IRQCHIP_IOAPIC,
+];
 
 impl State {
     /// Check what the next kernel's lu-vmm read before it uses any of it (the fixed-size
@@ -163,10 +167,13 @@ impl Vm {
         let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         mem.register(&vm)?;
-        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
         let xsave2 = vm.check_extension_int(Cap::Xsave2);
         if xsave2 > std::mem::size_of::<kvm_xsave>() as i32 {
-            return Err(format!("the vCPU's XSAVE state has {xsave2} bytes; lu-vmm saves 4096"));
+            return Err(format!(
+                "the vCPU's XSAVE state has {xsave2} bytes; lu-vmm saves 4096"
+            ));
         }
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let cpuid = kvm
@@ -190,7 +197,10 @@ impl Vm {
         let vm = Self::new(ram, ram_size)?;
         let code = guest::code();
         if code.len() as u64 > guest::IDT {
-            return Err(format!("the guest's code ({} bytes) overlaps its IDT", code.len()));
+            return Err(format!(
+                "the guest's code ({} bytes) overlaps its IDT",
+                code.len()
+            ));
         }
         let end = guest::REGION_OFF
             .checked_add(region_len)
@@ -203,7 +213,8 @@ impl Vm {
         vm.ram.write(0, code)?;
         vm.ram.write(PML4, &(PDPT | 3).to_le_bytes())?;
         for i in 0..4u64 {
-            vm.ram.write(PDPT + 8 * i, &((PD + 0x1000 * i) | 3).to_le_bytes())?;
+            vm.ram
+                .write(PDPT + 8 * i, &((PD + 0x1000 * i) | 3).to_le_bytes())?;
             let pd: Vec<u8> = (0..512u64)
                 .flat_map(|j| (((i << 30) | (j << 21)) | 0x83).to_le_bytes())
                 .collect();
@@ -348,7 +359,8 @@ impl Vm {
             vm.vm.set_irqchip(c).map_err(kvm_err("KVM_SET_IRQCHIP"))?;
         }
         let vcpu = vm.vcpu.fd()?;
-        vcpu.set_sregs(&st.sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu.set_sregs(&st.sregs)
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
         vcpu.set_regs(&st.regs).map_err(kvm_err("KVM_SET_REGS"))?;
         // SAFETY: `st.xsave` is a whole kvm_xsave, and Vm::new checked that KVM's XSAVE
         // state (KVM_CAP_XSAVE2) is no larger, so KVM reads only within it.
@@ -367,9 +379,13 @@ impl Vm {
         let n = vcpu.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
         if n != entries.len() {
             let at = entries.get(n).map_or(0, |e| e.index);
-            return Err(format!("KVM_SET_MSRS set {n} of {} MSRs, not {at:#x}", entries.len()));
+            return Err(format!(
+                "KVM_SET_MSRS set {n} of {} MSRs, not {at:#x}",
+                entries.len()
+            ));
         }
-        vcpu.set_lapic(&st.lapic).map_err(kvm_err("KVM_SET_LAPIC"))?;
+        vcpu.set_lapic(&st.lapic)
+            .map_err(kvm_err("KVM_SET_LAPIC"))?;
         vcpu.set_vcpu_events(&st.events)
             .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
         vcpu.set_mp_state(st.mp_state)
@@ -389,7 +405,10 @@ impl Vm {
         // and, for KVM_VCPU_TSC_OFFSET, the u64 at `addr`, which is `offset`, live here.
         let r = unsafe { ioctl_with_ref(vcpu, KVM_SET_DEVICE_ATTR(), &attr) };
         if r != 0 {
-            return Err(format!("KVM_VCPU_TSC_OFFSET: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "KVM_VCPU_TSC_OFFSET: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok((vm, now.wrapping_add(offset)))
     }
