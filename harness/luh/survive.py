@@ -104,6 +104,8 @@ def check(ev):
         if isinstance(k, tuple) and k[1] == "error":
             bad.append(f"stage {k[0]}: lu-vmm error: {e.get('error')}")
     bad += [f"lu-vmm check: {w}" for w in ev.get("check", [])]
+    if restored is not None and restored.get("checks") != "ok":
+        bad.append(f"lu-vmm's own checks: {restored.get('checks')}")
     if bad:
         return bad, {}
     g = {f"started_{k}": _int(started, k) for k in ("counter", "ticks")}
@@ -230,10 +232,10 @@ def suite(arch, trees, tc, progs, chains, timeout=300):
 def report(res, bad, fig):
     """`lu demo --vm`'s report; returns the exit status."""
     print()
-    print(f"  QEMU accelerator: {res.accel} (the guest runs under KVM inside it: "
-          + ("arm64 at EL1 of the emulated EL2 host)" if "virtualization=on" in " ".join(
-              QEMU_EXTRA.get("arm64", [])) and res.name.startswith("arm64") else
-             "x86_64 under the emulated SVM)"))
+    arm = res.name.startswith("arm64")
+    print(f"  QEMU accelerator: {res.accel}; the guest runs under KVM inside the VM ("
+          + ("the kernel at the emulated EL2, KVM in VHE mode)" if arm else
+             "kvm_amd on the emulated SVM)"))
     for s in res.stages:
         print(f"  stage {s.number}: kernel {s.ident}"
               + ("" if s.right_kernel else f"   (EXPECTED {s.expected})"))
@@ -250,7 +252,7 @@ def report(res, bad, fig):
         print(f"  timer ticks      : {fig['ticks']} at the pause, {fig['ticks_after']} after")
         print(f"  guest RAM        : region checked {fig['passes_after']} times by the guest, "
               f"{fig['bad_passes']} bad; {fig['bad_words']} bad words seen by the VMM")
-        clock = "CNTVCT_EL0" if res.name.startswith("arm64") else "TSC"
+        clock = "CNTVCT_EL0" if arm else "TSC"
         print(f"  guest's pause    : {fig['pause_ms']:.1f} ms on its own clock ({clock})")
         print(f"    pause + save   : {fig['pause_save_ms']:.1f} ms")
         print(f"    host blackout  : {fig['blackout_ms']:.1f} ms (kexec, boot, init)")

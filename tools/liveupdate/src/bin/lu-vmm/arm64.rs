@@ -148,22 +148,39 @@ const fn icc(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
     (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
 }
 
+/// ICC_CTLR_EL1, which says how many active-priority registers there are.
+const ICC_CTLR: u64 = icc(3, 0, 12, 12, 4);
+
 /// The CPU-interface registers, in the order they are restored (SRE and CTLR first, they
-/// decide how the others read).
-const ICC_REGS: [(&str, u64); 9] = [
-    ("ICC_SRE_EL1", icc(3, 0, 12, 12, 5)),
-    ("ICC_CTLR_EL1", icc(3, 0, 12, 12, 4)),
-    ("ICC_PMR_EL1", icc(3, 0, 4, 6, 0)),
-    ("ICC_BPR0_EL1", icc(3, 0, 12, 8, 3)),
-    ("ICC_BPR1_EL1", icc(3, 0, 12, 12, 3)),
-    ("ICC_IGRPEN0_EL1", icc(3, 0, 12, 12, 6)),
-    ("ICC_IGRPEN1_EL1", icc(3, 0, 12, 12, 7)),
-    ("ICC_AP0R0_EL1", icc(3, 0, 12, 8, 4)),
-    ("ICC_AP1R0_EL1", icc(3, 0, 12, 9, 0)),
-];
+/// decide how the others read), for a CPU interface whose ICC_CTLR_EL1 is `ctlr`: the
+/// active-priority registers ICC_AP{0,1}R<n>_EL1 are 1, 2 or 4 each, for 5, 6 or 7 bits of
+/// priority (ICC_CTLR_EL1.PRIbits).
+fn icc_regs(ctlr: u64) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = [
+        ("ICC_SRE_EL1", icc(3, 0, 12, 12, 5)),
+        ("ICC_CTLR_EL1", ICC_CTLR),
+        ("ICC_PMR_EL1", icc(3, 0, 4, 6, 0)),
+        ("ICC_BPR0_EL1", icc(3, 0, 12, 8, 3)),
+        ("ICC_BPR1_EL1", icc(3, 0, 12, 12, 3)),
+        ("ICC_IGRPEN0_EL1", icc(3, 0, 12, 12, 6)),
+        ("ICC_IGRPEN1_EL1", icc(3, 0, 12, 12, 7)),
+    ]
+    .iter()
+    .map(|&(n, e)| (n.to_string(), e))
+    .collect();
+    let pri_bits = ((ctlr >> 8) & 7) + 1;
+    let n = 1u64 << pri_bits.clamp(5, 7).saturating_sub(5);
+    for i in 0..n {
+        v.push((format!("ICC_AP0R{i}_EL1"), icc(3, 0, 12, 8, 4 + i)));
+        v.push((format!("ICC_AP1R{i}_EL1"), icc(3, 0, 12, 9, i)));
+    }
+    v
+}
 
 /// A 32-bit register with set/clear halves (ISENABLER/ICENABLER, ISPENDR/ICPENDR,
-/// ISACTIVER/ICACTIVER): restored by clearing what is not set, then setting what is.
+/// ISACTIVER/ICACTIVER): restored by clearing what is not set, then setting what is. (Through
+/// KVM's device attributes ICPENDR is ignored and ISPENDR writes the whole pending state; the
+/// same two writes restore it.)
 struct SetClear {
     set: u64,
     clear: u64,
@@ -171,7 +188,9 @@ struct SetClear {
 
 /// The SPIs' distributor registers (the private interrupts' are the redistributor's).
 fn dist_plain() -> Vec<u64> {
-    let mut v = vec![0x0000]; // GICD_CTLR
+    // GICD_IIDR first: KVM wants it before any other register (it picks the vGIC's
+    // behaviour); then GICD_CTLR.
+    let mut v = vec![0x0008, 0x0000];
     v.push(0x0084); // GICD_IGROUPR1
     v.extend((0x0420..0x0440).step_by(4)); // GICD_IPRIORITYR8..15
     v.extend([0x0c08, 0x0c0c]); // GICD_ICFGR2..3
@@ -219,8 +238,9 @@ const REDIST_SET_CLEAR: [SetClear; 3] = [
     }, // GICR_IS/ICACTIVER0
 ];
 
-/// The host's counter (CNTVCT_EL0; the kernel runs at EL2 with CNTVOFF_EL2 = 0, so this is
-/// the system counter, which goes on counting through a kexec).
+/// The host's counter: CNTVCT_EL0 read at EL0 of a VHE host (HCR_EL2.E2H and TGE set), where
+/// CNTVOFF_EL2 does not apply, so it is the system counter, which goes on counting through a
+/// kexec. (KVM loads a guest's offset into CNTVOFF_EL2; that only affects the guest.)
 pub fn host_ticks() -> u64 {
     let v: u64;
     // SAFETY: reading CNTVCT_EL0 has no side effect; Linux lets EL0 read it (it is what the
@@ -354,6 +374,11 @@ impl Vm {
         self.vcpu.pause()
     }
 
+    /// Whether the vCPU is in KVM_RUN (resumed, and not stopped by an exit or error).
+    pub fn running(&self) -> bool {
+        self.vcpu.running()
+    }
+
     /// The vCPU's and the vGIC's state, with the clocks; the vCPU must be paused.
     pub fn save(&self, host_paused: u64) -> Result<Snapshot, String> {
         let vcpu = self.vcpu.fd()?;
@@ -427,7 +452,7 @@ impl Vm {
         for sc in &REDIST_SET_CLEAR {
             get32(KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, mpidr | sc.set)?;
         }
-        for (name, enc) in ICC_REGS {
+        let get64 = |enc: u64, name: &str| -> Result<u64, String> {
             let mut v = 0u64;
             get_attr(
                 &self.gic,
@@ -436,10 +461,14 @@ impl Vm {
                 &mut v,
             )
             .map_err(|e| format!("vGIC {name}: {e}"))?;
+            Ok(v)
+        };
+        let ctlr = get64(ICC_CTLR, "ICC_CTLR_EL1")?;
+        for (name, enc) in icc_regs(ctlr) {
             out.push(GicReg {
                 group: KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS,
                 attr: mpidr | enc,
-                value: v,
+                value: get64(enc, &name)?,
             });
         }
         Ok(out)
@@ -490,14 +519,6 @@ impl Vm {
         };
         let dist = KVM_DEV_ARM_VGIC_GRP_DIST_REGS;
         let redist = KVM_DEV_ARM_VGIC_GRP_REDIST_REGS;
-        for off in redist_plain() {
-            put32(redist, mpidr | off, find(redist, mpidr | off)?)?;
-        }
-        for sc in &REDIST_SET_CLEAR {
-            let v = find(redist, mpidr | sc.set)?;
-            put32(redist, mpidr | sc.clear, !v & 0xffff_ffff)?;
-            put32(redist, mpidr | sc.set, v)?;
-        }
         for off in dist_plain() {
             put32(dist, off, find(dist, off)?)?;
         }
@@ -506,8 +527,16 @@ impl Vm {
             put32(dist, sc.clear, !v & 0xffff_ffff)?;
             put32(dist, sc.set, v)?;
         }
-        for (name, enc) in ICC_REGS {
-            let g = KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS;
+        for off in redist_plain() {
+            put32(redist, mpidr | off, find(redist, mpidr | off)?)?;
+        }
+        for sc in &REDIST_SET_CLEAR {
+            let v = find(redist, mpidr | sc.set)?;
+            put32(redist, mpidr | sc.clear, !v & 0xffff_ffff)?;
+            put32(redist, mpidr | sc.set, v)?;
+        }
+        let g = KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS;
+        for (name, enc) in icc_regs(find(g, mpidr | ICC_CTLR)?) {
             let v = find(g, mpidr | enc)?;
             set_attr(&self.gic, g, mpidr | enc, &v).map_err(|e| format!("vGIC {name}: {e}"))?;
         }

@@ -225,4 +225,6 @@ vectors:
 	.globl lu_vmm_guest_arm64_end
 	.hidden lu_vmm_guest_arm64_end
 lu_vmm_guest_arm64_end:
+	.type	lu_vmm_guest_arm64_start, %object
+	.size	lu_vmm_guest_arm64_start, lu_vmm_guest_arm64_end - lu_vmm_guest_arm64_start
 	.popsection

@@ -205,4 +205,6 @@ gdt_end:
 	.globl lu_vmm_guest_x86_64_end
 	.hidden lu_vmm_guest_x86_64_end
 lu_vmm_guest_x86_64_end:
+	.type	lu_vmm_guest_x86_64_start, @object
+	.size	lu_vmm_guest_x86_64_start, lu_vmm_guest_x86_64_end - lu_vmm_guest_x86_64_start
 	.popsection

@@ -139,9 +139,9 @@ pub fn code() -> &'static [u8] {
     let start = &raw const GUEST_START;
     let end = &raw const GUEST_END;
     let len = (end as usize).saturating_sub(start as usize);
-    // SAFETY: guest-<arch>.s defines both symbols in one section of read-only data, the
-    // start first, so the `len` bytes from `start` are initialized, immutable and live for
-    // the whole program.
+    // SAFETY: guest-<arch>.s defines the start symbol as an object (`.type`, `.size`) of
+    // the `len` bytes up to the end symbol, in a section of read-only data, so they are
+    // initialized, immutable and live for the whole program.
     unsafe { core::slice::from_raw_parts(start, len) }
 }
 

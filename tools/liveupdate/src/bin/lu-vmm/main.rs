@@ -2,23 +2,27 @@
 //! lu-vmm: a minimal VMM whose running guest survives a live update.
 //!
 //! Built on the rust-vmm crates: `kvm-ioctls`/`kvm-bindings` for KVM (the VM, the vCPU, the
-//! vGIC device, KVM_{GET,SET}_ONE_REG) and `vm-memory` for guest RAM (a bounds-checked mapping
-//! of the RAM memfd, with atomic loads of the status block while the guest runs).
+//! interrupt controller, the state ioctls), `vm-memory` for guest RAM (a bounds-checked mapping
+//! of the RAM memfd, with atomic loads of the status block while the guest runs) and
+//! `vmm-sys-util` for the signal that kicks the vCPU out of KVM_RUN.
 //!
 //! ```text
 //! lu-vmm start   [--socket P] [--mem-mib N] [--region-kib N] [--seed S] [--run-ms N]
 //! lu-vmm status  [--socket P]
 //! lu-vmm update  [--socket P] [--session S]
 //! lu-vmm restore [--session S] [--run-ms N]
+//! lu-vmm serve   [the options of start]      (the VMM itself; `start` runs it)
 //! ```
 //!
 //! `start` starts the VMM in the background (`lu-vmm serve`, with a control socket) and
-//! returns once its guest has run for `--run-ms`. Guest RAM is a memfd; the guest (guest-arm64.s)
-//! counts, checksums a region of its RAM and takes timer interrupts. `update` asks the VMM to
-//! pause the vCPU, save its registers and the vGIC's state into a second memfd, and preserve
-//! both by name (`ram`, `state`) in LUO session `--session`; the VMM then holds the session
-//! until the kexec. In the next kernel, `restore` retrieves both, rebuilds the VM, checks guest
-//! RAM, resumes the guest for `--run-ms` and checks that it went on where it stopped.
+//! returns once its guest has run for `--run-ms`. Guest RAM is a memfd; the guest
+//! (guest-arm64.s, guest-x86_64.s) counts, checksums a region of its RAM and takes timer
+//! interrupts. `update` asks the VMM to pause the vCPU, save its registers and the interrupt
+//! controller's state (arm64: the vGICv3; x86_64: local APIC, PICs, IOAPIC) into a second
+//! memfd, and preserve both by name (`ram`, `state`) in LUO session `--session`; the VMM then
+//! holds the session until the kexec. In the next kernel, `restore` retrieves both, rebuilds
+//! the VM, checks guest RAM, resumes the guest for `--run-ms` and checks that it went on where
+//! it stopped.
 //!
 //! Every result is also a `LU-VMM key=value ...` line, for the harness (`vm:survives`).
 
@@ -249,7 +253,7 @@ fn main() -> ExitCode {
         Some("serve") => vmm::serve(rest).map(|_| true),
         Some("restore") => vmm::restore(rest),
         _ => {
-            eprintln!("usage: lu-vmm start|status|update|restore [options] (see the source)");
+            eprintln!("usage: lu-vmm start|status|update|restore|serve [options] (see the source)");
             return ExitCode::from(2);
         }
     };
@@ -347,7 +351,6 @@ mod vmm {
         );
         // Held from a successful update until the kexec.
         let mut held: Option<OutgoingSession> = None;
-        let mut stopped: Option<String> = None;
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let mut line = String::new();
@@ -357,29 +360,37 @@ mod vmm {
             let mut words = line.split_whitespace();
             let reply = match (words.next(), words.next()) {
                 (Some("status"), None) => {
-                    let guest = vm.ram().status().unwrap_or_default();
-                    let state = if held.is_some() { "saved" } else { "running" };
+                    let (state, mut error) = match (&held, vm.running()) {
+                        (Some(_), _) => ("saved", None),
+                        (None, true) => ("running", None),
+                        (None, false) => ("stopped", Some("the vCPU stopped".to_string())),
+                    };
+                    let guest = vm.ram().status().unwrap_or_else(|e| {
+                        error = Some(e);
+                        Status::default()
+                    });
                     serde_json::to_string(&StatusReply {
                         state: state.into(),
                         guest,
-                        error: stopped.clone(),
+                        error,
                     })
                 }
-                (Some("update"), Some(name)) if held.is_none() => {
-                    let r = match update(&mut vm, &ram, name) {
+                (Some("update"), Some(name)) => {
+                    let r = if held.is_some() {
+                        Err("updated already: the session is held until the kexec".into())
+                    } else {
+                        update(&mut vm, &ram, name)
+                    };
+                    serde_json::to_string(&match r {
                         Ok((r, session)) => {
                             held = Some(session);
                             r
                         }
-                        Err(e) => {
-                            stopped = Some(e.clone());
-                            UpdateReply {
-                                error: Some(e),
-                                ..Default::default()
-                            }
-                        }
-                    };
-                    serde_json::to_string(&r)
+                        Err(e) => UpdateReply {
+                            error: Some(e),
+                            ..Default::default()
+                        },
+                    })
                 }
                 _ => serde_json::to_string(&UpdateReply {
                     error: Some(format!("bad command {:?}", line.trim())),
@@ -449,7 +460,7 @@ mod vmm {
             ),
         );
         want(
-            after.gap_counter == g.counter || after.gap_counter == g.counter + 1,
+            after.gap_counter == g.counter || Some(after.gap_counter) == g.counter.checked_add(1),
             format!(
                 "the gap ended at counter {}, the pause was at {}",
                 after.gap_counter, g.counter

@@ -37,6 +37,34 @@ pub struct Snapshot {
     pub arch: State,
 }
 
+/// A KVM structure that serializes as its bytes (kvm-bindings' `serde`) and deserializes only
+/// from exactly `size_of::<T>()` of them: kvm-bindings alone would zero-fill a short array.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))] // x86_64's structures
+#[derive(Debug, Default)]
+pub struct Exact<T>(pub T);
+
+impl<T: Serialize> Serialize for Exact<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Exact<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let bytes = Vec::<u8>::deserialize(d)?;
+        let want = core::mem::size_of::<T>();
+        if bytes.len() != want {
+            return Err(D::Error::custom(format!(
+                "{} bytes of {}, expected {want}",
+                bytes.len(),
+                core::any::type_name::<T>()
+            )));
+        }
+        T::deserialize(serde::de::value::BytesDeserializer::<D::Error>::new(&bytes)).map(Exact)
+    }
+}
+
 /// Hex digits of `bytes`.
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // arm64's registers
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -173,6 +201,30 @@ mod tests {
             t.arch = bad;
             assert!(Snapshot::parse(&t.to_bytes(), 64 << 20).is_err());
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exact_takes_only_whole_structures() {
+        use kvm_bindings::kvm_regs;
+        let r = kvm_regs {
+            rax: 0x1122,
+            rip: 7,
+            ..Default::default()
+        };
+        let j = serde_json::to_string(&Exact(r)).unwrap();
+        let back: Exact<kvm_regs> = serde_json::from_str(&j).unwrap();
+        assert_eq!((back.0.rax, back.0.rip), (0x1122, 7));
+        let n = core::mem::size_of::<kvm_regs>();
+        let short = format!("[{}]", vec!["1"; n - 1].join(","));
+        let e = serde_json::from_str::<Exact<kvm_regs>>(&short)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{} bytes of", n - 1)), "{e}");
+        let long = format!("[{}]", vec!["1"; n + 1].join(","));
+        assert!(serde_json::from_str::<Exact<kvm_regs>>(&long).is_err());
+        assert!(serde_json::from_str::<Exact<kvm_regs>>("[]").is_err());
+        assert!(serde_json::from_str::<Exact<kvm_regs>>("\"ab\"").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::guest::{self, word, Status};
 
@@ -164,6 +165,12 @@ impl Vcpu {
         }
     }
 
+    /// Whether the vCPU thread is in its KVM_RUN loop (not paused, not stopped by an exit
+    /// or an error).
+    pub fn running(&self) -> bool {
+        self.running.as_ref().is_some_and(|(_, t)| !t.is_finished())
+    }
+
     /// Stop the vCPU: returns once it is out of KVM_RUN, with the error that stopped it
     /// earlier if one did.
     pub fn pause(&mut self) -> Result<(), String> {
@@ -171,9 +178,18 @@ impl Vcpu {
         stop.store(true, Ordering::Release);
         // A kick that lands before KVM_RUN is entered is lost: kick until it is out.
         while !thread.is_finished() {
-            thread
-                .kill(SIGRTMIN())
-                .map_err(|e| format!("kicking the vCPU: {e}"))?;
+            // SAFETY: the thread is not joined yet, so its pthread_t is valid; SIGRTMIN's
+            // handler (`kick`) is installed by `init_kick`, before any vCPU runs.
+            let r = unsafe { libc::pthread_kill(thread.as_pthread_t(), SIGRTMIN()) };
+            // ESRCH: it has just exited; the loop sees it finished.
+            if r != 0 && r != libc::ESRCH {
+                // The thread keeps the fd; leave it running, as before the call.
+                self.running = Some((stop, thread));
+                return Err(format!(
+                    "kicking the vCPU: {}",
+                    std::io::Error::from_raw_os_error(r)
+                ));
+            }
             std::thread::sleep(Duration::from_micros(200));
         }
         let (fd, err) = thread
@@ -181,5 +197,19 @@ impl Vcpu {
             .map_err(|_| "the vCPU thread panicked".to_string())?;
         self.fd = Some(fd);
         err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Vcpu {
+    /// A running vCPU is stopped and joined, so its fd (which keeps the VM and its memory
+    /// slot alive in the kernel) is closed before the guest RAM mapping goes away.
+    fn drop(&mut self) {
+        if self.running.is_some() {
+            // On a kick error there is nothing left to try: the process ends the thread.
+            let _ = self.pause();
+            if self.running.is_some() {
+                std::process::abort();
+            }
+        }
     }
 }

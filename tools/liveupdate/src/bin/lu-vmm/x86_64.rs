@@ -10,9 +10,9 @@
 
 use kvm_bindings::{
     kvm_debugregs, kvm_device_attr, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_regs, kvm_segment, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs, KVMIO, KVM_IRQCHIP_IOAPIC,
-    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_VCPU_TSC_CTRL,
-    KVM_VCPU_TSC_OFFSET,
+    kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs, KVMIO,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
+    KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
 use crate::guest::{self, word};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Exact, Snapshot};
 use crate::vcpu::{init_kick, GuestRam, Vcpu};
 
 /// The snapshot format this architecture writes and reads.
@@ -41,27 +41,28 @@ const APIC_PERIOD: u64 = 10_000_000;
 // kvm-ioctls has KVM_SET_DEVICE_ATTR for arm64 vCPUs only.
 ioctl_iow_nr!(KVM_SET_DEVICE_ATTR, KVMIO, 0xe1, kvm_device_attr);
 
-/// The vCPU's and the irqchip's state.
+/// The vCPU's and the irqchip's state. Each KVM structure travels as its bytes and must come
+/// back whole ([`Exact`]).
 #[derive(Serialize, Deserialize)]
 pub struct State {
-    pub regs: kvm_regs,
-    pub sregs: kvm_bindings::kvm_sregs,
-    pub xsave: kvm_xsave,
-    pub xcrs: kvm_xcrs,
-    pub lapic: kvm_lapic_state,
-    pub events: kvm_vcpu_events,
-    pub mp_state: kvm_mp_state,
-    pub debugregs: kvm_debugregs,
+    pub regs: Exact<kvm_regs>,
+    pub sregs: Exact<kvm_sregs>,
+    pub xsave: Exact<kvm_xsave>,
+    pub xcrs: Exact<kvm_xcrs>,
+    pub lapic: Exact<kvm_lapic_state>,
+    pub events: Exact<kvm_vcpu_events>,
+    pub mp_state: Exact<kvm_mp_state>,
+    pub debugregs: Exact<kvm_debugregs>,
     /// (index, value) of every MSR KVM lists that reads back, but the TSC.
     pub msrs: Vec<(u32, u64)>,
     /// PIC master, PIC slave, IOAPIC.
-    pub irqchips: Vec<kvm_irqchip>,
+    pub irqchips: Vec<Exact<kvm_irqchip>>,
 }
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
-            .field("rip", &self.regs.rip)
+            .field("rip", &self.regs.0.rip)
             .field("msrs", &self.msrs.len())
             .field("irqchips", &self.irqchips.len())
             .finish_non_exhaustive()
@@ -81,10 +82,10 @@ const CHIPS: [u32; 3] = [
 ];
 
 impl State {
-    /// Check what the next kernel's lu-vmm read before it uses any of it (the fixed-size
-    /// structures were checked by their sizes when they were parsed).
+    /// Check what the next kernel's lu-vmm read before it uses any of it (the KVM structures
+    /// were checked by their sizes when they were parsed).
     pub fn check(&self) -> Result<(), String> {
-        let ids: Vec<u32> = self.irqchips.iter().map(|c| c.chip_id).collect();
+        let ids: Vec<u32> = self.irqchips.iter().map(|c| c.0.chip_id).collect();
         if ids != CHIPS {
             return Err(format!("irqchips {ids:?}, expected {CHIPS:?}"));
         }
@@ -109,20 +110,22 @@ impl State {
     #[cfg(test)]
     pub fn sample() -> Self {
         Self {
-            regs: kvm_regs::default(),
-            sregs: Default::default(),
-            xsave: kvm_xsave::default(),
-            xcrs: kvm_xcrs::default(),
-            lapic: kvm_lapic_state::default(),
-            events: kvm_vcpu_events::default(),
-            mp_state: kvm_mp_state::default(),
-            debugregs: kvm_debugregs::default(),
+            regs: Exact::default(),
+            sregs: Exact::default(),
+            xsave: Exact::default(),
+            xcrs: Exact::default(),
+            lapic: Exact::default(),
+            events: Exact::default(),
+            mp_state: Exact::default(),
+            debugregs: Exact::default(),
             msrs: vec![(0x1b, 0xfee0_0900)],
             irqchips: CHIPS
                 .iter()
-                .map(|&chip_id| kvm_irqchip {
-                    chip_id,
-                    ..Default::default()
+                .map(|&chip_id| {
+                    Exact(kvm_irqchip {
+                        chip_id,
+                        ..Default::default()
+                    })
                 })
                 .collect(),
         }
@@ -280,6 +283,11 @@ impl Vm {
         self.vcpu.pause()
     }
 
+    /// Whether the vCPU is in KVM_RUN (resumed, and not stopped by an exit or error).
+    pub fn running(&self) -> bool {
+        self.vcpu.running()
+    }
+
     /// The vCPU's and the irqchip's state, with the clocks; the vCPU must be paused.
     pub fn save(&self, host_paused: u64) -> Result<Snapshot, String> {
         let vcpu = self.vcpu.fd()?;
@@ -287,27 +295,27 @@ impl Vm {
             ._kvm
             .get_msr_index_list()
             .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
-        let mut msrs = Vec::new();
-        let mut tsc = None;
-        for &index in list.as_slice() {
+        let read_msr = |index| -> Result<Option<u64>, String> {
             let mut m = Msrs::from_entries(&[kvm_msr_entry {
                 index,
                 ..Default::default()
             }])
             .map_err(|e| format!("MSR list: {e:?}"))?;
-            // KVM lists MSRs a vCPU may not have (it returns 0 read for them): skip those.
+            // KVM lists MSRs a vCPU may not have (it reads 0 of them): those are skipped.
             if vcpu.get_msrs(&mut m).map_err(kvm_err("KVM_GET_MSRS"))? != 1 {
-                continue;
+                return Ok(None);
             }
-            let data = m.as_slice().first().map_or(0, |e| e.data);
-            if index == MSR_IA32_TSC {
-                tsc = Some(data);
-            } else {
+            Ok(m.as_slice().first().map(|e| e.data))
+        };
+        let mut msrs = Vec::new();
+        for &index in list.as_slice().iter().filter(|&&i| i != MSR_IA32_TSC) {
+            if let Some(data) = read_msr(index)? {
                 msrs.push((index, data));
             }
         }
+        // The guest's TSC, then the host's, back to back.
+        let guest_cnt = read_msr(MSR_IA32_TSC)?.ok_or("the vCPU's TSC did not read back")?;
         let host_cnt = host_ticks();
-        let guest_cnt = tsc.ok_or("the vCPU's TSC did not read back")?;
         let mut irqchips = Vec::new();
         for chip_id in CHIPS {
             let mut c = kvm_irqchip {
@@ -317,21 +325,23 @@ impl Vm {
             self.vm
                 .get_irqchip(&mut c)
                 .map_err(kvm_err("KVM_GET_IRQCHIP"))?;
-            irqchips.push(c);
+            irqchips.push(Exact(c));
         }
         let arch = State {
-            regs: vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?,
-            sregs: vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?,
-            xsave: vcpu.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?,
-            xcrs: vcpu.get_xcrs().map_err(kvm_err("KVM_GET_XCRS"))?,
-            lapic: vcpu.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?,
-            events: vcpu
-                .get_vcpu_events()
-                .map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?,
-            mp_state: vcpu.get_mp_state().map_err(kvm_err("KVM_GET_MP_STATE"))?,
-            debugregs: vcpu
-                .get_debug_regs()
-                .map_err(kvm_err("KVM_GET_DEBUGREGS"))?,
+            regs: Exact(vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?),
+            sregs: Exact(vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?),
+            xsave: Exact(vcpu.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?),
+            xcrs: Exact(vcpu.get_xcrs().map_err(kvm_err("KVM_GET_XCRS"))?),
+            lapic: Exact(vcpu.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?),
+            events: Exact(
+                vcpu.get_vcpu_events()
+                    .map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?,
+            ),
+            mp_state: Exact(vcpu.get_mp_state().map_err(kvm_err("KVM_GET_MP_STATE"))?),
+            debugregs: Exact(
+                vcpu.get_debug_regs()
+                    .map_err(kvm_err("KVM_GET_DEBUGREGS"))?,
+            ),
             msrs,
             irqchips,
         };
@@ -356,16 +366,18 @@ impl Vm {
         let vm = Self::new(ram, snap.ram_size)?;
         let st = &snap.arch;
         for c in &st.irqchips {
-            vm.vm.set_irqchip(c).map_err(kvm_err("KVM_SET_IRQCHIP"))?;
+            vm.vm
+                .set_irqchip(&c.0)
+                .map_err(kvm_err("KVM_SET_IRQCHIP"))?;
         }
         let vcpu = vm.vcpu.fd()?;
-        vcpu.set_sregs(&st.sregs)
+        vcpu.set_sregs(&st.sregs.0)
             .map_err(kvm_err("KVM_SET_SREGS"))?;
-        vcpu.set_regs(&st.regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        vcpu.set_regs(&st.regs.0).map_err(kvm_err("KVM_SET_REGS"))?;
         // SAFETY: `st.xsave` is a whole kvm_xsave, and Vm::new checked that KVM's XSAVE
         // state (KVM_CAP_XSAVE2) is no larger, so KVM reads only within it.
-        unsafe { vcpu.set_xsave(&st.xsave) }.map_err(kvm_err("KVM_SET_XSAVE"))?;
-        vcpu.set_xcrs(&st.xcrs).map_err(kvm_err("KVM_SET_XCRS"))?;
+        unsafe { vcpu.set_xsave(&st.xsave.0) }.map_err(kvm_err("KVM_SET_XSAVE"))?;
+        vcpu.set_xcrs(&st.xcrs.0).map_err(kvm_err("KVM_SET_XCRS"))?;
         let entries: Vec<kvm_msr_entry> = st
             .msrs
             .iter()
@@ -384,13 +396,13 @@ impl Vm {
                 entries.len()
             ));
         }
-        vcpu.set_lapic(&st.lapic)
+        vcpu.set_lapic(&st.lapic.0)
             .map_err(kvm_err("KVM_SET_LAPIC"))?;
-        vcpu.set_vcpu_events(&st.events)
+        vcpu.set_vcpu_events(&st.events.0)
             .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
-        vcpu.set_mp_state(st.mp_state)
+        vcpu.set_mp_state(st.mp_state.0)
             .map_err(kvm_err("KVM_SET_MP_STATE"))?;
-        vcpu.set_debug_regs(&st.debugregs)
+        vcpu.set_debug_regs(&st.debugregs.0)
             .map_err(kvm_err("KVM_SET_DEBUGREGS"))?;
         // Last, closest to KVM_RUN: guest TSC = host TSC + offset, as before the update.
         let offset = snap.guest_cnt.wrapping_sub(snap.host_cnt);
