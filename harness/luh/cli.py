@@ -362,14 +362,14 @@ def cmd_test(args):
                            [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))
     if host_wanted("crate:cargo-test") or host_wanted("crate:lint"):
         try:
-            toolchain.ensure_all()
+            tc = toolchain.ensure_all()
             trees, _, _ = tree.prepare_trees()
             hdr = kbuild.headers(tree.PRISTINE, "x86_64")
             if host_wanted("crate:cargo-test"):
                 stage("userspace crate: cargo test on the host")
                 add(crate.host_tests(trees["rust"], hdr))
             if host_wanted("crate:lint"):
-                add(crate.clippy_and_fmt(trees["rust"]))
+                add(crate.clippy_and_fmt(trees["rust"], tc))
         except HarnessError as e:
             add(ktap.Suite("host", "-", "crate:cargo-test",
                            [ktap.Case("setup", ktap.FAIL, str(e).splitlines()[0])]))

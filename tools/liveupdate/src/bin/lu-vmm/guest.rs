@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const RAM_BASE: u64 = 0x4000_0000;
 #[cfg(not(target_arch = "aarch64"))]
 pub const RAM_BASE: u64 = 0;
-/// The x86_64 guest's IDT, from the start of RAM (`IDT` in guest-x86_64.s): its code ends
-/// below.
-pub const IDT: u64 = 0x3000;
+/// The guest's code must end below this, from the start of RAM: the x86_64 guest's IDT is
+/// there (`IDT` in guest-x86_64.s).
+pub const CODE_MAX: u64 = 0x3000;
 /// The status block, from the start of RAM (`STATUS` in guest-*.s).
 pub const STATUS: u64 = 0x4000;
 /// The checksummed region, from the start of RAM (below it: code, status, stack).
@@ -161,7 +161,7 @@ mod tests {
     fn guest_code_fits_below_its_tables() {
         let c = code();
         assert!(
-            c.len() > 256 && (c.len() as u64) <= IDT,
+            c.len() > 256 && (c.len() as u64) <= CODE_MAX,
             "{} bytes",
             c.len()
         );

@@ -199,9 +199,9 @@ impl Vm {
     pub fn boot(ram: &OwnedFd, ram_size: u64, seed: u64, region_len: u64) -> Result<Self, String> {
         let vm = Self::new(ram, ram_size)?;
         let code = guest::code();
-        if code.len() as u64 > guest::IDT {
+        if code.len() as u64 > guest::CODE_MAX {
             return Err(format!(
-                "the guest's code ({} bytes) overlaps its IDT",
+                "the guest's code ({} bytes) overlaps its tables",
                 code.len()
             ));
         }
