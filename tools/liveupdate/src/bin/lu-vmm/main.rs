@@ -10,7 +10,7 @@
 //! lu-vmm start   [--socket P] [--mem-mib N] [--region-kib N] [--seed S] [--run-ms N]
 //! lu-vmm status  [--socket P]
 //! lu-vmm update  [--socket P] [--session S]
-//! lu-vmm restore [--session S] [--run-ms N]
+//! lu-vmm restore [--session S] [--run-ms N]    (or lu-vmm --restore ...)
 //! lu-vmm serve   [the options of start]      (the VMM itself; `start` runs it)
 //! ```
 //!
@@ -251,7 +251,8 @@ fn main() -> ExitCode {
         Some("status") => cmd_status(rest),
         Some("update") => cmd_update(rest),
         Some("serve") => vmm::serve(rest).map(|_| true),
-        Some("restore") => vmm::restore(rest),
+        // `--restore`: the spelling of the issue that asked for it.
+        Some("restore" | "--restore") => vmm::restore(rest),
         _ => {
             eprintln!("usage: lu-vmm start|status|update|restore|serve [options] (see the source)");
             return ExitCode::from(2);
