@@ -333,12 +333,16 @@ mod vmm {
 
     pub fn serve(args: &[String]) -> Result<(), String> {
         let o = parse_opts(args)?;
-        let ram_size = o.mem_mib << 20;
-        if !(MIN_RAM..=MAX_RAM).contains(&ram_size) {
-            return Err(format!("--mem-mib {} is out of range", o.mem_mib));
-        }
+        let ram_size = o
+            .mem_mib
+            .checked_mul(1 << 20)
+            .filter(|s| (MIN_RAM..=MAX_RAM).contains(s))
+            .ok_or_else(|| format!("--mem-mib {} is out of range", o.mem_mib))?;
+        let region = o
+            .region_kib
+            .checked_mul(1 << 10)
+            .ok_or_else(|| format!("--region-kib {} is out of range", o.region_kib))?;
         let ram = memfd::create("lu-vmm-ram", ram_size).map_err(|e| format!("RAM memfd: {e}"))?;
-        let region = o.region_kib << 10;
         let mut vm = Vm::boot(&ram, ram_size, o.seed, region)?;
         let _ = std::fs::remove_file(&o.socket);
         let listener = UnixListener::bind(&o.socket).map_err(|e| format!("{}: {e}", o.socket))?;
