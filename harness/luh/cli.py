@@ -491,17 +491,12 @@ def report_demo(res, size):
     problems = res.problems(2)
     print()
     print(f"  QEMU accelerator: {res.accel}")
-    for s in res.stages:
-        print(f"  stage {s.number}: kernel {s.ident}"
-              + ("" if s.right_kernel else f"   (EXPECTED {s.expected})"))
-        for line in res.text(s.number).splitlines():
-            if "agent:" in line:
-                print("           " + line[line.index("agent:"):])
-        if s.reboot == "kexec":
-            print("           init: reboot(LINUX_REBOOT_CMD_KEXEC)")
+
+    def kexec_time(s):
         if s.number == 1 and len(res.stages) == 2 and s.t_reboot is not None:
             ms = (res.stages[1].t_start - s.t_reboot) * 1000
             print(f"  kexec:   reboot(KEXEC) to the new kernel's init in {ms:.0f} ms")
+    vm.print_stages(res, "agent:", kexec_time)
     print()
     if pre:
         print(f"  fill             : {int(pre['bytes']) >> 20} MiB in {float(pre['fill_s']):.2f} s"

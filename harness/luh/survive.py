@@ -236,14 +236,7 @@ def report(res, bad, fig):
     print(f"  QEMU accelerator: {res.accel}; the guest runs under KVM inside the VM ("
           + ("the kernel at the emulated EL2, KVM in VHE mode)" if arm else
              "kvm_amd on the emulated SVM)"))
-    for s in res.stages:
-        print(f"  stage {s.number}: kernel {s.ident}"
-              + ("" if s.right_kernel else f"   (EXPECTED {s.expected})"))
-        for line in res.text(s.number).splitlines():
-            if "lu-vmm:" in line:
-                print("           " + line[line.index("lu-vmm:"):])
-        if s.reboot == "kexec":
-            print("           init: reboot(LINUX_REBOOT_CMD_KEXEC)")
+    vm.print_stages(res, "lu-vmm:")
     print()
     if fig:
         print(f"  guest counter    : {fig['started_counter']} when started, {fig['counter']} at "

@@ -358,6 +358,21 @@ def run_chain(name, stages, progs, arch, *, mem=2048, smp=2, timeout=120,
     return RunResult(name, log, lines, parsed, reason, accel, secs, debug)
 
 
+def print_stages(res, marker, extra=None):
+    """Print each stage's kernel and its lines from `marker` on (a report's body); `extra(s)`
+    prints more after a stage."""
+    for s in res.stages:
+        print(f"  stage {s.number}: kernel {s.ident}"
+              + ("" if s.right_kernel else f"   (EXPECTED {s.expected})"))
+        for line in res.text(s.number).splitlines():
+            if marker in line:
+                print("           " + line[line.index(marker):])
+        if s.reboot == "kexec":
+            print("           init: reboot(LINUX_REBOOT_CMD_KEXEC)")
+        if extra:
+            extra(s)
+
+
 def cleanup_run(result):
     """Drop a passed run's bulky files (initramfs); keep its serial log."""
     for p in result.log.parent.glob("initrd.*.cpio"):

@@ -20,7 +20,7 @@ use std::os::fd::OwnedFd;
 
 use crate::guest::{self, word};
 use crate::snapshot::{from_hex, reg_size, to_hex, Snapshot};
-use crate::vcpu::{init_kick, GuestRam, Vcpu};
+use crate::vcpu::{init_kick, kvm_err, GuestRam, Machine, Vcpu};
 
 /// The snapshot format this architecture writes and reads.
 pub const FORMAT: &str = "lu-vmm-arm64-v1";
@@ -257,10 +257,6 @@ pub fn host_freq() -> u64 {
     v
 }
 
-fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 /// The VM. Field order is drop order: the vCPU and the vGIC go before the VM, the VM
 /// before the memory it maps.
 pub struct Vm {
@@ -336,47 +332,12 @@ impl Vm {
     /// `region_len` bytes filled from `seed`.
     pub fn boot(ram: &OwnedFd, ram_size: u64, seed: u64, region_len: u64) -> Result<Self, String> {
         let vm = Self::new(ram, ram_size)?;
-        let code = guest::code();
-        if code.len() as u64 > guest::CODE_MAX {
-            return Err(format!(
-                "the guest's code ({} bytes) overlaps its tables",
-                code.len()
-            ));
-        }
-        let end = guest::REGION_OFF
-            .checked_add(region_len)
-            .filter(|&e| e <= ram_size);
-        if end.is_none() || region_len % 8 != 0 {
-            return Err(format!(
-                "a region of {region_len} bytes does not fit {ram_size} bytes of RAM"
-            ));
-        }
-        vm.ram.write(0, code)?;
-        vm.ram.set_status(word::SEED, seed)?;
-        vm.ram.set_status(word::REGION_OFF, guest::REGION_OFF)?;
-        vm.ram.set_status(word::REGION_LEN, region_len)?;
+        vm.ram.load_guest(seed, region_len)?;
         vm.vcpu
             .fd()?
             .set_one_reg(CORE_PC, &guest::RAM_BASE.to_le_bytes())
             .map_err(kvm_err("setting the PC"))?;
         Ok(vm)
-    }
-
-    pub fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-
-    pub fn resume(&mut self) -> Result<(), String> {
-        self.vcpu.resume()
-    }
-
-    pub fn pause(&mut self) -> Result<(), String> {
-        self.vcpu.pause()
-    }
-
-    /// Whether the vCPU is in KVM_RUN (resumed, and not stopped by an exit or error).
-    pub fn running(&self) -> bool {
-        self.vcpu.running()
     }
 
     /// The vCPU's and the vGIC's state, with the clocks; the vCPU must be paused.
@@ -581,4 +542,18 @@ fn get_attr<T: Copy>(
     // SAFETY: `addr` points to `value`, a live, writable `T`; the callers pass the width KVM
     // writes for that group (32 bits for DIST_REGS and REDIST_REGS, 64 for CPU_SYSREGS).
     unsafe { dev.get_device_attr(&mut a) }
+}
+
+impl Machine for Vm {
+    fn vcpu(&self) -> &Vcpu {
+        &self.vcpu
+    }
+
+    fn vcpu_mut(&mut self) -> &mut Vcpu {
+        &mut self.vcpu
+    }
+
+    fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
 }

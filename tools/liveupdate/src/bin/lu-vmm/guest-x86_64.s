@@ -18,35 +18,15 @@
  *
  * Registers kept across the loop: r12 RAM base, r13 status, r14 seed,
  * r15 region, rbx region length, r10 the last TSC read, r9 COUNTER.
+ *
+ * guest.rs's guest_asm! defines STATUS and the S_* offsets of the status
+ * block before this file, from the layout the VMM reads.
  */
-	.equ	STATUS, 0x4000
 	.equ	STACK_TOP, 0x8000
 	.equ	IDT, 0x3000
 	.equ	LAPIC, 0xfee00000
 	.equ	TIMER_VECTOR, 0x20
 
-	.equ	S_MAGIC, 0 * 8
-	.equ	S_SEED, 1 * 8
-	.equ	S_REGION_OFF, 2 * 8
-	.equ	S_REGION_LEN, 3 * 8
-	.equ	S_PERIOD, 4 * 8
-	.equ	S_COUNTER, 5 * 8
-	.equ	S_EXPECTED, 6 * 8
-	.equ	S_LAST_SUM, 7 * 8
-	.equ	S_PASSES, 8 * 8
-	.equ	S_BAD_PASSES, 9 * 8
-	.equ	S_CNTFRQ, 10 * 8
-	.equ	S_LAST_CNT, 11 * 8
-	.equ	S_MAX_GAP, 12 * 8
-	.equ	S_GAP_BEFORE, 13 * 8
-	.equ	S_GAP_AFTER, 14 * 8
-	.equ	S_GAP_COUNTER, 15 * 8
-	.equ	S_TICKS, 16 * 8
-	.equ	S_OTHER_IRQS, 17 * 8
-	.equ	S_START_CNT, 18 * 8
-	.equ	S_FAULT, 19 * 8
-	.equ	S_FAULT_ESR, 20 * 8
-	.equ	S_FAULT_ELR, 21 * 8
 
 	.pushsection .rodata.lu_vmm_guest, "a"
 	.code64

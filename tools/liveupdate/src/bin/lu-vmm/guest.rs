@@ -11,14 +11,14 @@ pub const RAM_BASE: u64 = 0;
 /// The guest's code must end below this, from the start of RAM: the x86_64 guest's IDT is
 /// there (`IDT` in guest-x86_64.s).
 pub const CODE_MAX: u64 = 0x3000;
-/// The status block, from the start of RAM (`STATUS` in guest-*.s).
+/// The status block, from the start of RAM (defines `STATUS` in guest-*.s).
 pub const STATUS: u64 = 0x4000;
 /// The checksummed region, from the start of RAM (below it: code, status, stack).
 pub const REGION_OFF: u64 = 0x10_0000;
 /// `"LUGUEST1"`: the guest writes it once it has filled the region and started counting.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LUGUEST1");
 
-/// Word indices of the status block; they mirror the `S_*` offsets of guest-*.s.
+/// Word indices of the status block; they define the `S_*` offsets of guest-*.s.
 pub mod word {
     pub const MAGIC: u64 = 0;
     pub const SEED: u64 = 1;
@@ -114,10 +114,69 @@ pub fn checksum(words: impl IntoIterator<Item = u64>) -> u64 {
     words.into_iter().fold(0, |c, w| c.rotate_left(1) ^ w)
 }
 
+/// Assemble a guest, with `STATUS` and the status block's offsets `S_*` defined from
+/// [`STATUS`] and [`word`]: the guest and the VMM share one layout.
+macro_rules! guest_asm {
+    ($file:literal $(, $opt:ident)?) => {
+        core::arch::global_asm!(
+            concat!(
+                ".equ STATUS, {status}\n",
+                ".equ S_MAGIC, {magic}\n",
+                ".equ S_SEED, {seed}\n",
+                ".equ S_REGION_OFF, {region_off}\n",
+                ".equ S_REGION_LEN, {region_len}\n",
+                ".equ S_PERIOD, {period}\n",
+                ".equ S_COUNTER, {counter}\n",
+                ".equ S_EXPECTED, {expected}\n",
+                ".equ S_LAST_SUM, {last_sum}\n",
+                ".equ S_PASSES, {passes}\n",
+                ".equ S_BAD_PASSES, {bad_passes}\n",
+                ".equ S_CNTFRQ, {cntfrq}\n",
+                ".equ S_LAST_CNT, {last_cnt}\n",
+                ".equ S_MAX_GAP, {max_gap}\n",
+                ".equ S_GAP_BEFORE, {gap_before}\n",
+                ".equ S_GAP_AFTER, {gap_after}\n",
+                ".equ S_GAP_COUNTER, {gap_counter}\n",
+                ".equ S_TICKS, {ticks}\n",
+                ".equ S_OTHER_IRQS, {other_irqs}\n",
+                ".equ S_START_CNT, {start_cnt}\n",
+                ".equ S_FAULT, {fault}\n",
+                ".equ S_FAULT_ESR, {fault_esr}\n",
+                ".equ S_FAULT_ELR, {fault_elr}\n",
+                include_str!($file)
+            ),
+            status = const STATUS,
+            magic = const word::MAGIC * 8,
+            seed = const word::SEED * 8,
+            region_off = const word::REGION_OFF * 8,
+            region_len = const word::REGION_LEN * 8,
+            period = const word::PERIOD * 8,
+            counter = const word::COUNTER * 8,
+            expected = const word::EXPECTED * 8,
+            last_sum = const word::LAST_SUM * 8,
+            passes = const word::PASSES * 8,
+            bad_passes = const word::BAD_PASSES * 8,
+            cntfrq = const word::CNTFRQ * 8,
+            last_cnt = const word::LAST_CNT * 8,
+            max_gap = const word::MAX_GAP * 8,
+            gap_before = const word::GAP_BEFORE * 8,
+            gap_after = const word::GAP_AFTER * 8,
+            gap_counter = const word::GAP_COUNTER * 8,
+            ticks = const word::TICKS * 8,
+            other_irqs = const word::OTHER_IRQS * 8,
+            start_cnt = const word::START_CNT * 8,
+            fault = const word::FAULT * 8,
+            fault_esr = const word::FAULT_ESR * 8,
+            fault_elr = const word::FAULT_ELR * 8,
+            $(options($opt))?
+        );
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
-core::arch::global_asm!(include_str!("guest-arm64.s"));
+guest_asm!("guest-arm64.s");
 #[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(include_str!("guest-x86_64.s"), options(att_syntax));
+guest_asm!("guest-x86_64.s", att_syntax);
 
 #[cfg(target_arch = "aarch64")]
 extern "C" {

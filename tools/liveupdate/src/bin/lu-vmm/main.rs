@@ -274,6 +274,7 @@ mod vmm {
     use crate::arch::{host_ticks, Vm, CLOCK};
     use crate::guest::{checksum, REGION_OFF};
     use crate::snapshot::{Snapshot, MAX_RAM, MIN_RAM};
+    use crate::vcpu::Machine;
     use liveupdate::named::{self, NamedSession};
     use liveupdate::{memfd, Device, OutgoingSession};
     use std::os::fd::OwnedFd;

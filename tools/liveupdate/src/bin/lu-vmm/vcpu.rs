@@ -61,8 +61,7 @@ impl GuestRam {
         };
         // SAFETY: `host` is the start of a mapping of `self.size` bytes owned by `self.mem`;
         // the callers (the architectures' `Vm`) drop the VM fd before `self` (field order).
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))
+        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))
     }
 
     /// Write `bytes` at `off` bytes into RAM.
@@ -70,6 +69,29 @@ impl GuestRam {
         self.mem
             .write_slice(bytes, GuestAddress(guest::RAM_BASE + off))
             .map_err(|e| format!("writing guest RAM at {off:#x}: {e}"))
+    }
+
+    /// Load the guest: its code at the start of RAM, its seed and a region of `region_len`
+    /// bytes at [`guest::REGION_OFF`] in its status block.
+    pub fn load_guest(&self, seed: u64, region_len: u64) -> Result<(), String> {
+        let code = guest::code();
+        if code.len() as u64 > guest::CODE_MAX {
+            return Err(format!(
+                "the guest's code ({} bytes) overlaps its tables",
+                code.len()
+            ));
+        }
+        let end = guest::REGION_OFF.checked_add(region_len);
+        if end.is_none_or(|e| e > self.size) || region_len % 8 != 0 {
+            return Err(format!(
+                "a region of {region_len} bytes does not fit {} bytes of RAM",
+                self.size
+            ));
+        }
+        self.write(0, code)?;
+        self.set_status(word::SEED, seed)?;
+        self.set_status(word::REGION_OFF, guest::REGION_OFF)?;
+        self.set_status(word::REGION_LEN, region_len)
     }
 
     /// Set word `i` of the status block.
@@ -103,6 +125,11 @@ impl GuestRam {
             .map(|c| c.iter().rev().fold(0u64, |w, &b| (w << 8) | u64::from(b)))
             .collect())
     }
+}
+
+/// A KVM error as "`what`: error".
+pub fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
 }
 
 /// The vCPU's kick: KVM_RUN returns EINTR; nothing else to do.
@@ -211,5 +238,27 @@ impl Drop for Vcpu {
                 std::process::abort();
             }
         }
+    }
+}
+
+/// What the VMM does with either architecture's VM.
+pub trait Machine {
+    fn vcpu(&self) -> &Vcpu;
+    fn vcpu_mut(&mut self) -> &mut Vcpu;
+    fn ram(&self) -> &GuestRam;
+
+    /// Start the vCPU (see [`Vcpu::resume`]).
+    fn resume(&mut self) -> Result<(), String> {
+        self.vcpu_mut().resume()
+    }
+
+    /// Stop the vCPU (see [`Vcpu::pause`]).
+    fn pause(&mut self) -> Result<(), String> {
+        self.vcpu_mut().pause()
+    }
+
+    /// Whether the vCPU is in KVM_RUN (resumed, and not stopped by an exit or error).
+    fn running(&self) -> bool {
+        self.vcpu().running()
     }
 }

@@ -22,7 +22,7 @@ use vmm_sys_util::ioctl_iow_nr;
 
 use crate::guest::{self, word};
 use crate::snapshot::{Exact, Snapshot};
-use crate::vcpu::{init_kick, GuestRam, Vcpu};
+use crate::vcpu::{init_kick, kvm_err, GuestRam, Machine, Vcpu};
 
 /// The snapshot format this architecture writes and reads.
 pub const FORMAT: &str = "lu-vmm-x86_64-v1";
@@ -149,10 +149,6 @@ pub fn host_ticks() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 /// The VM. Field order is drop order: the vCPU before the VM, the VM before its memory.
 pub struct Vm {
     vcpu: Vcpu,
@@ -198,22 +194,7 @@ impl Vm {
     /// region of `region_len` bytes filled from `seed`.
     pub fn boot(ram: &OwnedFd, ram_size: u64, seed: u64, region_len: u64) -> Result<Self, String> {
         let vm = Self::new(ram, ram_size)?;
-        let code = guest::code();
-        if code.len() as u64 > guest::CODE_MAX {
-            return Err(format!(
-                "the guest's code ({} bytes) overlaps its tables",
-                code.len()
-            ));
-        }
-        let end = guest::REGION_OFF
-            .checked_add(region_len)
-            .filter(|&e| e <= ram_size);
-        if end.is_none() || region_len % 8 != 0 {
-            return Err(format!(
-                "a region of {region_len} bytes does not fit {ram_size} bytes of RAM"
-            ));
-        }
-        vm.ram.write(0, code)?;
+        vm.ram.load_guest(seed, region_len)?;
         vm.ram.write(PML4, &(PDPT | 3).to_le_bytes())?;
         for i in 0..4u64 {
             vm.ram
@@ -223,9 +204,6 @@ impl Vm {
                 .collect();
             vm.ram.write(PD + 0x1000 * i, &pd)?;
         }
-        vm.ram.set_status(word::SEED, seed)?;
-        vm.ram.set_status(word::REGION_OFF, guest::REGION_OFF)?;
-        vm.ram.set_status(word::REGION_LEN, region_len)?;
         vm.ram.set_status(word::PERIOD, APIC_PERIOD)?;
         vm.ram.set_status(word::CNTFRQ, vm.tsc_hz)?;
 
@@ -269,23 +247,6 @@ impl Vm {
         };
         vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
         Ok(vm)
-    }
-
-    pub fn ram(&self) -> &GuestRam {
-        &self.ram
-    }
-
-    pub fn resume(&mut self) -> Result<(), String> {
-        self.vcpu.resume()
-    }
-
-    pub fn pause(&mut self) -> Result<(), String> {
-        self.vcpu.pause()
-    }
-
-    /// Whether the vCPU is in KVM_RUN (resumed, and not stopped by an exit or error).
-    pub fn running(&self) -> bool {
-        self.vcpu.running()
     }
 
     /// The vCPU's and the irqchip's state, with the clocks; the vCPU must be paused.
@@ -423,5 +384,19 @@ impl Vm {
             ));
         }
         Ok((vm, now.wrapping_add(offset)))
+    }
+}
+
+impl Machine for Vm {
+    fn vcpu(&self) -> &Vcpu {
+        &self.vcpu
+    }
+
+    fn vcpu_mut(&mut self) -> &mut Vcpu {
+        &mut self.vcpu
+    }
+
+    fn ram(&self) -> &GuestRam {
+        &self.ram
     }
 }
