@@ -18,7 +18,7 @@ use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
 
-use crate::guest::{self, word};
+use crate::guest;
 use crate::snapshot::{from_hex, reg_size, to_hex, Snapshot};
 use crate::vcpu::{init_kick, kvm_err, GuestRam, Machine, Vcpu};
 
