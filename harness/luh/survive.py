@@ -2,15 +2,16 @@
 """vm:survives: a running KVM guest survives a live update (tools/liveupdate's lu-vmm).
 
 The client kernels (<flavor>-client, with KVM) boot at EL2 under QEMU's
--M virt,virtualization=on, so KVM starts in VHE mode and lu-vmm runs a guest
-inside the test VM. Stage 1: `lu-vmm start` runs the guest (guest RAM is a
-memfd), `lu-vmm update` pauses it, saves its vCPU and vGIC state into a
+-M virt,virtualization=on on arm64 (KVM in VHE mode) and with -cpu max on
+x86_64 (TCG's SVM: kvm_amd), and lu-vmm runs a guest inside the test VM.
+Stage 1: `lu-vmm start` runs the guest (guest RAM is a memfd), `lu-vmm
+update` pauses it, saves its vCPU and interrupt controller state into a
 second memfd and preserves both in LUO session `lu-vmm`; the VMM holds the
 session through the kexec. Stage 2: `lu-vmm restore` rebuilds the VM from
 them and resumes the guest.
 
 The guest-visible pause (the largest gap between two of the guest's own
-reads of its virtual counter) is split, on the host's counter (which runs on
+reads of its clock, CNTVCT_EL0 or the TSC) is split, on the host's counter (which runs on
 through the kexec), into:
   pause + save     the guest's last read before the pause -> the session is
                    preserved (the VMM's control request, KVM_RUN kicked out,
@@ -233,9 +234,11 @@ def report(res, bad, fig):
     """`lu demo --vm`'s report; returns the exit status."""
     print()
     arm = res.name.startswith("arm64")
-    print(f"  QEMU accelerator: {res.accel}; the guest runs under KVM inside the VM ("
-          + ("the kernel at the emulated EL2, KVM in VHE mode)" if arm else
-             "kvm_amd on the emulated SVM)"))
+    how = "nested KVM"
+    if res.accel == "tcg":
+        how = ("the kernel at the emulated EL2, KVM in VHE mode" if arm else
+               "kvm_amd on the emulated SVM")
+    print(f"  QEMU accelerator: {res.accel}; the guest runs under KVM inside the VM ({how})")
     vm.print_stages(res, "lu-vmm:")
     print()
     if fig:

@@ -19,10 +19,10 @@
  * Registers kept across the loop: x19 RAM base, x20 status, x21 seed,
  * x22 region, x23 region length, x25 the last CNTVCT read, x26 COUNTER.
  *
- * guest.rs's guest_asm! defines STATUS and the S_* offsets of the status
- * block before this file, from the layout the VMM reads.
+ * guest.rs's guest_asm! defines STATUS, STACK_TOP, IDT and the S_* offsets
+ * of the status block before this file, from the layout the VMM reads; this
+ * file is part of that macro's template, so it must not contain braces.
  */
-	.equ	STACK_TOP, 0x8000
 	.equ	GICD, 0x08000000
 	.equ	GICR_RD, 0x080a0000
 	.equ	GICR_SGI, 0x080b0000

@@ -19,11 +19,10 @@
  * Registers kept across the loop: r12 RAM base, r13 status, r14 seed,
  * r15 region, rbx region length, r10 the last TSC read, r9 COUNTER.
  *
- * guest.rs's guest_asm! defines STATUS and the S_* offsets of the status
- * block before this file, from the layout the VMM reads.
+ * guest.rs's guest_asm! defines STATUS, STACK_TOP, IDT and the S_* offsets
+ * of the status block before this file, from the layout the VMM reads; this
+ * file is part of that macro's template, so it must not contain braces.
  */
-	.equ	STACK_TOP, 0x8000
-	.equ	IDT, 0x3000
 	.equ	LAPIC, 0xfee00000
 	.equ	TIMER_VECTOR, 0x20
 

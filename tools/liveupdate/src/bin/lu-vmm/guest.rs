@@ -9,10 +9,12 @@ pub const RAM_BASE: u64 = 0x4000_0000;
 #[cfg(not(target_arch = "aarch64"))]
 pub const RAM_BASE: u64 = 0;
 /// The guest's code must end below this, from the start of RAM: the x86_64 guest's IDT is
-/// there (`IDT` in guest-x86_64.s).
+/// there (defines `IDT` in guest-*.s).
 pub const CODE_MAX: u64 = 0x3000;
 /// The status block, from the start of RAM (defines `STATUS` in guest-*.s).
 pub const STATUS: u64 = 0x4000;
+/// The guest's initial stack pointer, from the start of RAM (defines `STACK_TOP`).
+pub const STACK_TOP: u64 = 0x8000;
 /// The checksummed region, from the start of RAM (below it: code, status, stack).
 pub const REGION_OFF: u64 = 0x10_0000;
 /// `"LUGUEST1"`: the guest writes it once it has filled the region and started counting.
@@ -114,13 +116,16 @@ pub fn checksum(words: impl IntoIterator<Item = u64>) -> u64 {
     words.into_iter().fold(0, |c, w| c.rotate_left(1) ^ w)
 }
 
-/// Assemble a guest, with `STATUS` and the status block's offsets `S_*` defined from
-/// [`STATUS`] and [`word`]: the guest and the VMM share one layout.
+/// Assemble a guest, with `STATUS`, `STACK_TOP`, `IDT` and the status block's offsets `S_*`
+/// defined from this module's constants and [`word`]: the guest and the VMM share one layout.
+/// The .s files are part of the template, so they must not contain braces.
 macro_rules! guest_asm {
     ($file:literal $(, $opt:ident)?) => {
         core::arch::global_asm!(
             concat!(
                 ".equ STATUS, {status}\n",
+                ".equ STACK_TOP, {stack_top}\n",
+                ".equ IDT, {idt}\n",
                 ".equ S_MAGIC, {magic}\n",
                 ".equ S_SEED, {seed}\n",
                 ".equ S_REGION_OFF, {region_off}\n",
@@ -146,6 +151,8 @@ macro_rules! guest_asm {
                 include_str!($file)
             ),
             status = const STATUS,
+            stack_top = const STACK_TOP,
+            idt = const CODE_MAX,
             magic = const word::MAGIC * 8,
             seed = const word::SEED * 8,
             region_off = const word::REGION_OFF * 8,

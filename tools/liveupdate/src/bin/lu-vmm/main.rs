@@ -310,8 +310,10 @@ mod vmm {
         let (snap, state_bytes, out) = match saved {
             Ok(v) => v,
             Err(e) => {
-                vm.resume()?;
-                return Err(format!("{e} (the guest runs on)"));
+                return Err(match vm.resume() {
+                    Ok(()) => format!("{e} (the guest runs on)"),
+                    Err(r) => format!("{e}; resuming the guest failed too: {r}"),
+                });
             }
         };
         let reply = UpdateReply {
@@ -359,6 +361,10 @@ mod vmm {
         let mut held: Option<OutgoingSession> = None;
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
+            // A client that sends nothing must not hold up the VMM's control.
+            if conn.set_read_timeout(Some(Duration::from_secs(5))).is_err() {
+                continue;
+            }
             let mut line = String::new();
             if BufReader::new(&conn).read_line(&mut line).is_err() {
                 continue;

@@ -140,8 +140,9 @@ pub fn init_kick() -> Result<(), String> {
     register_signal_handler(SIGRTMIN(), kick).map_err(|e| format!("signal handler: {e}"))
 }
 
-/// The vCPU thread gives back the fd, and why it stopped if nobody asked it to.
-type Stopped = (VcpuFd, Option<String>);
+/// The vCPU thread gives back the fd, and why it stopped if nobody asked it to (`None`: it
+/// never got the fd).
+type Stopped = Option<(VcpuFd, Option<String>)>;
 
 /// A vCPU, either here or in KVM_RUN on its own thread.
 pub struct Vcpu {
@@ -164,32 +165,43 @@ impl Vcpu {
             .ok_or_else(|| "the vCPU is running".to_string())
     }
 
-    /// Start KVM_RUN on a thread of its own.
+    /// Start KVM_RUN on a thread of its own. On failure the vCPU stays paused, here.
     pub fn resume(&mut self) -> Result<(), String> {
-        let mut vcpu = self.fd.take().ok_or("the vCPU is running already")?;
+        if self.fd.is_none() {
+            return Err("the vCPU is running already".into());
+        }
+        init_kick()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        // The fd goes to the thread once it exists, so a failed spawn keeps it here.
+        let (tx, rx) = std::sync::mpsc::channel::<VcpuFd>();
         let thread = std::thread::Builder::new()
             .name("vcpu0".into())
-            .spawn(move || loop {
-                if flag.load(Ordering::Acquire) {
-                    return (vcpu, None);
+            .spawn(move || {
+                let mut vcpu = rx.recv().ok()?;
+                loop {
+                    if flag.load(Ordering::Acquire) {
+                        return Some((vcpu, None));
+                    }
+                    let exit = match vcpu.run() {
+                        Ok(VcpuExit::SystemEvent(t, d)) => format!("system event {t} {d:?}"),
+                        Ok(exit) => format!("{exit:?}"),
+                        Err(e) if e.errno() == libc::EINTR => continue,
+                        Err(e) => format!("KVM_RUN: {e}"),
+                    };
+                    return Some((vcpu, Some(format!("the vCPU stopped: {exit}"))));
                 }
-                let exit = match vcpu.run() {
-                    Ok(VcpuExit::SystemEvent(t, d)) => format!("system event {t} {d:?}"),
-                    Ok(exit) => format!("{exit:?}"),
-                    Err(e) if e.errno() == libc::EINTR => continue,
-                    Err(e) => format!("KVM_RUN: {e}"),
-                };
-                return (vcpu, Some(format!("the vCPU stopped: {exit}")));
-            });
-        match thread {
-            Ok(t) => {
-                self.running = Some((stop, t));
-                Ok(())
-            }
-            Err(e) => Err(format!("vCPU thread: {e}")),
+            })
+            .map_err(|e| format!("vCPU thread: {e}"))?;
+        let fd = self.fd.take().ok_or("the vCPU is running already")?;
+        if let Err(back) = tx.send(fd) {
+            // The thread is gone already: the fd comes back in the error.
+            self.fd = Some(back.0);
+            let _ = thread.join();
+            return Err("the vCPU thread ended before it started".into());
         }
+        self.running = Some((stop, thread));
+        Ok(())
     }
 
     /// Whether the vCPU thread is in its KVM_RUN loop (not paused, not stopped by an exit
@@ -211,6 +223,7 @@ impl Vcpu {
             // ESRCH: it has just exited; the loop sees it finished.
             if r != 0 && r != libc::ESRCH {
                 // The thread keeps the fd; leave it running, as before the call.
+                stop.store(false, Ordering::Release);
                 self.running = Some((stop, thread));
                 return Err(format!(
                     "kicking the vCPU: {}",
@@ -221,7 +234,8 @@ impl Vcpu {
         }
         let (fd, err) = thread
             .join()
-            .map_err(|_| "the vCPU thread panicked".to_string())?;
+            .map_err(|_| "the vCPU thread panicked".to_string())?
+            .ok_or("the vCPU thread got no vCPU")?;
         self.fd = Some(fd);
         err.map_or(Ok(()), Err)
     }

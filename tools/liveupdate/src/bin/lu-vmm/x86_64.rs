@@ -241,7 +241,7 @@ impl Vm {
         vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
         let regs = kvm_regs {
             rip: guest::RAM_BASE,
-            rsp: guest::STATUS + 0x4000,
+            rsp: guest::RAM_BASE + guest::STACK_TOP,
             rflags: 2,
             ..Default::default()
         };
