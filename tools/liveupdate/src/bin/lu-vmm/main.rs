@@ -99,7 +99,8 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
 /// The VMM's answer to `status`.
 #[derive(Debug, Serialize, Deserialize)]
 struct StatusReply {
-    /// "running", or "saved" once the state is preserved and the guest stays paused.
+    /// "running"; "saved" once the state is preserved (the guest stays paused); "stopped" if
+    /// the vCPU left KVM_RUN by itself (then `error` says so).
     state: String,
     guest: Status,
     error: Option<String>,
